@@ -1,0 +1,225 @@
+import { customCleanEnv, makeValidator, str, EnvError, EnvMissingError } from 'envalid'
+import { hasControlCharacter } from './access-token.js'
+import { PROXY_VARIABLES, parseProxyUrl, ProxyUrlError, withDefaultScheme, type ProxyEnv } from './egress.js'
+
+export type AccessTokenLocation = 'query' | 'header'
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
+
+export interface Timeouts {
+  /** TCP connect to the proxy or upstream, the CONNECT reply, and the TLS handshake, each. */
+  readonly connectMs: number
+  /** From the request being sent to the upstream's response headers. */
+  readonly responseHeadersMs: number
+  /** Longest silence while a response body streams. */
+  readonly idleMs: number
+  /** How long a pooled tunnel may sit unused before it is closed. */
+  readonly keepAliveMs: number
+  /** How long in-flight requests may run on after SIGTERM. */
+  readonly shutdownGraceMs: number
+}
+
+export interface Config {
+  readonly portal: {
+    /** Without userinfo: the token, if any, is in `token`. */
+    readonly endpoint: URL
+    readonly token: string | undefined
+    readonly listenPort: number
+  }
+  readonly backend: {
+    readonly endpoint: URL
+    readonly listenPort: number
+  }
+  readonly listenAddress: string
+  readonly accessTokenLocation: AccessTokenLocation
+  readonly logLevel: LogLevel
+  readonly timeouts: Timeouts
+  /** Upper bound of pooled connections (tunnels) per upstream. */
+  readonly maxConnectionsPerUpstream: number
+  /** The proxy variables that were set, scheme-less values already given `http://`. */
+  readonly proxyEnv: ProxyEnv
+}
+
+/** Every problem found in the environment, one line each, none echoing a secret. */
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+  constructor (readonly problems: readonly string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`)
+  }
+}
+
+/**
+ * An http(s) URL. The message never contains the input: an endpoint may carry
+ * an access token as userinfo.
+ */
+const endpointUrl = makeValidator<URL>((input) => {
+  let url: URL
+  try {
+    url = new URL(input.trim())
+  } catch {
+    throw new EnvError('is not a valid URL; expected https://host[:port][/path] (value not shown: it may hold a token)')
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new EnvError(`must be an http:// or https:// URL, not ${url.protocol.replace(':', '')}://`)
+  }
+  if (url.search !== '' || url.hash !== '') {
+    throw new EnvError('must not have a query or fragment')
+  }
+  return url
+})
+
+/** A TCP port; 0 asks the OS for a free one (used by tests). */
+const listenPort = makeValidator<number>((input) => {
+  const n = Number(input)
+  if (!/^\d+$/.test(input.trim()) || !Number.isInteger(n) || n < 0 || n > 65535) {
+    throw new EnvError(`"${input}" is not a port number (0-65535)`)
+  }
+  return n
+})
+
+const positiveInt = makeValidator<number>((input) => {
+  const n = Number(input)
+  if (!/^\d+$/.test(input.trim()) || !Number.isSafeInteger(n) || n < 1) {
+    throw new EnvError(`"${input}" is not a positive whole number`)
+  }
+  return n
+})
+
+/** One of a fixed set of words, compared case-insensitively. */
+function oneOf<T extends string> (choices: readonly T[]) {
+  return makeValidator<T>((input) => {
+    const value = input.trim().toLowerCase()
+    const found = choices.find((c) => c === value)
+    if (found === undefined) throw new EnvError(`"${input}" is not one of: ${choices.join(', ')}`)
+    return found
+  })
+}
+
+const SPEC = {
+  THREESCALE_PORTAL_ENDPOINT: endpointUrl({
+    desc: 'the 3scale admin portal URL, optionally with the access token as userinfo',
+    example: 'https://TOKEN@acme-admin.3scale.net'
+  }),
+  BACKEND_ENDPOINT_OVERRIDE: endpointUrl({ default: new URL('https://su1.3scale.net') }),
+  PORTAL_LISTEN_PORT: listenPort({ default: 9090 }),
+  BACKEND_LISTEN_PORT: listenPort({ default: 9091 }),
+  LISTEN_ADDRESS: str({ default: '127.0.0.1' }),
+  ACCESS_TOKEN_LOCATION: oneOf<AccessTokenLocation>(['query', 'header'])({ default: 'query' }),
+  LOG_LEVEL: oneOf<LogLevel>(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])({ default: 'info' }),
+  CONNECT_TIMEOUT_MS: positiveInt({ default: 10_000 }),
+  RESPONSE_HEADERS_TIMEOUT_MS: positiveInt({ default: 60_000 }),
+  IDLE_TIMEOUT_MS: positiveInt({ default: 60_000 }),
+  UPSTREAM_KEEPALIVE_MS: positiveInt({ default: 30_000 }),
+  UPSTREAM_MAX_CONNECTIONS: positiveInt({ default: 64 }),
+  SHUTDOWN_GRACE_MS: positiveInt({ default: 10_000 })
+}
+
+/** The settings table the README documents; kept next to the spec it describes. */
+export const SETTING_NAMES = Object.keys(SPEC)
+
+/**
+ * Validate `env` and return the frozen typed config, or throw ConfigError
+ * listing every problem at once. Takes the environment as a parameter (tests
+ * pass plain objects) and never exits the process: only main does that.
+ * An empty variable counts as unset, as `docker run -e NAME=` users expect.
+ */
+export function loadConfig (env: Readonly<Record<string, string | undefined>>): Config {
+  const present: Record<string, string> = {}
+  for (const [name, value] of Object.entries(env)) {
+    if (value !== undefined && value !== '') present[name] = value
+  }
+
+  const problems: string[] = []
+  // customCleanEnv with an identity middleware: the default strict proxy
+  // would throw on reading a variable that failed validation, and every
+  // remaining check below must still run so all problems are reported at once.
+  const cleaned = customCleanEnv(present, SPEC, (env) => env, {
+    reporter: ({ errors }) => {
+      for (const [name, error] of Object.entries(errors)) {
+        if (error === undefined) continue
+        problems.push(error instanceof EnvMissingError
+          ? `${name} is required: ${error.message}`
+          : `${name} ${error.message}`)
+      }
+    }
+  })
+
+  const portal = cleaned.THREESCALE_PORTAL_ENDPOINT as URL | undefined
+  const backend = cleaned.BACKEND_ENDPOINT_OVERRIDE as URL | undefined
+  const token = portal !== undefined ? takeUserinfoToken(portal, problems) : undefined
+  if (backend !== undefined && (backend.username !== '' || backend.password !== '')) {
+    problems.push('BACKEND_ENDPOINT_OVERRIDE must not contain credentials: 3scale backend calls carry theirs in the query')
+  }
+  if (cleaned.PORTAL_LISTEN_PORT !== 0 && cleaned.PORTAL_LISTEN_PORT === cleaned.BACKEND_LISTEN_PORT) {
+    problems.push(`PORTAL_LISTEN_PORT and BACKEND_LISTEN_PORT are both ${cleaned.PORTAL_LISTEN_PORT}; each listener needs its own port`)
+  }
+  const proxyEnv = readProxyEnv(present, problems)
+
+  if (problems.length > 0 || portal === undefined || backend === undefined) {
+    throw new ConfigError(problems)
+  }
+
+  return Object.freeze({
+    portal: Object.freeze({ endpoint: withoutUserinfo(portal), token, listenPort: cleaned.PORTAL_LISTEN_PORT }),
+    backend: Object.freeze({ endpoint: backend, listenPort: cleaned.BACKEND_LISTEN_PORT }),
+    listenAddress: cleaned.LISTEN_ADDRESS,
+    accessTokenLocation: cleaned.ACCESS_TOKEN_LOCATION,
+    logLevel: cleaned.LOG_LEVEL,
+    timeouts: Object.freeze({
+      connectMs: cleaned.CONNECT_TIMEOUT_MS,
+      responseHeadersMs: cleaned.RESPONSE_HEADERS_TIMEOUT_MS,
+      idleMs: cleaned.IDLE_TIMEOUT_MS,
+      keepAliveMs: cleaned.UPSTREAM_KEEPALIVE_MS,
+      shutdownGraceMs: cleaned.SHUTDOWN_GRACE_MS
+    }),
+    maxConnectionsPerUpstream: cleaned.UPSTREAM_MAX_CONNECTIONS,
+    proxyEnv
+  })
+}
+
+/** The token in `https://TOKEN@host` (or `https://:TOKEN@host`), percent-decoded. */
+function takeUserinfoToken (portal: URL, problems: string[]): string | undefined {
+  const raw = portal.username !== '' ? portal.username : portal.password
+  if (raw === '') return undefined
+  let token: string
+  try {
+    token = decodeURIComponent(raw)
+  } catch {
+    token = raw
+  }
+  if (hasControlCharacter(token)) {
+    problems.push('THREESCALE_PORTAL_ENDPOINT holds an access token with control characters')
+    return undefined
+  }
+  return token
+}
+
+function withoutUserinfo (url: URL): URL {
+  const copy = new URL(url.href)
+  copy.username = ''
+  copy.password = ''
+  return copy
+}
+
+/**
+ * Collect the proxy variables and check that each proxy URL parses. A bad
+ * value is reported by name only, never echoed: it may hold a password.
+ */
+function readProxyEnv (env: Record<string, string>, problems: string[]): ProxyEnv {
+  const out: Partial<Record<(typeof PROXY_VARIABLES)[number], string>> = {}
+  for (const name of PROXY_VARIABLES) {
+    const value = env[name]
+    if (value === undefined) continue
+    if (name.toLowerCase() === 'no_proxy') {
+      out[name] = value
+      continue
+    }
+    try {
+      parseProxyUrl(value)
+      out[name] = withDefaultScheme(value)
+    } catch (err) {
+      if (!(err instanceof ProxyUrlError)) throw err
+      problems.push(`${name} ${err.message} (value not shown: it may hold a password)`)
+    }
+  }
+  return Object.freeze(out)
+}

@@ -1,0 +1,108 @@
+import { getProxyForUrl } from 'proxy-from-env'
+
+/** The proxy variables, in the spellings proxy-from-env reads. */
+export const PROXY_VARIABLES = [
+  'https_proxy', 'HTTPS_PROXY',
+  'http_proxy', 'HTTP_PROXY',
+  'all_proxy', 'ALL_PROXY',
+  'no_proxy', 'NO_PROXY'
+] as const
+
+export type ProxyEnv = Readonly<Partial<Record<(typeof PROXY_VARIABLES)[number], string>>>
+
+/** A proxy to tunnel through. `url` never holds the credentials. */
+export interface ProxyEndpoint {
+  readonly url: URL
+  readonly username: string
+  readonly password: string
+}
+
+export type Egress =
+  | { readonly kind: 'proxy', readonly proxy: ProxyEndpoint }
+  | { readonly kind: 'direct', readonly reason: 'no_proxy_configured' | 'no_proxy_match' }
+
+/** A malformed proxy URL. The message never contains the URL (it may hold a password). */
+export class ProxyUrlError extends Error {
+  override name = 'ProxyUrlError'
+}
+
+/**
+ * Parse a proxy URL as curl and Go do: a value without a scheme means
+ * `http://` (proxy-from-env would otherwise take the upstream's scheme and
+ * try TLS to a plain proxy), and the user name and password are
+ * percent-decoded, so `p%40ss%3Aw%25rd` is the password `p@ss:w%rd`.
+ * A `%` that starts no valid escape is kept as written.
+ */
+export function parseProxyUrl (raw: string): ProxyEndpoint {
+  let url: URL
+  try {
+    url = new URL(withDefaultScheme(raw))
+  } catch {
+    throw new ProxyUrlError('is not a valid URL; expected http://[user:password@]host:port')
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new ProxyUrlError(`uses the unsupported scheme ${url.protocol.replace(':', '')}; expected http:// or https://`)
+  }
+  if (url.hostname === '') {
+    throw new ProxyUrlError('has no host; expected http://[user:password@]host:port')
+  }
+  if ((url.pathname !== '/' && url.pathname !== '') || url.search !== '' || url.hash !== '') {
+    throw new ProxyUrlError('must not have a path, query or fragment; expected http://[user:password@]host:port')
+  }
+  const username = percentDecode(url.username)
+  const password = percentDecode(url.password)
+  const bare = new URL(url.origin)
+  return { url: bare, username, password }
+}
+
+/** A proxy value without a scheme means http://, as in curl and Go. */
+export function withDefaultScheme (raw: string): string {
+  const value = raw.trim()
+  return value.includes('://') ? value : 'http://' + value
+}
+
+function percentDecode (value: string): string {
+  try {
+    return decodeURIComponent(value)
+  } catch {
+    return value
+  }
+}
+
+/**
+ * Decide how to reach `upstream`: through which proxy, or directly, with
+ * proxy-from-env's precedence and NO_PROXY rules. Depends only on its
+ * arguments.
+ */
+export function resolveEgress (upstream: URL, env: ProxyEnv): Egress {
+  const proxy = proxyForUrl(upstream, env)
+  if (proxy !== '') return { kind: 'proxy', proxy: parseProxyUrl(proxy) }
+  const withoutNoProxy = { ...env, no_proxy: '', NO_PROXY: '' }
+  return {
+    kind: 'direct',
+    reason: proxyForUrl(upstream, withoutNoProxy) !== '' ? 'no_proxy_match' : 'no_proxy_configured'
+  }
+}
+
+/**
+ * proxy-from-env reads process.env itself and takes no environment argument.
+ * To keep resolveEgress a function of its inputs (so config stays the only
+ * reader of the real environment, and tests pass plain objects), the lookup
+ * runs against `env` swapped in for the duration of this synchronous call.
+ * Nothing else can observe the swap: no await happens inside it.
+ */
+function proxyForUrl (upstream: URL, env: ProxyEnv): string {
+  const saved = process.env
+  const scoped: NodeJS.ProcessEnv = {}
+  for (const name of PROXY_VARIABLES) {
+    const value = env[name]
+    if (value === undefined || value === '') continue
+    scoped[name] = name.toLowerCase() === 'no_proxy' ? value : withDefaultScheme(value)
+  }
+  process.env = scoped
+  try {
+    return getProxyForUrl(upstream.href)
+  } finally {
+    process.env = saved
+  }
+}

@@ -1,0 +1,263 @@
+import type { Egress } from './egress.js'
+import { hostPort } from './redact.js'
+
+/**
+ * Stable codes for failures the sidecar itself answers for (never for a
+ * response that came from 3scale).
+ */
+export type FailureCode =
+  | 'proxy_unreachable'
+  | 'proxy_auth_required'
+  | 'tunnel_refused'
+  | 'tls_untrusted'
+  | 'dns'
+  | 'upstream_unreachable'
+  | 'timeout'
+  | 'reset'
+  | 'upstream_error'
+
+/** What the classifier knows about where the request was going. */
+export interface FailureContext {
+  readonly upstream: URL
+  readonly egress: Egress
+  /** The proxy's last refused CONNECT on this route, if any. */
+  readonly refusal?: TunnelRefusal | undefined
+  readonly timeouts: { readonly connectMs: number, readonly responseHeadersMs: number, readonly idleMs: number }
+}
+
+/** A CONNECT the proxy answered with something other than 200. */
+export interface TunnelRefusal {
+  readonly statusCode: number
+  /** Auth schemes from `Proxy-Authenticate`, e.g. ['Basic', 'NTLM']. */
+  readonly schemes: readonly string[]
+}
+
+export interface Failure {
+  readonly code: FailureCode
+  readonly status: 502 | 504
+  /** What failed, in the terms an operator uses. */
+  readonly message: string
+  /** What to check or change. */
+  readonly hint: string
+}
+
+/**
+ * A connection to the proxy or upstream (TCP, CONNECT, TLS) failed before any
+ * request byte was written. The connector wraps every such error in this, so
+ * (1) the classifier knows no byte reached 3scale and (2) undici fails the
+ * queued requests instead of reconnecting in a loop (it retries silently on
+ * UND_ERR_SOCKET during connect).
+ */
+export class ConnectFailure extends Error {
+  override name = 'ConnectFailure'
+  readonly code = 'SIDECAR_CONNECT_FAILED'
+  constructor (override readonly cause: unknown) {
+    super(cause instanceof Error ? cause.message : String(cause))
+  }
+}
+
+/** The upstream's certificate did not verify against the trust store. */
+export class UpstreamCertificateError extends Error {
+  override name = 'UpstreamCertificateError'
+  readonly code = 'SIDECAR_TLS_UNTRUSTED'
+  constructor (
+    /** OpenSSL's reason, e.g. UNABLE_TO_VERIFY_LEAF_SIGNATURE. */
+    readonly reason: string,
+    /** The certificate's issuer, e.g. 'CN=Corp Proxy CA, O=Acme'. */
+    readonly issuer: string,
+    readonly subject: string
+  ) {
+    super(`certificate verification failed (${reason}); issued by ${issuer}`)
+  }
+}
+
+type Describe = (ctx: FailureContext, detail: string) => { message: string, hint: string }
+
+/**
+ * The one table: every failure the sidecar can answer for, its status, and
+ * how it is explained. `detail` is the specific cause found by the classifier.
+ */
+export const FAILURES: Readonly<Record<FailureCode, { status: 502 | 504, describe: Describe }>> = {
+  proxy_unreachable: {
+    status: 502,
+    describe: (ctx, detail) => ({
+      message: `cannot reach the proxy ${proxyName(ctx)} (${detail})`,
+      hint: 'check the host and port in https_proxy/HTTPS_PROXY and that the proxy is running and reachable from this host'
+    })
+  },
+  proxy_auth_required: {
+    status: 502,
+    describe: (ctx) => ({
+      message: `proxy authentication failed: ${proxyName(ctx)} answered CONNECT with 407 Proxy Authentication Required${offered(ctx)}`,
+      hint: ctx.egress.kind === 'proxy' && ctx.egress.proxy.username === ''
+        ? 'the proxy URL has no credentials; set them as http://user:password@host:port in https_proxy (percent-encode @ : % in them)'
+        : 'check the user and password in https_proxy (percent-encode @ : % in them as %40 %3A %25) and that the proxy accepts Basic'
+    })
+  },
+  tunnel_refused: {
+    status: 502,
+    describe: (ctx, detail) => ({
+      message: `the proxy ${proxyName(ctx)} refused the tunnel to ${hostPort(ctx.upstream)} (${detail})`,
+      hint: `check that the proxy allows CONNECT to ${hostPort(ctx.upstream)} and can resolve and reach it; if this host must be reached directly, add it to NO_PROXY`
+    })
+  },
+  tls_untrusted: {
+    status: 502,
+    describe: (ctx, detail) => ({
+      message: `the TLS certificate of ${hostPort(ctx.upstream)} is not trusted: ${detail}`,
+      hint: 'if the proxy intercepts TLS, add its CA certificate (PEM) with NODE_EXTRA_CA_CERTS; otherwise check the endpoint URL and the system clock'
+    })
+  },
+  dns: {
+    status: 502,
+    describe: (ctx, detail) => ({
+      message: `cannot resolve ${ctx.upstream.hostname} (${detail})`,
+      hint: 'check the endpoint host name and this host\'s DNS; if only the proxy can resolve it, remove it from NO_PROXY so the request goes through https_proxy'
+    })
+  },
+  upstream_unreachable: {
+    status: 502,
+    describe: (ctx, detail) => ({
+      message: `cannot connect to ${hostPort(ctx.upstream)} directly (${detail})`,
+      hint: 'check the endpoint URL; if outbound traffic must go through a proxy, set https_proxy and make sure NO_PROXY does not match this host'
+    })
+  },
+  timeout: {
+    status: 504,
+    describe: (_ctx, detail) => ({
+      message: `timed out ${detail}`,
+      hint: 'check the proxy and 3scale\'s status; raise CONNECT_TIMEOUT_MS, RESPONSE_HEADERS_TIMEOUT_MS or IDLE_TIMEOUT_MS if the network is slow'
+    })
+  },
+  reset: {
+    status: 502,
+    describe: (ctx, detail) => ({
+      message: `the connection ${ctx.egress.kind === 'proxy' ? `through ${proxyName(ctx)} ` : ''}to ${hostPort(ctx.upstream)} was closed or reset (${detail})`,
+      hint: ctx.egress.kind === 'proxy'
+        ? 'the proxy or 3scale closed the connection; check the proxy\'s log and its idle timeout (UPSTREAM_KEEPALIVE_MS must stay below it)'
+        : 'the upstream closed the connection; check its status and the network path'
+    })
+  },
+  upstream_error: {
+    status: 502,
+    describe: (_ctx, detail) => ({
+      message: `the upstream request failed (${detail})`,
+      hint: 'run with LOG_LEVEL=debug for the error\'s details'
+    })
+  }
+}
+
+const PROXY_STATUS = /Proxy response \((\d{3})\) !== 200/
+const TIMEOUT_PHASE: Readonly<Record<string, string>> = {
+  UND_ERR_CONNECT_TIMEOUT: 'connecting',
+  UND_ERR_HEADERS_TIMEOUT: 'waiting for the response headers',
+  UND_ERR_BODY_TIMEOUT: 'waiting for the response body'
+}
+const DNS_CODES = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EAI_FAIL', 'EAI_NODATA', 'EAI_NONAME'])
+const CONNECT_CODES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ETIMEDOUT', 'EHOSTDOWN', 'ENETDOWN'])
+const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH', 'ECONNABORTED'])
+
+/**
+ * Map an undici/Node error from forwarding to exactly one failure. Reads the
+ * proxy's status where undici only puts it in the message
+ * ("Proxy response (407) !== 200 when HTTP Tunneling").
+ */
+export function classifyUpstreamError (err: unknown, ctx: FailureContext): Failure {
+  const connecting = err instanceof ConnectFailure
+  const cause = innermost(connecting ? err.cause : err)
+  const code = errorCode(cause)
+  const viaProxy = ctx.egress.kind === 'proxy'
+
+  if (cause instanceof UpstreamCertificateError) {
+    return failure('tls_untrusted', ctx, `issued by ${cause.issuer}, which the trust store does not know (${cause.reason})`)
+  }
+  const proxyStatus = PROXY_STATUS.exec(messageOf(cause))
+  if (proxyStatus !== null) {
+    const status = Number(proxyStatus[1])
+    if (status === 407) return failure('proxy_auth_required', ctx, '')
+    return failure('tunnel_refused', ctx, `CONNECT answered ${status}`)
+  }
+  if (messageOf(cause).includes('Proxy Authentication Required (407)')) {
+    return failure('proxy_auth_required', ctx, '')
+  }
+  const phase = TIMEOUT_PHASE[code]
+  if (phase !== undefined) {
+    const limit = code === 'UND_ERR_CONNECT_TIMEOUT' || connecting
+      ? `CONNECT_TIMEOUT_MS=${ctx.timeouts.connectMs}`
+      : code === 'UND_ERR_HEADERS_TIMEOUT'
+        ? `RESPONSE_HEADERS_TIMEOUT_MS=${ctx.timeouts.responseHeadersMs}`
+        : `IDLE_TIMEOUT_MS=${ctx.timeouts.idleMs}`
+    const where = connecting ? (viaProxy ? `opening the tunnel through ${proxyName(ctx)}` : `connecting to ${hostPort(ctx.upstream)}`) : phase
+    return failure('timeout', ctx, `${where} (${limit})`)
+  }
+  if (isTlsCode(code)) {
+    return failure('tls_untrusted', ctx, `${code}${viaProxy && connecting ? ' (on the connection to the proxy or the upstream)' : ''}`)
+  }
+  if (DNS_CODES.has(code)) {
+    return viaProxy ? failure('proxy_unreachable', ctx, `${code}: the proxy's host name does not resolve`) : failure('dns', ctx, code)
+  }
+  if (CONNECT_CODES.has(code)) {
+    return viaProxy ? failure('proxy_unreachable', ctx, code) : failure('upstream_unreachable', ctx, code)
+  }
+  if (RESET_CODES.has(code)) {
+    return connecting && viaProxy
+      ? failure('proxy_unreachable', ctx, `${code}: the proxy closed the connection while the tunnel was being opened`)
+      : failure('reset', ctx, code === 'UND_ERR_SOCKET' ? messageOf(cause) : code)
+  }
+  return failure('upstream_error', ctx, code !== '' ? `${code}: ${messageOf(cause)}` : messageOf(cause))
+}
+
+function failure (code: FailureCode, ctx: FailureContext, detail: string): Failure {
+  const entry = FAILURES[code]
+  return { code, status: entry.status, ...entry.describe(ctx, detail) }
+}
+
+function proxyName (ctx: FailureContext): string {
+  return ctx.egress.kind === 'proxy' ? hostPort(ctx.egress.proxy.url) : '(none)'
+}
+
+function offered (ctx: FailureContext): string {
+  const schemes = ctx.refusal?.statusCode === 407 ? ctx.refusal.schemes : []
+  return schemes.length > 0
+    ? `; it offers ${schemes.join(', ')}`
+    : '; it offered no Proxy-Authenticate scheme'
+}
+
+/** Happy-eyeballs connects fail with an AggregateError; its first error says why. */
+function innermost (err: unknown): unknown {
+  if (err instanceof AggregateError && err.errors.length > 0 && errorCode(err) === '') return err.errors[0]
+  return err
+}
+
+function errorCode (err: unknown): string {
+  const code = (err as { code?: unknown } | null)?.code
+  return typeof code === 'string' ? code : ''
+}
+
+function messageOf (err: unknown): string {
+  return err instanceof Error ? err.message : String(err)
+}
+
+function isTlsCode (code: string): boolean {
+  return code.startsWith('ERR_SSL_') || code.startsWith('ERR_TLS_') || code === 'UND_ERR_PRX_TLS' ||
+    code.includes('CERT') || code === 'HOSTNAME_MISMATCH' || code === 'EPROTO'
+}
+
+/**
+ * The auth schemes named in `Proxy-Authenticate` values, e.g.
+ * `Basic realm="x", NTLM` → ['Basic', 'NTLM']. A scheme is a token that is
+ * not followed by `=` (that would be an auth-param) — RFC 9110 §11.6.1.
+ */
+export function parseAuthSchemes (header: string | string[] | undefined): string[] {
+  if (header === undefined) return []
+  const values = Array.isArray(header) ? header : [header]
+  const schemes: string[] = []
+  for (const value of values) {
+    const unquoted = value.replace(/"(?:[^"\\]|\\.)*"/g, '""')
+    for (const part of unquoted.split(',')) {
+      const m = /^\s*([A-Za-z0-9!#$%&'*+.^_`|~-]+)(?:\s+|$)(?!\s*=)/.exec(part)
+      if (m?.[1] !== undefined && !/^\s*[A-Za-z0-9!#$%&'*+.^_`|~-]+\s*=/.test(part)) schemes.push(m[1])
+    }
+  }
+  return [...new Set(schemes)]
+}

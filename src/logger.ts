@@ -1,0 +1,47 @@
+import { pino, type DestinationStream, type Logger } from 'pino'
+import type { LogLevel } from './config.js'
+import { REDACTED } from './redact.js'
+
+export type { Logger }
+
+/**
+ * Fields that must never reach a log, wherever they appear. Log lines carry
+ * paths through redactPath() and URLs through redactUrl() already; this is
+ * the declarative second line of defence, in case an object with headers or
+ * credentials is ever logged.
+ */
+const REDACT_PATHS = [
+  'authorization',
+  'password',
+  'token',
+  'access_token',
+  'service_token',
+  'provider_key',
+  'user_key',
+  '*.authorization',
+  '*.password',
+  '*.token',
+  '*.access_token',
+  '*.service_token',
+  '*.provider_key',
+  '*.user_key',
+  'headers.authorization',
+  'headers["proxy-authorization"]',
+  '*.headers.authorization',
+  '*.headers["proxy-authorization"]'
+]
+
+/**
+ * The root logger. `destination` is injected so tests read JSON lines from a
+ * stream; in production it is stdout, written asynchronously off the hot path
+ * (flushed at exit by main).
+ */
+export function createLogger (level: LogLevel, destination?: DestinationStream): Logger {
+  return pino({
+    level,
+    base: { service: 'apicast-sidecar-proxy' },
+    redact: { paths: REDACT_PATHS, censor: REDACTED },
+    timestamp: pino.stdTimeFunctions.isoTime,
+    formatters: { level: (label) => ({ level: label }) }
+  }, destination ?? pino.destination({ dest: 1, sync: false, minLength: 0 }))
+}

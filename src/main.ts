@@ -1,0 +1,171 @@
+import { createRequire } from 'node:module'
+import { ConfigError, loadConfig, type Config } from './config.js'
+import { buildUpstream, type Upstream } from './dispatcher.js'
+import { createForwarder } from './forward.js'
+import { createLogger, type Logger } from './logger.js'
+import { hostPort } from './redact.js'
+import { buildRoutes, type Route, type RouteName } from './routes.js'
+import { startListener, type Listener } from './server.js'
+
+export interface Sidecar {
+  readonly config: Config
+  readonly listeners: ReadonlyMap<RouteName, Listener>
+  readonly upstreams: ReadonlyMap<RouteName, Upstream>
+  /** Stop accepting, drain within the grace period, close the dispatchers. */
+  shutdown (): Promise<void>
+}
+
+/**
+ * Build routes and dispatchers, then start both listeners. If either cannot
+ * bind, everything already started is closed again and the error is thrown:
+ * the sidecar never runs half alive.
+ */
+export async function startSidecar (config: Config, log: Logger): Promise<Sidecar> {
+  const routes = buildRoutes(config)
+  const upstreams = new Map<RouteName, Upstream>()
+  const listeners = new Map<RouteName, Listener>()
+  let draining = false
+
+  for (const route of routes) {
+    upstreams.set(route.name, buildUpstream(route, {
+      timeouts: config.timeouts,
+      maxConnections: config.maxConnectionsPerUpstream
+    }))
+  }
+
+  const shutdown = async (): Promise<void> => {
+    draining = true
+    await Promise.all([...listeners.values()].map(async (l) => { await l.close(config.timeouts.shutdownGraceMs) }))
+    await Promise.all([...upstreams.values()].map(async (u) => { await u.destroy() }))
+  }
+
+  try {
+    for (const route of routes) {
+      const routeLog = log.child({ listener: route.name })
+      const upstream = upstreams.get(route.name) as Upstream
+      const handler = createForwarder({ route, upstream, timeouts: config.timeouts, log: routeLog, draining: () => draining })
+      const listener = await startListener(route.listenAddress, route.listenPort, handler).catch((err: unknown) => {
+        throw new ListenError(route, err)
+      })
+      listeners.set(route.name, listener)
+      logRoute(routeLog, route, listener, config)
+    }
+  } catch (err) {
+    await shutdown()
+    throw err
+  }
+
+  return { config, listeners, upstreams, shutdown }
+}
+
+/** A listener could not bind; says which setting to change. */
+export class ListenError extends Error {
+  override name = 'ListenError'
+  constructor (readonly route: Route, override readonly cause: unknown) {
+    const code = (cause as { code?: string }).code ?? String(cause)
+    const setting = route.name === 'portal' ? 'PORTAL_LISTEN_PORT' : 'BACKEND_LISTEN_PORT'
+    super(`cannot listen on ${route.listenAddress}:${route.listenPort} for the ${route.name} listener (${code}); ` +
+      (code === 'EADDRINUSE'
+        ? `another process uses the port: stop it or set ${setting}`
+        : `check LISTEN_ADDRESS and ${setting}`))
+  }
+}
+
+/** One line per listener: listener → upstream, via proxy host:port or direct. Credentials masked. */
+function logRoute (log: Logger, route: Route, listener: Listener, config: Config): void {
+  const listen = `${listener.address.address}:${listener.address.port}`
+  const upstream = displayUrl(route.upstream)
+  const egress = route.egress
+  const fields: Record<string, unknown> = { listen, upstream, port: listener.address.port }
+  let via: string
+  if (egress.kind === 'proxy') {
+    fields.egress = 'proxy'
+    fields.proxy = hostPort(egress.proxy.url)
+    fields.proxyAuth = egress.proxy.username !== '' || egress.proxy.password !== ''
+      ? `basic (${egress.proxy.username}:***)`
+      : 'none'
+    via = `via proxy ${egress.proxy.url.protocol}//${hostPort(egress.proxy.url)} (${route.upstream.protocol === 'https:' ? 'CONNECT tunnel' : 'absolute-form'}, proxy auth ${String(fields.proxyAuth)})`
+  } else {
+    fields.egress = 'direct'
+    fields.directReason = egress.reason
+    via = egress.reason === 'no_proxy_match' ? 'direct (NO_PROXY matches)' : 'direct (no proxy configured)'
+  }
+  if (route.tokenPolicy.kind === 'access_token') {
+    fields.accessToken = `${route.tokenPolicy.location}${route.tokenPolicy.fallbackToken !== undefined ? ', default token from THREESCALE_PORTAL_ENDPOINT' : ''}`
+  }
+  fields.timeouts = config.timeouts
+  log.info(fields, `${route.name} ${listen} → ${upstream} ${via}`)
+}
+
+/** An endpoint for log lines: origin plus path prefix, no trailing `/`. */
+function displayUrl (url: URL): string {
+  return url.pathname === '/' ? url.origin : url.origin + url.pathname
+}
+
+const USAGE = `Usage: apicast-sidecar-proxy [--help | --version]
+
+Forwards APIcast's calls to the 3scale admin portal (listener 9090) and
+backend (listener 9091) through the corporate proxy in https_proxy.
+All settings come from the environment; see the README.
+`
+
+/**
+ * The process entry: parse argv, validate the environment, start, and handle
+ * signals. The only place that exits the process; returns the exit code.
+ */
+export async function main (argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(USAGE)
+    return 0
+  }
+  if (argv.includes('--version')) {
+    const pkg = createRequire(import.meta.url)('../../package.json') as { version: string }
+    process.stdout.write(`${pkg.version}\n`)
+    return 0
+  }
+  if (argv.length > 0) {
+    process.stderr.write(`apicast-sidecar-proxy: unknown argument ${JSON.stringify(argv[0])}\n${USAGE}`)
+    return 2
+  }
+
+  let config: Config
+  try {
+    config = loadConfig(env)
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err
+    process.stderr.write(`apicast-sidecar-proxy: ${err.message}\n`)
+    return 1
+  }
+
+  const log = createLogger(config.logLevel)
+  let sidecar: Sidecar
+  try {
+    sidecar = await startSidecar(config, log)
+  } catch (err) {
+    log.fatal(err instanceof ListenError ? err.message : `start-up failed: ${String(err)}`)
+    log.flush()
+    return 1
+  }
+
+  return await new Promise<number>((resolve) => {
+    let stopping = false
+    const stop = (signal: NodeJS.Signals): void => {
+      if (stopping) {
+        log.warn(`${signal} again: exiting without waiting for in-flight requests`)
+        resolve(1)
+        return
+      }
+      stopping = true
+      log.info(`${signal} received: draining (up to SHUTDOWN_GRACE_MS=${config.timeouts.shutdownGraceMs})`)
+      sidecar.shutdown().then(() => {
+        log.info('stopped')
+        resolve(0)
+      }, (err: unknown) => {
+        log.error(`shutdown failed: ${String(err)}`)
+        resolve(1)
+      })
+    }
+    process.on('SIGTERM', stop)
+    process.on('SIGINT', stop)
+  }).finally(() => { log.flush() })
+}

@@ -1,0 +1,129 @@
+import type { IncomingHttpHeaders } from 'node:http'
+import {
+  appendAccessToken,
+  basicTokenHeader,
+  queryHasAccessToken,
+  readBasicToken
+} from './access-token.js'
+import { withoutHopByHop } from './hop-by-hop.js'
+import type { Route, TokenPolicy } from './routes.js'
+
+/** What the rewrite reads of a request: Go's `In`. */
+export interface IncomingRequest {
+  readonly method: string
+  /** The raw request-target, byte for byte as received. */
+  readonly url: string
+  /** Lower-case names, as node:http parses them. */
+  readonly headers: IncomingHttpHeaders
+}
+
+/** What is sent upstream: Go's `Out`, in undici's terms. */
+export interface OutgoingRequest {
+  readonly method: string
+  /** Origin-form target: the endpoint's prefix joined to the incoming path, plus the query. */
+  readonly path: string
+  readonly headers: Record<string, string | string[]>
+}
+
+/** A request this sidecar refuses, with the status APIcast should see. */
+export class RequestError extends Error {
+  override name = 'RequestError'
+  constructor (readonly statusCode: number, message: string, readonly headers: Record<string, string> = {}) {
+    super(message)
+  }
+}
+
+export type RewriteResult =
+  | { readonly ok: true, readonly outgoing: OutgoingRequest }
+  | { readonly ok: false, readonly error: RequestError }
+
+/**
+ * Headers dropped besides the hop-by-hop ones:
+ * - `host`: the upstream's is set below;
+ * - `expect`: node:http has already answered `100-continue` to APIcast, and
+ *   undici refuses to send it.
+ */
+const ALSO_DROPPED: ReadonlySet<string> = new Set(['host', 'expect'])
+
+/**
+ * Turn a request received on `route`'s listener into the request for its
+ * upstream. Pure: it never mutates `incoming`, never does I/O, and refuses
+ * (rather than forwards) anything that would make the listener an open proxy
+ * or let a token inject a header.
+ *
+ * Hop-by-hop headers are stripped before the token is placed, so a client's
+ * `Connection: authorization` cannot remove the Authorization the rewrite adds.
+ */
+export function buildUpstreamRequest (incoming: IncomingRequest, route: Route): RewriteResult {
+  const target = incoming.url
+  if (incoming.method === 'CONNECT') {
+    return refuse(405, 'CONNECT is not supported: this listener is not an open proxy', { allow: 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS' })
+  }
+  if (target.charCodeAt(0) !== 47 /* '/' */) {
+    return refuse(400, `this listener forwards only to ${route.upstream.origin} and accepts origin-form targets (/path?query); it is not an open proxy`)
+  }
+
+  const q = target.indexOf('?')
+  const rawPath = q === -1 ? target : target.slice(0, q)
+  let rawQuery = q === -1 ? '' : target.slice(q + 1)
+  const headers = withoutHopByHop(incoming.headers, ALSO_DROPPED)
+  headers.host = route.upstream.host
+
+  const placed = placeAccessToken(route.tokenPolicy, incoming.headers.authorization, headers, rawQuery)
+  if (!placed.ok) return placed
+  rawQuery = placed.rawQuery
+
+  const path = joinPath(route.upstream.pathname, rawPath) + (rawQuery === '' && q === -1 ? '' : '?' + rawQuery)
+  return { ok: true, outgoing: { method: incoming.method, path, headers } }
+}
+
+function refuse (statusCode: number, message: string, headers?: Record<string, string>): RewriteResult {
+  return { ok: false, error: new RequestError(statusCode, message, headers) }
+}
+
+/**
+ * Join the endpoint's path prefix and the request path without decoding
+ * either, so `/a%2Fb` reaches 3scale as `/a%2Fb` (Go's joinURLPath).
+ */
+export function joinPath (prefix: string, path: string): string {
+  if (prefix === '' || prefix === '/') return path
+  const base = prefix.endsWith('/') ? prefix.slice(0, -1) : prefix
+  return path.startsWith('/') ? base + path : base + '/' + path
+}
+
+type Placement = { ok: true, rawQuery: string } | { ok: false, error: RequestError }
+
+/**
+ * Apply the route's token policy to `headers` (the outgoing copy) and the raw
+ * query. The token is read from the incoming Authorization, before any
+ * stripping, as Go's Rewrite reads `In` and writes `Out`. An `access_token`
+ * already in the query wins; a token from APIcast's Basic userinfo comes
+ * next; the sidecar's own token last. A non-Basic Authorization (Bearer…) is
+ * not ours and passes unchanged.
+ */
+function placeAccessToken (
+  policy: TokenPolicy,
+  authorization: string | undefined,
+  headers: Record<string, string | string[]>,
+  rawQuery: string
+): Placement {
+  if (policy.kind === 'passthrough') return { ok: true, rawQuery }
+
+  const basic = readBasicToken(authorization)
+  if (basic.kind === 'invalid') {
+    return { ok: false, error: new RequestError(400, `${basic.reason}; the request was not forwarded`) }
+  }
+  if (basic.kind === 'other') return { ok: true, rawQuery }
+
+  // APIcast's Basic credentials are consumed here, whatever they held.
+  delete headers.authorization
+  if (queryHasAccessToken(rawQuery)) return { ok: true, rawQuery }
+
+  const token = basic.kind === 'token' ? basic.token : policy.fallbackToken
+  if (token === undefined) return { ok: true, rawQuery }
+  if (policy.location === 'header') {
+    headers.authorization = basicTokenHeader(token)
+    return { ok: true, rawQuery }
+  }
+  return { ok: true, rawQuery: appendAccessToken(rawQuery, token) }
+}

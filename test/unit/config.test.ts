@@ -1,0 +1,82 @@
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { ConfigError, loadConfig } from '../../src/config.js'
+
+const minimal = { THREESCALE_PORTAL_ENDPOINT: 'https://acme-admin.3scale.net' }
+
+function problemsOf (env: Record<string, string>): readonly string[] {
+  try {
+    loadConfig(env)
+  } catch (err) {
+    assert.ok(err instanceof ConfigError)
+    return err.problems
+  }
+  assert.fail('expected a ConfigError')
+}
+
+describe('loadConfig', () => {
+  it('applies the documented defaults', () => {
+    const c = loadConfig(minimal)
+    assert.equal(c.portal.endpoint.href, 'https://acme-admin.3scale.net/')
+    assert.equal(c.portal.token, undefined)
+    assert.equal(c.portal.listenPort, 9090)
+    assert.equal(c.backend.endpoint.href, 'https://su1.3scale.net/')
+    assert.equal(c.backend.listenPort, 9091)
+    assert.equal(c.listenAddress, '127.0.0.1')
+    assert.equal(c.accessTokenLocation, 'query')
+    assert.equal(c.logLevel, 'info')
+    assert.deepEqual(c.timeouts, { connectMs: 10000, responseHeadersMs: 60000, idleMs: 60000, keepAliveMs: 30000, shutdownGraceMs: 10000 })
+    assert.equal(c.maxConnectionsPerUpstream, 64)
+    assert.ok(Object.isFrozen(c))
+  })
+
+  it('takes the token from the portal URL userinfo and removes it from the endpoint', () => {
+    const c = loadConfig({ THREESCALE_PORTAL_ENDPOINT: 'https://t%2Fok@acme-admin.3scale.net/prefix' })
+    assert.equal(c.portal.token, 't/ok')
+    assert.equal(c.portal.endpoint.href, 'https://acme-admin.3scale.net/prefix')
+    assert.equal(loadConfig({ THREESCALE_PORTAL_ENDPOINT: 'https://:pw-token@h' }).portal.token, 'pw-token')
+  })
+
+  it('treats empty variables as unset', () => {
+    const c = loadConfig({ ...minimal, BACKEND_ENDPOINT_OVERRIDE: '', https_proxy: '', LOG_LEVEL: '' })
+    assert.equal(c.backend.endpoint.href, 'https://su1.3scale.net/')
+    assert.deepEqual(c.proxyEnv, {})
+  })
+
+  it('keeps proxy variables, giving scheme-less ones http://', () => {
+    const c = loadConfig({ ...minimal, HTTPS_PROXY: 'proxy:3128', no_proxy: 'localhost' })
+    assert.deepEqual(c.proxyEnv, { HTTPS_PROXY: 'http://proxy:3128', no_proxy: 'localhost' })
+  })
+
+  it('reports every problem at once, one line each', () => {
+    const problems = problemsOf({
+      BACKEND_ENDPOINT_OVERRIDE: 'ftp://x',
+      PORTAL_LISTEN_PORT: '70000',
+      ACCESS_TOKEN_LOCATION: 'cookie',
+      LOG_LEVEL: 'loud',
+      CONNECT_TIMEOUT_MS: '-1',
+      https_proxy: 'http://u:hunter2@[x'
+    })
+    const names = problems.map((p) => p.split(' ')[0])
+    assert.deepEqual(names.sort(), ['ACCESS_TOKEN_LOCATION', 'BACKEND_ENDPOINT_OVERRIDE', 'CONNECT_TIMEOUT_MS', 'LOG_LEVEL', 'PORTAL_LISTEN_PORT', 'THREESCALE_PORTAL_ENDPOINT', 'https_proxy'])
+    for (const p of problems) assert.doesNotMatch(p, /\n/)
+  })
+
+  it('never echoes a value that may hold a secret', () => {
+    const problems = problemsOf({
+      THREESCALE_PORTAL_ENDPOINT: 'https://tok-SECRET@acme admin',
+      BACKEND_ENDPOINT_OVERRIDE: 'https://u:pw-SECRET@su1.3scale.net',
+      HTTPS_PROXY: 'socks5://u:pw-SECRET@p:1',
+      http_proxy: 'http://u:pw-SECRET@p:1/path'
+    })
+    assert.equal(problems.length, 4)
+    for (const p of problems) assert.doesNotMatch(p, /SECRET/)
+  })
+
+  it('refuses the same port for both listeners and a token with control characters', () => {
+    const problems = problemsOf({ THREESCALE_PORTAL_ENDPOINT: 'https://a%0Db@h', PORTAL_LISTEN_PORT: '9000', BACKEND_LISTEN_PORT: '9000' })
+    assert.equal(problems.length, 2)
+    assert.match(problems.join('\n'), /both 9000/)
+    assert.match(problems.join('\n'), /control characters/)
+  })
+})

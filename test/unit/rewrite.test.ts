@@ -1,0 +1,145 @@
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { buildUpstreamRequest, joinPath, type IncomingRequest } from '../../src/rewrite.js'
+import type { Route, TokenPolicy } from '../../src/routes.js'
+
+const basic = (userPass: string): string => 'Basic ' + Buffer.from(userPass).toString('base64')
+
+function route (upstream: string, tokenPolicy: TokenPolicy): Route {
+  return {
+    name: tokenPolicy.kind === 'passthrough' ? 'backend' : 'portal',
+    listenAddress: '127.0.0.1',
+    listenPort: 0,
+    upstream: new URL(upstream),
+    tokenPolicy,
+    egress: { kind: 'direct', reason: 'no_proxy_configured' }
+  }
+}
+
+const portalQuery = route('https://acme-admin.3scale.net', { kind: 'access_token', location: 'query', fallbackToken: undefined })
+const portalHeader = route('https://acme-admin.3scale.net', { kind: 'access_token', location: 'header', fallbackToken: undefined })
+const portalOwnToken = route('https://acme-admin.3scale.net', { kind: 'access_token', location: 'query', fallbackToken: 'own-token' })
+const portalPrefix = route('https://gw.example/3scale/admin/', { kind: 'access_token', location: 'query', fallbackToken: undefined })
+const backend = route('https://su1.3scale.net', { kind: 'passthrough' })
+
+function req (url: string, headers: Record<string, string> = {}, method = 'GET'): IncomingRequest {
+  return { method, url, headers: { host: 'sidecar:9090', ...headers } }
+}
+
+describe('buildUpstreamRequest: path and query', () => {
+  const cases: Array<{ name: string, route: Route, url: string, want: string }> = [
+    { name: 'plain path', route: backend, url: '/transactions/authrep.xml?service_token=s&user_key=u', want: '/transactions/authrep.xml?service_token=s&user_key=u' },
+    { name: 'percent-encoding kept byte for byte', route: backend, url: '/a%2Fb/%7Ex?q=%2F%20+&x', want: '/a%2Fb/%7Ex?q=%2F%20+&x' },
+    { name: 'prefix joined without double slash', route: portalPrefix, url: '/admin/api/services.json', want: '/3scale/admin/admin/api/services.json' },
+    { name: 'empty query marker kept', route: backend, url: '/status?', want: '/status?' },
+    { name: 'dot segments not resolved', route: backend, url: '/a/../b', want: '/a/../b' },
+    { name: 'double slash path stays a path', route: backend, url: '//evil.example/x', want: '//evil.example/x' }
+  ]
+  for (const c of cases) {
+    it(c.name, () => {
+      const got = buildUpstreamRequest(req(c.url), c.route)
+      assert.ok(got.ok)
+      assert.equal(got.outgoing.path, c.want)
+    })
+  }
+})
+
+describe('joinPath', () => {
+  const cases: Array<[string, string, string]> = [
+    ['', '/x', '/x'], ['/', '/x', '/x'], ['/p', '/x', '/p/x'], ['/p/', '/x', '/p/x'], ['/p/', '/', '/p/'], ['/p', 'x', '/p/x']
+  ]
+  for (const [prefix, path, want] of cases) {
+    it(`${JSON.stringify(prefix)} + ${JSON.stringify(path)}`, () => assert.equal(joinPath(prefix, path), want))
+  }
+})
+
+describe('buildUpstreamRequest: headers', () => {
+  it('sets the upstream Host and strips hop-by-hop headers, including those Connection names', () => {
+    const got = buildUpstreamRequest(req('/x', {
+      connection: 'keep-alive, x-drop-me',
+      'keep-alive': 'timeout=5',
+      'proxy-authorization': basic('a:b'),
+      'proxy-connection': 'keep-alive',
+      te: 'trailers',
+      trailer: 'x-t',
+      upgrade: 'h2c',
+      'transfer-encoding': 'chunked',
+      expect: '100-continue',
+      'x-drop-me': '1',
+      'x-keep': 'yes',
+      'content-type': 'application/xml'
+    }, 'POST'), backend)
+    assert.ok(got.ok)
+    assert.deepEqual(got.outgoing.headers, { host: 'su1.3scale.net', 'x-keep': 'yes', 'content-type': 'application/xml' })
+  })
+
+  it('keeps a non-default port in Host', () => {
+    const got = buildUpstreamRequest(req('/x'), route('https://backend.test:8443', { kind: 'passthrough' }))
+    assert.ok(got.ok)
+    assert.equal(got.outgoing.headers.host, 'backend.test:8443')
+  })
+
+  it('does not mutate the incoming headers', () => {
+    const incoming = req('/x', { authorization: basic('tok:'), connection: 'close' })
+    const before = structuredClone(incoming.headers)
+    buildUpstreamRequest(incoming, portalQuery)
+    assert.deepEqual(incoming.headers, before)
+  })
+
+  it('a client cannot strip the Authorization the rewrite adds via Connection', () => {
+    const got = buildUpstreamRequest(req('/x', { authorization: basic('tok:'), connection: 'authorization' }), portalHeader)
+    assert.ok(got.ok)
+    assert.equal(got.outgoing.headers.authorization, basic('tok:'))
+  })
+
+  it('backend: Authorization passes through untouched', () => {
+    const got = buildUpstreamRequest(req('/x', { authorization: basic('tok:') }), backend)
+    assert.ok(got.ok)
+    assert.equal(got.outgoing.headers.authorization, basic('tok:'))
+    assert.equal(got.outgoing.path, '/x')
+  })
+})
+
+describe('buildUpstreamRequest: access token (portal)', () => {
+  const cases: Array<{ name: string, route: Route, url: string, authorization?: string, path: string, auth: string | undefined }> = [
+    { name: 'query: token in user name', route: portalQuery, url: '/admin/api/services.json', authorization: basic('tok:'), path: '/admin/api/services.json?access_token=tok', auth: undefined },
+    { name: 'query: token in password', route: portalQuery, url: '/admin/api/services.json', authorization: basic(':tok'), path: '/admin/api/services.json?access_token=tok', auth: undefined },
+    { name: 'query: appended after an existing query', route: portalQuery, url: '/admin/api/account/proxy_configs/production.json?host=a.example', authorization: basic('tok:'), path: '/admin/api/account/proxy_configs/production.json?host=a.example&access_token=tok', auth: undefined },
+    { name: 'query: token is percent-encoded', route: portalQuery, url: '/x', authorization: basic('a+b/c=d&e:'), path: '/x?access_token=a%2Bb%2Fc%3Dd%26e', auth: undefined },
+    { name: 'query: an access_token already in the query wins', route: portalQuery, url: '/x?access_token=q', authorization: basic('tok:'), path: '/x?access_token=q', auth: undefined },
+    { name: 'header: Basic token forwarded as Basic', route: portalHeader, url: '/x', authorization: basic(':tok'), path: '/x', auth: basic('tok:') },
+    { name: 'header: query token wins, Basic dropped', route: portalHeader, url: '/x?access_token=q', authorization: basic('tok:'), path: '/x?access_token=q', auth: undefined },
+    { name: 'no token anywhere', route: portalQuery, url: '/x', path: '/x', auth: undefined },
+    { name: 'sidecar token used when the request has none', route: portalOwnToken, url: '/x', path: '/x?access_token=own-token', auth: undefined },
+    { name: 'request token preferred over the sidecar token', route: portalOwnToken, url: '/x', authorization: basic('tok:'), path: '/x?access_token=tok', auth: undefined },
+    { name: 'empty Basic credentials fall back to the sidecar token', route: portalOwnToken, url: '/x', authorization: basic(':'), path: '/x?access_token=own-token', auth: undefined },
+    { name: 'a Bearer header is not ours: passed through, no token added', route: portalOwnToken, url: '/x', authorization: 'Bearer abc', path: '/x', auth: 'Bearer abc' }
+  ]
+  for (const c of cases) {
+    it(c.name, () => {
+      const got = buildUpstreamRequest(req(c.url, c.authorization !== undefined ? { authorization: c.authorization } : {}), c.route)
+      assert.ok(got.ok, 'rewrite refused the request')
+      assert.equal(got.outgoing.path, c.path)
+      assert.equal(got.outgoing.headers.authorization, c.auth)
+    })
+  }
+})
+
+describe('buildUpstreamRequest: refusals', () => {
+  const cases: Array<{ name: string, r: IncomingRequest, route: Route, status: number }> = [
+    { name: 'token with CR/LF', r: req('/x', { authorization: basic('to\r\nX-Evil: 1:') }), route: portalQuery, status: 400 },
+    { name: 'token with NUL in the password half', r: req('/x', { authorization: basic(':a\u0000b') }), route: portalHeader, status: 400 },
+    { name: 'Basic that is not base64', r: req('/x', { authorization: 'Basic !!!' }), route: portalQuery, status: 400 },
+    { name: 'absolute-form request for another host', r: req('http://other.example/x'), route: backend, status: 400 },
+    { name: 'absolute-form naming the upstream', r: req('https://su1.3scale.net/x'), route: backend, status: 400 },
+    { name: 'asterisk-form', r: req('*', {}, 'OPTIONS'), route: backend, status: 400 },
+    { name: 'CONNECT', r: req('su1.3scale.net:443', {}, 'CONNECT'), route: backend, status: 405 }
+  ]
+  for (const c of cases) {
+    it(c.name, () => {
+      const got = buildUpstreamRequest(c.r, c.route)
+      assert.equal(got.ok, false)
+      if (!got.ok) assert.equal(got.error.statusCode, c.status)
+    })
+  }
+})
