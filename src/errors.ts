@@ -200,8 +200,10 @@ export function classifyUpstreamError (err: unknown, ctx: FailureContext): Failu
     return viaProxy ? failure('proxy_unreachable', ctx, code) : failure('upstream_unreachable', ctx, code)
   }
   if (RESET_CODES.has(code)) {
+    // TCP to the proxy worked (else ECONNREFUSED), so a close while the
+    // tunnel is being set up means the proxy gave up on the upstream.
     return connecting && viaProxy
-      ? failure('proxy_unreachable', ctx, `${code}: the proxy closed the connection while the tunnel was being opened`)
+      ? failure('tunnel_refused', ctx, `${code}: the proxy closed the connection before the tunnel and TLS handshake completed`)
       : failure('reset', ctx, code === 'UND_ERR_SOCKET' ? messageOf(cause) : code)
   }
   return failure('upstream_error', ctx, code !== '' ? `${code}: ${messageOf(cause)}` : messageOf(cause))

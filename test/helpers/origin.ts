@@ -1,0 +1,151 @@
+import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { createServer as createHttpsServer } from 'node:https'
+import type { AddressInfo, Socket } from 'node:net'
+import { testCa, type CertificateAuthority } from './pki.js'
+
+/** Names the origin's certificate covers; test proxies resolve them to 127.0.0.1. */
+export const ORIGIN_NAMES = ['portal.test', 'backend.test', 'localhost', '127.0.0.1'] as const
+
+export interface SeenRequest {
+  readonly method: string
+  readonly url: string
+  readonly headers: IncomingMessage['headers']
+  readonly rawHeaders: readonly string[]
+  bodyBytes: number
+  /** True once the whole request body arrived. */
+  complete: boolean
+}
+
+export type Handler = (req: IncomingMessage, res: ServerResponse, seen: SeenRequest) => void
+
+export interface Origin {
+  readonly port: number
+  /** e.g. https://portal.test:PORT — reachable only through a test proxy. */
+  url (name?: string): string
+  readonly requests: SeenRequest[]
+  /** Sockets currently open at the origin. */
+  openSockets (): number
+  close (): Promise<void>
+}
+
+export const FORBIDDEN_JSON = '{"error":"Access denied"}'
+export const BACKEND_403_XML = '<?xml version="1.0" encoding="UTF-8"?><error code="provider_key_or_service_token_required">Provider key or service token are required</error>'
+
+/**
+ * A stand-in for 3scale's portal and backend: answers the real paths the way
+ * 3scale does (403 without credentials), plus test endpoints:
+ * - /echo: the request as JSON (method, url, headers);
+ * - /bytes?n=N: N bytes of body, streamed in 64 KiB chunks;
+ * - /upload: counts the request body and answers with the count;
+ * - /hang: never answers.
+ * Every request is recorded in `requests`, with how much body arrived.
+ */
+export const threescaleHandler: Handler = (req, res, seen) => {
+  const url = new URL(req.url ?? '/', 'http://origin')
+  const chunks: Buffer[] = []
+  const keep = url.pathname === '/echo'
+  req.on('data', (c: Buffer) => { if (keep) chunks.push(c) })
+  req.on('end', () => {
+    switch (url.pathname) {
+      case '/echo': {
+        const body = JSON.stringify({ method: req.method, url: req.url, headers: req.headers, rawHeaders: req.rawHeaders, body: Buffer.concat(chunks).toString('utf8') })
+        res.writeHead(200, { 'content-type': 'application/json', 'x-origin': 'yes', 'set-cookie': ['a=1', 'b=2'], connection: 'x-hop', 'x-hop': 'dropped', 'keep-alive': 'timeout=5' })
+        res.end(body)
+        return
+      }
+      case '/bytes': {
+        let left = Number(url.searchParams.get('n') ?? '0')
+        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(left) })
+        const chunk = Buffer.alloc(65536, 120)
+        const pump = (): void => {
+          while (left > 0) {
+            const n = Math.min(left, chunk.length)
+            left -= n
+            if (!res.write(n === chunk.length ? chunk : chunk.subarray(0, n))) {
+              res.once('drain', pump)
+              return
+            }
+          }
+          res.end()
+        }
+        pump()
+        return
+      }
+      case '/upload':
+        res.writeHead(200, { 'content-type': 'text/plain' })
+        res.end(String(seen.bodyBytes))
+        return
+      case '/hang':
+        return
+      case '/admin/api/services.json':
+      case '/admin/api/account/proxy_configs/production.json':
+        if (url.searchParams.get('access_token') === null && req.headers.authorization === undefined) {
+          res.writeHead(403, { 'content-type': 'application/json; charset=utf-8' })
+          res.end(FORBIDDEN_JSON)
+          return
+        }
+        res.writeHead(200, { 'content-type': 'application/json; charset=utf-8' })
+        res.end('{"services":[{"service":{"id":2555417777820,"name":"API"}}]}')
+        return
+      case '/transactions/authrep.xml':
+        if (url.searchParams.get('service_token') === null && url.searchParams.get('provider_key') === null) {
+          res.writeHead(403, { 'content-type': 'application/vnd.3scale-v2.0+xml' })
+          res.end(BACKEND_403_XML)
+          return
+        }
+        res.writeHead(200, { 'content-type': 'application/vnd.3scale-v2.0+xml' })
+        res.end('<?xml version="1.0" encoding="UTF-8"?><status><authorized>true</authorized><plan>Basic</plan></status>')
+        return
+      case '/transactions.xml':
+        res.writeHead(202)
+        res.end()
+        return
+      default:
+        res.writeHead(404, { 'content-type': 'text/plain' })
+        res.end('not found\n')
+    }
+  })
+}
+
+export interface OriginOptions {
+  /** Serve TLS with a certificate from `ca` (default: the shared test CA). */
+  readonly tls?: boolean
+  readonly ca?: CertificateAuthority
+  readonly handler?: Handler
+}
+
+/** Start an origin on 127.0.0.1, port 0. */
+export async function startOrigin (options: OriginOptions = {}): Promise<Origin> {
+  const handler = options.handler ?? threescaleHandler
+  const requests: SeenRequest[] = []
+  const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    const seen: SeenRequest = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders, bodyBytes: 0, complete: false }
+    requests.push(seen)
+    req.on('data', (c: Buffer) => { seen.bodyBytes += c.length })
+    req.on('end', () => { seen.complete = true })
+    handler(req, res, seen)
+  }
+  let server: Server
+  if (options.tls === false) {
+    server = createHttpServer(onRequest)
+  } else {
+    const ca = options.ca ?? await testCa()
+    const { cert, key } = await ca.issue(ORIGIN_NAMES)
+    server = createHttpsServer({ cert, key }, onRequest)
+  }
+  const sockets = new Set<Socket>()
+  server.on('connection', (s: Socket) => { sockets.add(s); s.once('close', () => sockets.delete(s)) })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const port = (server.address() as AddressInfo).port
+  const scheme = options.tls === false ? 'http' : 'https'
+  return {
+    port,
+    url: (name = '127.0.0.1') => `${scheme}://${name}:${port}`,
+    requests,
+    openSockets: () => sockets.size,
+    close: async () => {
+      for (const s of sockets) s.destroy()
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+    }
+  }
+}

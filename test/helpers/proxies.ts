@@ -1,0 +1,213 @@
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { existsSync, chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { createServer, connect as netConnect, type AddressInfo } from 'node:net'
+import type { lookup } from 'node:dns'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { RequestError, Server as ProxyChainServer } from 'proxy-chain'
+
+/** A user and password with every character that must be percent-encoded in a URL. */
+export const PROXY_USER = 'sidecar'
+export const PROXY_PASSWORD = 'p@ss:w%rd/#?'
+
+/** `http://user:password@127.0.0.1:port` with the credentials percent-encoded. */
+export function proxyUrl (port: number, user = PROXY_USER, password = PROXY_PASSWORD): string {
+  return `http://${encodeURIComponent(user)}:${encodeURIComponent(password)}@127.0.0.1:${port}`
+}
+
+/** Resolves every *.test name to 127.0.0.1, so no test touches real DNS. */
+const testLookup = ((hostname: string, options: unknown, callback: (err: NodeJS.ErrnoException | null, address: unknown, family?: number) => void) => {
+  const cb = typeof options === 'function' ? options as typeof callback : callback
+  const all = typeof options === 'object' && options !== null && (options as { all?: boolean }).all === true
+  if (hostname.endsWith('.test') || hostname === '127.0.0.1' || hostname === 'localhost') {
+    if (all) cb(null, [{ address: '127.0.0.1', family: 4 }])
+    else cb(null, '127.0.0.1', 4)
+  } else {
+    const err: NodeJS.ErrnoException = new Error(`getaddrinfo ENOTFOUND ${hostname}`)
+    err.code = 'ENOTFOUND'
+    cb(err, all ? [] : '', 4)
+  }
+}) as unknown as typeof lookup
+
+export interface TestProxy {
+  readonly port: number
+  readonly url: string
+  /** CONNECT tunnels the proxy accepted (authenticated). */
+  tunnels (): number
+  /** Proxy-Authorization values it received. */
+  readonly authorizations: string[]
+  close (): Promise<void>
+}
+
+/**
+ * An in-process CONNECT proxy (proxy-chain) that enforces Basic auth.
+ * `forbidden.test` is refused with 403, as a proxy's policy would.
+ */
+export async function startProxyChain (user = PROXY_USER, password = PROXY_PASSWORD): Promise<TestProxy> {
+  let tunnels = 0
+  const authorizations: string[] = []
+  const server = new ProxyChainServer({
+    port: 0,
+    host: '127.0.0.1',
+    authRealm: 'sidecar-test',
+    prepareRequestFunction: ({ request, username, password: pw, hostname, isHttp }) => {
+      const header = request.headers['proxy-authorization']
+      if (header !== undefined) authorizations.push(header)
+      if (username !== user || pw !== password) return { requestAuthentication: true, failMsg: 'bad proxy credentials' }
+      if (hostname === 'forbidden.test') throw new RequestError('forbidden by proxy policy', 403)
+      if (!isHttp) tunnels++
+      return { dnsLookup: testLookup }
+    }
+  })
+  await server.listen()
+  const port = server.port
+  return {
+    port,
+    url: proxyUrl(port, user, password),
+    tunnels: () => tunnels,
+    authorizations,
+    close: async () => { await server.close(true) }
+  }
+}
+
+/** A port nobody listens on (bound, then released). */
+export async function freePort (): Promise<number> {
+  const srv = createServer()
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
+  const { port } = srv.address() as AddressInfo
+  await new Promise<void>((resolve) => srv.close(() => resolve()))
+  return port
+}
+
+/**
+ * A plain TCP server that accepts connections and never answers: a proxy
+ * that hangs on CONNECT.
+ */
+export async function startSilentServer (): Promise<{ port: number, close: () => Promise<void> }> {
+  const sockets = new Set<import('node:net').Socket>()
+  const srv = createServer((s) => { sockets.add(s); s.on('error', () => {}); s.resume() })
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
+  return {
+    port: (srv.address() as AddressInfo).port,
+    close: async () => {
+      for (const s of sockets) s.destroy()
+      await new Promise<void>((resolve) => srv.close(() => resolve()))
+    }
+  }
+}
+
+export const SQUID = '/usr/sbin/squid'
+const NCSA = '/usr/lib/squid/basic_ncsa_auth'
+/** squid tests run when Debian's squid (and htpasswd) are installed, as .ci/run does. */
+export const haveSquid = existsSync(SQUID) && existsSync(NCSA) && commandExists('htpasswd')
+
+function commandExists (cmd: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' })
+    return true
+  } catch {
+    return false
+  }
+}
+
+export interface Squid extends TestProxy {
+  /** Lines of squid's access log. */
+  accessLog (): string[]
+}
+
+/**
+ * Debian's squid in the foreground with Basic auth (basic_ncsa_auth), names
+ * resolved from its own hosts file, no cache. `forbidden.test` is denied by
+ * ACL (403). Tunnels are counted from the access log, which squid writes when
+ * a tunnel closes: count after the sidecar has stopped.
+ */
+export async function startSquid (user = PROXY_USER, password = PROXY_PASSWORD): Promise<Squid> {
+  const dir = mkdtempSync(join(tmpdir(), 'sidecar-squid-'))
+  chmodSync(dir, 0o777) // squid drops privileges to the proxy user
+  const port = await freePort()
+  execFileSync('htpasswd', ['-bc', join(dir, 'passwd'), user, password], { stdio: 'ignore' })
+  chmodSync(join(dir, 'passwd'), 0o644)
+  writeFileSync(join(dir, 'hosts'), '127.0.0.1 portal.test backend.test forbidden.test localhost\n')
+  const conf = join(dir, 'squid.conf')
+  writeFileSync(conf, [
+    `http_port 127.0.0.1:${port}`,
+    `pid_filename ${dir}/squid.pid`,
+    `cache_log ${dir}/cache.log`,
+    `access_log stdio:${dir}/access.log squid`,
+    'cache deny all',
+    'cache_mem 8 MB',
+    `coredump_dir ${dir}`,
+    `hosts_file ${dir}/hosts`,
+    'dns_nameservers 127.0.0.1',
+    'pinger_enable off',
+    'shutdown_lifetime 0 seconds',
+    'logfile_rotate 0',
+    `auth_param basic program ${NCSA} ${dir}/passwd`,
+    'auth_param basic children 2 startup=1 idle=1',
+    'auth_param basic realm sidecar-test',
+    'acl authed proxy_auth REQUIRED',
+    'acl forbidden dstdomain forbidden.test',
+    'http_access deny forbidden',
+    'http_access allow authed',
+    'http_access deny all',
+    ''
+  ].join('\n'))
+
+  let child: ChildProcess | undefined
+  let lastError = ''
+  for (let attempt = 0; attempt < 5 && child === undefined; attempt++) {
+    const c = spawn(SQUID, ['-f', conf, '-N', '-d', '1'], { stdio: ['ignore', 'ignore', 'pipe'] })
+    let stderr = ''
+    c.stderr?.on('data', (d: Buffer) => { stderr += d.toString() })
+    const up = await waitForPort(port, c, 15_000)
+    if (up) {
+      child = c
+    } else {
+      c.kill('SIGKILL')
+      lastError = stderr
+      await sleep(500) // an old squid's helpers may still hold the port
+    }
+  }
+  if (child === undefined) throw new Error(`squid did not start:\n${lastError}\n${safeRead(join(dir, 'cache.log'))}`)
+  const proc = child
+
+  const accessLog = (): string[] => safeRead(join(dir, 'access.log')).split('\n').filter((l) => l !== '')
+  return {
+    port,
+    url: proxyUrl(port, user, password),
+    tunnels: () => accessLog().filter((l) => / CONNECT /.test(l) && /\/200 /.test(l)).length,
+    authorizations: [],
+    accessLog,
+    close: async () => {
+      if (proc.exitCode !== null) return
+      const exited = new Promise((resolve) => proc.once('exit', resolve))
+      proc.kill('SIGTERM')
+      await Promise.race([exited, sleep(5000)])
+      if (proc.exitCode === null) proc.kill('SIGKILL')
+    }
+  }
+}
+
+function safeRead (path: string): string {
+  try {
+    return readFileSync(path, 'utf8')
+  } catch {
+    return ''
+  }
+}
+
+async function waitForPort (port: number, child: ChildProcess, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) return false
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = netConnect(port, '127.0.0.1')
+      s.once('connect', () => { s.destroy(); resolve(true) })
+      s.once('error', () => resolve(false))
+    })
+    if (ok) return true
+    await sleep(100)
+  }
+  return false
+}

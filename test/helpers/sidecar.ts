@@ -1,0 +1,115 @@
+import assert from 'node:assert/strict'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { testCa } from './pki.js'
+
+const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli.js')
+
+export interface LogLine {
+  level: string
+  msg: string
+  listener?: string
+  [key: string]: unknown
+}
+
+export interface RunningSidecar {
+  readonly pid: number
+  readonly portalUrl: string
+  readonly backendUrl: string
+  /** Every line printed so far, stdout and stderr. */
+  output (): string
+  logs (): LogLine[]
+  /** Wait for a log line matching `predicate`. */
+  waitForLog (predicate: (line: LogLine) => boolean, timeoutMs?: number): Promise<LogLine>
+  /** Send `signal` and wait for the exit code. */
+  stop (signal?: NodeJS.Signals): Promise<number | null>
+  readonly child: ChildProcess
+}
+
+export interface SidecarOptions {
+  /** Strings that must never appear in the output (tokens, passwords). */
+  readonly secrets?: readonly string[]
+}
+
+/**
+ * Run the sidecar as shipped (node dist/src/cli.js) with exactly `env` plus
+ * PATH, both listeners on port 0, trace logging, and the test CA trusted via
+ * NODE_EXTRA_CA_CERTS. Nothing from the test runner's environment leaks in.
+ */
+export async function startSidecar (env: Record<string, string>, options: SidecarOptions = {}): Promise<RunningSidecar> {
+  const ca = await testCa()
+  const child = spawn(process.execPath, [CLI], {
+    env: {
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      PORTAL_LISTEN_PORT: '0',
+      BACKEND_LISTEN_PORT: '0',
+      LOG_LEVEL: 'trace',
+      NODE_EXTRA_CA_CERTS: ca.certFile,
+      ...env
+    },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  let out = ''
+  const waiters: Array<() => void> = []
+  const onData = (d: Buffer): void => {
+    out += d.toString()
+    for (const w of waiters.splice(0)) w()
+  }
+  child.stdout.on('data', onData)
+  child.stderr.on('data', onData)
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => {
+    for (const w of waiters.splice(0)) w()
+    resolve(code)
+  }))
+
+  const tail = (): string => out.split('\n').slice(-25).join('\n')
+  const logs = (): LogLine[] => out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as LogLine)
+  const waitForLog = async (predicate: (line: LogLine) => boolean, timeoutMs = 10_000): Promise<LogLine> => {
+    const deadline = Date.now() + timeoutMs
+    for (;;) {
+      const found = logs().find(predicate)
+      if (found !== undefined) return found
+      if (child.exitCode !== null) throw new Error(`sidecar exited (${child.exitCode}) before the expected log line:\n${tail()}`)
+      if (Date.now() > deadline) throw new Error(`timed out waiting for a log line:\n${tail()}`)
+      await new Promise<void>((resolve) => {
+        waiters.push(resolve)
+        setTimeout(resolve, 100).unref()
+      })
+    }
+  }
+
+  const portal = await waitForLog((l) => l.listener === 'portal' && typeof l.port === 'number')
+  const backend = await waitForLog((l) => l.listener === 'backend' && typeof l.port === 'number')
+
+  return {
+    pid: child.pid as number,
+    portalUrl: `http://127.0.0.1:${String(portal.port)}`,
+    backendUrl: `http://127.0.0.1:${String(backend.port)}`,
+    output: () => out,
+    logs,
+    waitForLog,
+    child,
+    stop: async (signal = 'SIGTERM') => {
+      if (child.exitCode === null) child.kill(signal)
+      const code = await exited
+      for (const secret of options.secrets ?? []) {
+        assert.ok(!out.includes(secret), `a secret reached the sidecar's output: ${secret.slice(0, 2)}…`)
+        const b64 = Buffer.from(secret).toString('base64')
+        assert.ok(!out.includes(b64), 'a base64-encoded secret reached the sidecar\'s output')
+      }
+      return code
+    }
+  }
+}
+
+/** Run the CLI to completion (for config errors): exit code and output. */
+export async function runCli (env: Record<string, string>, args: string[] = []): Promise<{ code: number | null, stdout: string, stderr: string }> {
+  const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
+  child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
+  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve))
+  return { code, stdout, stderr }
+}
