@@ -43,13 +43,14 @@ export const BACKEND_403_XML = '<?xml version="1.0" encoding="UTF-8"?><error cod
 export const threescaleHandler: Handler = (req, res, seen) => {
   const url = new URL(req.url ?? '/', 'http://origin')
   const chunks: Buffer[] = []
-  const keep = url.pathname === '/echo'
+  const endpoint = url.pathname.startsWith('/echo') ? '/echo' : url.pathname
+  const keep = endpoint === '/echo'
   req.on('data', (c: Buffer) => { if (keep) chunks.push(c) })
   req.on('end', () => {
-    switch (url.pathname) {
+    switch (endpoint) {
       case '/echo': {
         const body = JSON.stringify({ method: req.method, url: req.url, headers: req.headers, rawHeaders: req.rawHeaders, body: Buffer.concat(chunks).toString('utf8') })
-        res.writeHead(200, { 'content-type': 'application/json', 'x-origin': 'yes', 'set-cookie': ['a=1', 'b=2'], connection: 'x-hop', 'x-hop': 'dropped', 'keep-alive': 'timeout=5' })
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)), 'x-origin': 'yes', 'set-cookie': ['a=1', 'b=2'], connection: 'x-hop', 'x-hop': 'dropped', 'keep-alive': 'timeout=5' })
         res.end(body)
         return
       }

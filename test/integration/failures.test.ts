@@ -1,0 +1,237 @@
+import assert from 'node:assert/strict'
+import { after, before, describe, it } from 'node:test'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { request } from 'undici'
+import { Client } from '../helpers/client.js'
+import { startOrigin, threescaleHandler, type Origin } from '../helpers/origin.js'
+import { createCa } from '../helpers/pki.js'
+import { freePort, proxyUrl, PROXY_PASSWORD, startProxyChain, startSilentServer, type TestProxy } from '../helpers/proxies.js'
+import { startSidecar, type LogLine } from '../helpers/sidecar.js'
+
+const client = new Client()
+after(async () => { await client.close() })
+
+interface Expectation {
+  status: number
+  code: string
+  /** Patterns the error log line must match: the cause and the fix. */
+  log: RegExp[]
+}
+
+/** Start a sidecar with `env`, send one backend request, check reply and log. */
+async function expectFailure (env: Record<string, string>, path: string, want: Expectation): Promise<LogLine> {
+  const sidecar = await startSidecar(env, { secrets: [PROXY_PASSWORD, encodeURIComponent(PROXY_PASSWORD)] })
+  try {
+    const res = await client.send(sidecar.backendUrl + path)
+    assert.equal(res.status, want.status, res.text())
+    assert.equal(res.headers['x-sidecar-error'], want.code)
+    assert.match(res.headers['content-type'] as string, /^text\/plain/)
+    const line = await sidecar.waitForLog((l) => l.error === want.code)
+    assert.equal(line.level, 'error')
+    assert.equal(line.status, want.status)
+    for (const re of want.log) assert.match(line.msg, re)
+    return line
+  } finally {
+    assert.equal(await sidecar.stop(), 0)
+  }
+}
+
+describe('failures: each maps to a status, an X-Sidecar-Error code and a log line with cause and fix', () => {
+  let origin: Origin
+  let proxy: TestProxy
+
+  before(async () => {
+    origin = await startOrigin()
+    proxy = await startProxyChain()
+  })
+  after(async () => {
+    await proxy.close()
+    await origin.close()
+  })
+
+  it('proxy unreachable → 502 proxy_unreachable', async () => {
+    const port = await freePort()
+    await expectFailure({
+      THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
+      BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
+      HTTPS_PROXY: proxyUrl(port)
+    }, '/transactions/authrep.xml', {
+      status: 502,
+      code: 'proxy_unreachable',
+      log: [new RegExp(`cannot reach the proxy 127\\.0\\.0\\.1:${port} \\(ECONNREFUSED\\)`), /check the host and port in https_proxy/]
+    })
+  })
+
+  it('proxy answers CONNECT with 407 → 502 proxy_auth_required naming the offered schemes, without looping', async () => {
+    const before = proxy.authorizations.length
+    await expectFailure({
+      THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
+      BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
+      HTTPS_PROXY: proxyUrl(proxy.port, 'sidecar', 'wrong-password')
+    }, '/transactions/authrep.xml', {
+      status: 502,
+      code: 'proxy_auth_required',
+      log: [/proxy authentication failed/, /407 Proxy Authentication Required; it offers Basic/, /check the user and password in https_proxy/]
+    })
+    assert.equal(proxy.authorizations.length - before, 1, 'one request must cause exactly one CONNECT attempt')
+  })
+
+  it('proxy without credentials configured, proxy requires them → the hint says to add them', async () => {
+    await expectFailure({
+      THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
+      BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
+      HTTPS_PROXY: `http://127.0.0.1:${proxy.port}`
+    }, '/transactions/authrep.xml', {
+      status: 502,
+      code: 'proxy_auth_required',
+      log: [/offers Basic/, /the proxy URL has no credentials/]
+    })
+  })
+
+  it('proxy refuses the tunnel (403) → 502 tunnel_refused', async () => {
+    await expectFailure({
+      THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
+      BACKEND_ENDPOINT_OVERRIDE: origin.url('forbidden.test'),
+      HTTPS_PROXY: proxy.url
+    }, '/transactions/authrep.xml', {
+      status: 502,
+      code: 'tunnel_refused',
+      log: [new RegExp(`refused the tunnel to forbidden\\.test:${origin.port} \\(CONNECT answered 403\\)`), /allows CONNECT/, /NO_PROXY/]
+    })
+  })
+
+  it('the proxy cannot resolve or reach the upstream → 502 tunnel_refused', async () => {
+    await expectFailure({
+      THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
+      BACKEND_ENDPOINT_OVERRIDE: 'https://no-such-host.invalid',
+      HTTPS_PROXY: proxy.url
+    }, '/transactions/authrep.xml', {
+      status: 502,
+      code: 'tunnel_refused',
+      log: [/no-such-host\.invalid:443/, /can resolve and reach it/]
+    })
+  })
+
+  it('upstream connection refused (direct) → 502 upstream_unreachable', async () => {
+    const port = await freePort()
+    await expectFailure({
+      THREESCALE_PORTAL_ENDPOINT: origin.url(),
+      BACKEND_ENDPOINT_OVERRIDE: `https://127.0.0.1:${port}`
+    }, '/transactions/authrep.xml', {
+      status: 502,
+      code: 'upstream_unreachable',
+      log: [new RegExp(`cannot connect to 127\\.0\\.0\\.1:${port} directly \\(ECONNREFUSED\\)`), /set https_proxy/]
+    })
+  })
+
+  it('upstream certificate from an unknown CA (through the proxy) → 502 tls_untrusted naming the issuer; no request reaches it', async () => {
+    const rogueCa = await createCa('Corp Interception CA')
+    const rogue = await startOrigin({ ca: rogueCa })
+    try {
+      await expectFailure({
+        THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
+        BACKEND_ENDPOINT_OVERRIDE: rogue.url('backend.test'),
+        HTTPS_PROXY: proxy.url
+      }, '/transactions/authrep.xml?service_token=st', {
+        status: 502,
+        code: 'tls_untrusted',
+        log: [/issued by CN=Corp Interception CA/, /trust store does not know/, /NODE_EXTRA_CA_CERTS/]
+      })
+      assert.equal(rogue.requests.length, 0)
+    } finally {
+      await rogue.close()
+    }
+  })
+
+  it('upstream certificate for another name → 502 tls_untrusted', async () => {
+    await expectFailure({
+      THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
+      BACKEND_ENDPOINT_OVERRIDE: origin.url('not-in-the-certificate.test'),
+      HTTPS_PROXY: proxy.url
+    }, '/transactions/authrep.xml', {
+      status: 502,
+      code: 'tls_untrusted',
+      log: [/not-in-the-certificate\.test/, /ERR_TLS_CERT_ALTNAME_INVALID/]
+    })
+  })
+
+  it('no response headers in time → 504 timeout', async () => {
+    await expectFailure({
+      THREESCALE_PORTAL_ENDPOINT: origin.url(),
+      BACKEND_ENDPOINT_OVERRIDE: origin.url(),
+      RESPONSE_HEADERS_TIMEOUT_MS: '300'
+    }, '/hang', {
+      status: 504,
+      code: 'timeout',
+      log: [/timed out waiting for the response headers \(RESPONSE_HEADERS_TIMEOUT_MS=300\)/]
+    })
+  })
+
+  it('a proxy that never answers CONNECT → 504 timeout', async () => {
+    const silent = await startSilentServer()
+    try {
+      await expectFailure({
+        THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
+        BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
+        HTTPS_PROXY: `http://127.0.0.1:${silent.port}`,
+        CONNECT_TIMEOUT_MS: '300'
+      }, '/transactions/authrep.xml', {
+        status: 504,
+        code: 'timeout',
+        log: [new RegExp(`opening the tunnel through 127\\.0\\.0\\.1:${silent.port} \\(CONNECT_TIMEOUT_MS=300\\)`)]
+      })
+    } finally {
+      await silent.close()
+    }
+  })
+})
+
+describe('failures after the request was sent', () => {
+  it('a POST whose connection breaks after it was sent is answered 502 and sent exactly once', async () => {
+    const origin = await startOrigin({
+      handler: (req, res, seen) => {
+        if (req.method === 'POST') {
+          req.on('end', () => res.socket?.destroy())
+          req.resume()
+          return
+        }
+        threescaleHandler(req, res, seen)
+      }
+    })
+    const sidecar = await startSidecar({ THREESCALE_PORTAL_ENDPOINT: origin.url(), BACKEND_ENDPOINT_OVERRIDE: origin.url() })
+    try {
+      const res = await client.send(`${sidecar.backendUrl}/transactions.xml`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: 'service_token=st&service_id=1&transactions[0][usage][hits]=1'
+      })
+      assert.equal(res.status, 502)
+      assert.equal(res.headers['x-sidecar-error'], 'reset')
+      await sleep(200)
+      assert.equal(origin.requests.filter((r) => r.method === 'POST').length, 1)
+    } finally {
+      await sidecar.stop()
+      await origin.close()
+    }
+  })
+
+  it('when APIcast goes away, the upstream request is aborted and logged as 499', async () => {
+    const origin = await startOrigin()
+    const sidecar = await startSidecar({ THREESCALE_PORTAL_ENDPOINT: origin.url(), BACKEND_ENDPOINT_OVERRIDE: origin.url() })
+    try {
+      const ac = new AbortController()
+      const pending = request(`${sidecar.backendUrl}/hang`, { signal: ac.signal }).catch((err: unknown) => err)
+      while (origin.requests.length === 0) await sleep(10)
+      assert.equal(origin.openSockets(), 1)
+      ac.abort()
+      await pending
+      const line = await sidecar.waitForLog((l) => l.status === 499)
+      assert.match(line.msg, /client closed/)
+      for (let i = 0; i < 50 && origin.openSockets() > 0; i++) await sleep(20)
+      assert.equal(origin.openSockets(), 0, 'the upstream connection must be closed')
+    } finally {
+      await sidecar.stop()
+      await origin.close()
+    }
+  })
+})
