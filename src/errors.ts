@@ -240,9 +240,14 @@ function messageOf (err: unknown): string {
   return err instanceof Error ? err.message : String(err)
 }
 
+/** OpenSSL verify results Node reports as error codes, besides those naming CERT. */
+const TLS_VERIFY_CODES = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY', 'INVALID_CA',
+  'PATH_LENGTH_EXCEEDED', 'INVALID_PURPOSE', 'HOSTNAME_MISMATCH', 'UND_ERR_PRX_TLS', 'EPROTO'
+])
+
 function isTlsCode (code: string): boolean {
-  return code.startsWith('ERR_SSL_') || code.startsWith('ERR_TLS_') || code === 'UND_ERR_PRX_TLS' ||
-    code.includes('CERT') || code === 'HOSTNAME_MISMATCH' || code === 'EPROTO'
+  return code.startsWith('ERR_SSL_') || code.startsWith('ERR_TLS_') || code.includes('CERT') || TLS_VERIFY_CODES.has(code)
 }
 
 /**

@@ -37,6 +37,7 @@ export const BACKEND_403_XML = '<?xml version="1.0" encoding="UTF-8"?><error cod
  * - /echo: the request as JSON (method, url, headers);
  * - /bytes?n=N: N bytes of body, streamed in 64 KiB chunks;
  * - /upload: counts the request body and answers with the count;
+ * - /slow?ms=N: answers after N ms;
  * - /hang: never answers.
  * Every request is recorded in `requests`, with how much body arrived.
  */
@@ -77,6 +78,12 @@ export const threescaleHandler: Handler = (req, res, seen) => {
         res.end(String(seen.bodyBytes))
         return
       case '/hang':
+        return
+      case '/slow':
+        setTimeout(() => {
+          res.writeHead(200, { 'content-type': 'text/plain' })
+          res.end('slow done')
+        }, Number(url.searchParams.get('ms') ?? '500'))
         return
       case '/admin/api/services.json':
       case '/admin/api/account/proxy_configs/production.json':

@@ -1,0 +1,90 @@
+import assert from 'node:assert/strict'
+import { createServer, type AddressInfo } from 'node:net'
+import { describe, it } from 'node:test'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { Client } from '../helpers/client.js'
+import { startOrigin } from '../helpers/origin.js'
+import { runCli, startSidecar } from '../helpers/sidecar.js'
+
+describe('lifecycle', () => {
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    it(`${signal}: stops accepting, lets in-flight requests finish, exits 0`, async () => {
+      const origin = await startOrigin()
+      const sidecar = await startSidecar({ THREESCALE_PORTAL_ENDPOINT: origin.url(), BACKEND_ENDPOINT_OVERRIDE: origin.url() })
+      const client = new Client()
+      try {
+        const inFlight = client.send(`${sidecar.backendUrl}/slow?ms=600`)
+        while (origin.requests.length === 0) await sleep(10)
+        const exited = sidecar.stop(signal)
+        await sidecar.waitForLog((l) => /draining/.test(l.msg))
+        const late = new Client()
+        await assert.rejects(late.send(`${sidecar.portalUrl}/echo`), 'a new connection must be refused while draining')
+        await late.close()
+        const res = await inFlight
+        assert.equal(res.status, 200)
+        assert.equal(res.text(), 'slow done')
+        assert.equal(await exited, 0)
+        assert.ok(sidecar.logs().some((l) => l.msg === 'stopped'))
+      } finally {
+        await client.close()
+        await origin.close()
+      }
+    })
+  }
+
+  it('bounds the drain by SHUTDOWN_GRACE_MS', async () => {
+    const origin = await startOrigin()
+    const sidecar = await startSidecar({ THREESCALE_PORTAL_ENDPOINT: origin.url(), BACKEND_ENDPOINT_OVERRIDE: origin.url(), SHUTDOWN_GRACE_MS: '300' })
+    const client = new Client()
+    try {
+      const hanging = client.send(`${sidecar.backendUrl}/hang`).then(() => 'answered', () => 'cut')
+      while (origin.requests.length === 0) await sleep(10)
+      const started = Date.now()
+      assert.equal(await sidecar.stop(), 0)
+      assert.ok(Date.now() - started < 5000, 'shutdown must not wait for a hanging upstream')
+      assert.equal(await hanging, 'cut')
+    } finally {
+      await client.close()
+      await origin.close()
+    }
+  })
+
+  it('exits non-zero and names the setting when a listener cannot bind', async () => {
+    const squatter = createServer()
+    await new Promise<void>((resolve) => squatter.listen(0, '127.0.0.1', resolve))
+    const port = (squatter.address() as AddressInfo).port
+    try {
+      const { code, stdout } = await runCli({ THREESCALE_PORTAL_ENDPOINT: 'https://portal.test', PORTAL_LISTEN_PORT: '0', BACKEND_LISTEN_PORT: String(port) })
+      assert.equal(code, 1)
+      assert.match(stdout, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port} for the backend listener \\(EADDRINUSE\\)`))
+      assert.match(stdout, /BACKEND_LISTEN_PORT/)
+    } finally {
+      squatter.close()
+    }
+  })
+
+  it('reports every config problem at once, exits 1, no stack trace, no secret', async () => {
+    const { code, stdout, stderr } = await runCli({
+      THREESCALE_PORTAL_ENDPOINT: 'https://tok-SECRET@host name',
+      BACKEND_LISTEN_PORT: 'x',
+      HTTPS_PROXY: 'http://u:pw-SECRET@[::1',
+      ACCESS_TOKEN_LOCATION: 'cookie'
+    })
+    assert.equal(code, 1)
+    assert.equal(stdout, '')
+    const lines = stderr.trim().split('\n')
+    assert.match(lines[0] ?? '', /invalid configuration/)
+    assert.equal(lines.filter((l) => l.startsWith('  - ')).length, 4)
+    assert.doesNotMatch(stderr, /SECRET/)
+    assert.doesNotMatch(stderr, /^\s+at /m)
+  })
+
+  it('--help and --version answer without needing a config', async () => {
+    const help = await runCli({}, ['--help'])
+    assert.equal(help.code, 0)
+    assert.match(help.stdout, /Usage: apicast-sidecar-proxy/)
+    const version = await runCli({}, ['--version'])
+    assert.equal(version.code, 0)
+    assert.match(version.stdout, /^\d+\.\d+\.\d+\n$/)
+  })
+})

@@ -1,0 +1,103 @@
+import assert from 'node:assert/strict'
+import { after, before, describe, it } from 'node:test'
+import { basicUserinfo, Client, runConcurrently } from '../helpers/client.js'
+import { BACKEND_403_XML, startOrigin, type Origin } from '../helpers/origin.js'
+import { haveSquid, PROXY_PASSWORD, proxyUrl, startSquid, type Squid } from '../helpers/proxies.js'
+import { startSidecar } from '../helpers/sidecar.js'
+
+const TOKEN = 'squid-token-31c4'
+const skip = haveSquid ? false : 'squid-openssl and apache2-utils are not installed (.ci/run installs them)'
+
+describe('through squid with basic_ncsa_auth', { skip }, () => {
+  let origin: Origin
+  let squid: Squid
+
+  before(async () => {
+    origin = await startOrigin()
+    squid = await startSquid()
+  })
+  after(async () => {
+    await squid?.close()
+    await origin?.close()
+  })
+
+  it('forwards portal and backend calls; 3,000 requests at concurrency 16 open at most 16 tunnels', async () => {
+    const sidecar = await startSidecar({
+      THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
+      BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
+      HTTPS_PROXY: squid.url,
+      UPSTREAM_MAX_CONNECTIONS: '16'
+    }, { secrets: [TOKEN, PROXY_PASSWORD, encodeURIComponent(PROXY_PASSWORD)] })
+    const client = new Client()
+    try {
+      const portal = await client.send(`${sidecar.portalUrl}/admin/api/services.json`, { headers: { authorization: basicUserinfo(TOKEN) } })
+      assert.equal(portal.status, 200)
+      assert.equal(origin.requests.at(-1)?.url, `/admin/api/services.json?access_token=${TOKEN}`)
+
+      const denied = await client.send(`${sidecar.backendUrl}/transactions/authrep.xml`)
+      assert.equal(denied.status, 403)
+      assert.equal(denied.text(), BACKEND_403_XML)
+
+      let ok = 0
+      await runConcurrently(3000, 16, async () => {
+        const res = await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st&user_key=uk`)
+        if (res.status === 200) ok++
+      })
+      assert.equal(ok, 3000)
+    } finally {
+      await client.close()
+      assert.equal(await sidecar.stop(), 0)
+    }
+    // squid logs a tunnel when it closes: count after the sidecar stopped.
+    await waitFor(() => squid.tunnels() >= 2)
+    const tunnels = squid.accessLog().filter((l) => / CONNECT backend\.test:/.test(l) && /\/200 /.test(l)).length
+    assert.ok(tunnels >= 1 && tunnels <= 16, `squid saw ${tunnels} backend tunnels for 3,001 requests`)
+  })
+
+  it('a wrong password: 502 proxy_auth_required, the log names Basic, one attempt per request', async () => {
+    const sidecar = await startSidecar({
+      THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
+      BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
+      HTTPS_PROXY: proxyUrl(squid.port, 'sidecar', 'not-the-password')
+    }, { secrets: ['not-the-password'] })
+    const client = new Client()
+    const before = squid.accessLog().length
+    try {
+      const res = await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st`)
+      assert.equal(res.status, 502)
+      assert.equal(res.headers['x-sidecar-error'], 'proxy_auth_required')
+      const line = await sidecar.waitForLog((l) => l.error === 'proxy_auth_required')
+      assert.match(line.msg, /407 Proxy Authentication Required; it offers Basic/)
+    } finally {
+      await client.close()
+      await sidecar.stop()
+    }
+    await waitFor(() => squid.accessLog().length > before)
+    const denied = squid.accessLog().slice(before).filter((l) => /TCP_DENIED\/407/.test(l))
+    assert.equal(denied.length, 1, 'the sidecar must not loop on 407')
+  })
+
+  it('a CONNECT denied by squid\'s ACL: 502 tunnel_refused with the proxy\'s 403', async () => {
+    const sidecar = await startSidecar({
+      THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
+      BACKEND_ENDPOINT_OVERRIDE: origin.url('forbidden.test'),
+      HTTPS_PROXY: squid.url
+    })
+    const client = new Client()
+    try {
+      const res = await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st`)
+      assert.equal(res.status, 502)
+      assert.equal(res.headers['x-sidecar-error'], 'tunnel_refused')
+      const line = await sidecar.waitForLog((l) => l.error === 'tunnel_refused')
+      assert.match(line.msg, /CONNECT answered 403/)
+    } finally {
+      await client.close()
+      await sidecar.stop()
+    }
+  })
+})
+
+async function waitFor (predicate: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!predicate() && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50))
+}

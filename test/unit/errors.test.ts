@@ -1,0 +1,67 @@
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { errors as undiciErrors } from 'undici'
+import { parseProxyUrl, type Egress } from '../../src/egress.js'
+import { classifyUpstreamError, ConnectFailure, parseAuthSchemes, UpstreamCertificateError, type FailureContext } from '../../src/errors.js'
+
+const proxied: Egress = { kind: 'proxy', proxy: parseProxyUrl('http://u:p@proxy.corp:3128') }
+const direct: Egress = { kind: 'direct', reason: 'no_proxy_configured' }
+const timeouts = { connectMs: 10000, responseHeadersMs: 60000, idleMs: 60000 }
+const ctx = (egress: Egress, refusal?: FailureContext['refusal']): FailureContext =>
+  ({ upstream: new URL('https://su1.3scale.net'), egress, refusal, timeouts })
+
+function sysError (code: string, syscall = 'connect'): NodeJS.ErrnoException {
+  const err: NodeJS.ErrnoException = new Error(`${syscall} ${code}`)
+  err.code = code
+  err.syscall = syscall
+  return err
+}
+
+describe('classifyUpstreamError', () => {
+  const cases: Array<{ name: string, err: unknown, ctx: FailureContext, code: string, status: number, message: RegExp }> = [
+    { name: 'proxy refuses TCP', err: new ConnectFailure(sysError('ECONNREFUSED')), ctx: ctx(proxied), code: 'proxy_unreachable', status: 502, message: /proxy\.corp:3128 \(ECONNREFUSED\)/ },
+    { name: 'proxy name does not resolve', err: new ConnectFailure(sysError('ENOTFOUND', 'getaddrinfo')), ctx: ctx(proxied), code: 'proxy_unreachable', status: 502, message: /does not resolve/ },
+    { name: 'happy-eyeballs AggregateError', err: new ConnectFailure(new AggregateError([sysError('ECONNREFUSED'), sysError('ECONNREFUSED')])), ctx: ctx(proxied), code: 'proxy_unreachable', status: 502, message: /ECONNREFUSED/ },
+    { name: '407 with schemes', err: new ConnectFailure(new undiciErrors.RequestAbortedError('Proxy response (407) !== 200 when HTTP Tunneling')), ctx: ctx(proxied, { statusCode: 407, schemes: ['Negotiate', 'NTLM'] }), code: 'proxy_auth_required', status: 502, message: /it offers Negotiate, NTLM/ },
+    { name: '407 without schemes', err: new undiciErrors.RequestAbortedError('Proxy response (407) !== 200 when HTTP Tunneling'), ctx: ctx(proxied), code: 'proxy_auth_required', status: 502, message: /offered no Proxy-Authenticate scheme/ },
+    { name: '407 to an absolute-form request', err: new undiciErrors.InvalidArgumentError('Proxy Authentication Required (407)'), ctx: ctx(proxied), code: 'proxy_auth_required', status: 502, message: /407/ },
+    { name: 'CONNECT refused 403', err: new ConnectFailure(new undiciErrors.RequestAbortedError('Proxy response (403) !== 200 when HTTP Tunneling')), ctx: ctx(proxied), code: 'tunnel_refused', status: 502, message: /CONNECT answered 403/ },
+    { name: 'CONNECT refused 503', err: new undiciErrors.RequestAbortedError('Proxy response (503) !== 200 when HTTP Tunneling'), ctx: ctx(proxied), code: 'tunnel_refused', status: 502, message: /CONNECT answered 503/ },
+    { name: 'tunnel closed during set-up', err: new ConnectFailure(new undiciErrors.SocketError('other side closed')), ctx: ctx(proxied), code: 'tunnel_refused', status: 502, message: /before the tunnel and TLS handshake completed/ },
+    { name: 'direct DNS failure', err: new ConnectFailure(sysError('ENOTFOUND', 'getaddrinfo')), ctx: ctx(direct), code: 'dns', status: 502, message: /cannot resolve su1\.3scale\.net \(ENOTFOUND\)/ },
+    { name: 'direct EAI_AGAIN', err: new ConnectFailure(sysError('EAI_AGAIN', 'getaddrinfo')), ctx: ctx(direct), code: 'dns', status: 502, message: /EAI_AGAIN/ },
+    { name: 'direct connection refused', err: new ConnectFailure(sysError('ECONNREFUSED')), ctx: ctx(direct), code: 'upstream_unreachable', status: 502, message: /su1\.3scale\.net:443 directly/ },
+    { name: 'direct network unreachable', err: new ConnectFailure(sysError('ENETUNREACH')), ctx: ctx(direct), code: 'upstream_unreachable', status: 502, message: /ENETUNREACH/ },
+    { name: 'untrusted certificate', err: new ConnectFailure(new UpstreamCertificateError('SELF_SIGNED_CERT_IN_CHAIN', 'CN=Zscaler Root CA', 'CN=su1.3scale.net')), ctx: ctx(proxied), code: 'tls_untrusted', status: 502, message: /issued by CN=Zscaler Root CA/ },
+    { name: 'TLS error to an https proxy', err: new ConnectFailure(sysError('UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'tls')), ctx: ctx(proxied), code: 'tls_untrusted', status: 502, message: /UNABLE_TO_VERIFY_LEAF_SIGNATURE/ },
+    { name: 'connect timeout', err: new ConnectFailure(new undiciErrors.ConnectTimeoutError()), ctx: ctx(direct), code: 'timeout', status: 504, message: /connecting to su1\.3scale\.net:443 \(CONNECT_TIMEOUT_MS=10000\)/ },
+    { name: 'CONNECT reply timeout', err: new ConnectFailure(new undiciErrors.HeadersTimeoutError()), ctx: ctx(proxied), code: 'timeout', status: 504, message: /opening the tunnel through proxy\.corp:3128/ },
+    { name: 'response headers timeout', err: new undiciErrors.HeadersTimeoutError(), ctx: ctx(proxied), code: 'timeout', status: 504, message: /RESPONSE_HEADERS_TIMEOUT_MS=60000/ },
+    { name: 'body idle timeout', err: new undiciErrors.BodyTimeoutError(), ctx: ctx(proxied), code: 'timeout', status: 504, message: /IDLE_TIMEOUT_MS=60000/ },
+    { name: 'reset after sending', err: new undiciErrors.SocketError('other side closed'), ctx: ctx(proxied), code: 'reset', status: 502, message: /through proxy\.corp:3128 to su1\.3scale\.net:443 was closed or reset/ },
+    { name: 'ECONNRESET direct', err: sysError('ECONNRESET', 'read'), ctx: ctx(direct), code: 'reset', status: 502, message: /ECONNRESET/ },
+    { name: 'anything else', err: new Error('surprise'), ctx: ctx(direct), code: 'upstream_error', status: 502, message: /surprise/ }
+  ]
+  for (const c of cases) {
+    it(`${c.name} → ${c.code}`, () => {
+      const got = classifyUpstreamError(c.err, c.ctx)
+      assert.equal(got.code, c.code)
+      assert.equal(got.status, c.status)
+      assert.match(got.message, c.message)
+      assert.ok(got.hint.length > 20, 'every failure says what to check')
+      assert.doesNotMatch(got.message + got.hint, /u:p@|:p@/)
+    })
+  }
+})
+
+describe('parseAuthSchemes', () => {
+  const cases: Array<[string | string[] | undefined, string[]]> = [
+    [undefined, []],
+    ['Basic realm="corp"', ['Basic']],
+    ['Basic realm="a, b", charset="UTF-8"', ['Basic']],
+    [['Negotiate', 'NTLM', 'Basic realm="x"'], ['Negotiate', 'NTLM', 'Basic']],
+    ['Digest realm="x", qop="auth", nonce="abc", algorithm=SHA-256, Basic realm="x"', ['Digest', 'Basic']],
+    ['Negotiate YIIB9wYGKwYBBQUCoIIB==', ['Negotiate']]
+  ]
+  for (const [header, want] of cases) it(JSON.stringify(header), () => assert.deepEqual(parseAuthSchemes(header), want))
+})
