@@ -1,5 +1,6 @@
-import { customCleanEnv, makeValidator, str, EnvError, EnvMissingError } from 'envalid'
+import { bool, customCleanEnv, makeValidator, str, EnvError, EnvMissingError } from 'envalid'
 import { hasControlCharacter } from './access-token.js'
+import type { TrustSettings } from './trust-store.js'
 import { PROXY_VARIABLES, parseProxyUrl, ProxyUrlError, withDefaultScheme, type ProxyEnv } from './egress.js'
 
 export type AccessTokenLocation = 'query' | 'header'
@@ -37,6 +38,15 @@ export interface Config {
   readonly maxConnectionsPerUpstream: number
   /** The proxy variables that were set, scheme-less values already given `http://`. */
   readonly proxyEnv: ProxyEnv
+  readonly tls: {
+    readonly trust: TrustSettings
+    /** false only by the explicit UPSTREAM_TLS_VERIFY=false. */
+    readonly verifyUpstream: boolean
+    /** Client certificate for mutual TLS with an on-premise 3scale. */
+    readonly upstreamClient: { readonly certFile: string, readonly keyFile: string } | undefined
+    /** Serve the listeners over HTTPS. */
+    readonly listen: { readonly certFile: string, readonly keyFile: string } | undefined
+  }
 }
 
 /** Every problem found in the environment, one line each, none echoing a secret. */
@@ -110,7 +120,16 @@ const SPEC = {
   IDLE_TIMEOUT_MS: positiveInt({ default: 60_000 }),
   UPSTREAM_KEEPALIVE_MS: positiveInt({ default: 30_000 }),
   UPSTREAM_MAX_CONNECTIONS: positiveInt({ default: 64 }),
-  SHUTDOWN_GRACE_MS: positiveInt({ default: 10_000 })
+  SHUTDOWN_GRACE_MS: positiveInt({ default: 10_000 }),
+  CA_BUNDLE: str({ default: undefined }),
+  SSL_CERT_FILE: str({ default: undefined }),
+  SSL_CERT_DIR: str({ default: undefined }),
+  NODE_EXTRA_CA_CERTS: str({ default: undefined }),
+  UPSTREAM_TLS_VERIFY: bool({ default: true }),
+  UPSTREAM_TLS_CERT: str({ default: undefined }),
+  UPSTREAM_TLS_KEY: str({ default: undefined }),
+  LISTEN_TLS_CERT: str({ default: undefined }),
+  LISTEN_TLS_KEY: str({ default: undefined })
 }
 
 /** The settings table the README documents; kept next to the spec it describes. */
@@ -153,6 +172,8 @@ export function loadConfig (env: Readonly<Record<string, string | undefined>>): 
     problems.push(`PORTAL_LISTEN_PORT and BACKEND_LISTEN_PORT are both ${cleaned.PORTAL_LISTEN_PORT}; each listener needs its own port`)
   }
   const proxyEnv = readProxyEnv(present, problems)
+  const upstreamClient = pairOfFiles('UPSTREAM_TLS_CERT', cleaned.UPSTREAM_TLS_CERT, 'UPSTREAM_TLS_KEY', cleaned.UPSTREAM_TLS_KEY, problems)
+  const listenTls = pairOfFiles('LISTEN_TLS_CERT', cleaned.LISTEN_TLS_CERT, 'LISTEN_TLS_KEY', cleaned.LISTEN_TLS_KEY, problems)
 
   if (problems.length > 0 || portal === undefined || backend === undefined) {
     throw new ConfigError(problems)
@@ -172,7 +193,18 @@ export function loadConfig (env: Readonly<Record<string, string | undefined>>): 
       shutdownGraceMs: cleaned.SHUTDOWN_GRACE_MS
     }),
     maxConnectionsPerUpstream: cleaned.UPSTREAM_MAX_CONNECTIONS,
-    proxyEnv
+    proxyEnv,
+    tls: Object.freeze({
+      trust: Object.freeze({
+        sslCertFile: cleaned.SSL_CERT_FILE,
+        sslCertDir: cleaned.SSL_CERT_DIR,
+        nodeExtraCaCerts: cleaned.NODE_EXTRA_CA_CERTS,
+        caBundle: cleaned.CA_BUNDLE
+      }),
+      verifyUpstream: cleaned.UPSTREAM_TLS_VERIFY,
+      upstreamClient,
+      listen: listenTls
+    })
   })
 }
 
@@ -191,6 +223,16 @@ function takeUserinfoToken (portal: URL, problems: string[]): string | undefined
     return undefined
   }
   return token
+}
+
+/** Two settings that only make sense together (a certificate and its key). */
+function pairOfFiles (certName: string, cert: string | undefined, keyName: string, key: string | undefined, problems: string[]): { certFile: string, keyFile: string } | undefined {
+  if (cert === undefined && key === undefined) return undefined
+  if (cert === undefined || key === undefined) {
+    problems.push(`${cert === undefined ? certName : keyName} is required when ${cert === undefined ? keyName : certName} is set`)
+    return undefined
+  }
+  return { certFile: cert, keyFile: key }
 }
 
 function withoutUserinfo (url: URL): URL {

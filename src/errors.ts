@@ -71,7 +71,9 @@ export class UpstreamCertificateError extends Error {
   }
 }
 
-type Describe = (ctx: FailureContext, detail: string) => { message: string, hint: string }
+/** A refinement of a failure the description depends on. */
+type Variant = 'interception' | 'proxy_tls'
+type Describe = (ctx: FailureContext, detail: string, variant?: Variant) => { message: string, hint: string }
 
 /**
  * The one table: every failure the sidecar can answer for, its status, and
@@ -103,10 +105,21 @@ export const FAILURES: Readonly<Record<FailureCode, { status: 502 | 504, describ
   },
   tls_untrusted: {
     status: 502,
-    describe: (ctx, detail) => ({
-      message: `the TLS certificate of ${hostPort(ctx.upstream)} is not trusted: ${detail}`,
-      hint: 'if the proxy intercepts TLS, add its CA certificate (PEM) with NODE_EXTRA_CA_CERTS; otherwise check the endpoint URL and the system clock'
-    })
+    describe: (ctx, detail, variant) => {
+      if (variant === 'proxy_tls') {
+        return {
+          message: `the TLS certificate of the proxy ${proxyName(ctx)} is not trusted (${detail})`,
+          hint: 'an https:// proxy must present a certificate the trust store verifies: add its CA with CA_BUNDLE=/path/to/ca.pem, or use http:// if the proxy does not speak TLS'
+        }
+      }
+      return {
+        message: `the TLS certificate of ${hostPort(ctx.upstream)} is not trusted: ${detail}` +
+          (variant === 'interception' ? `; this looks like TLS interception by the proxy ${proxyName(ctx)}` : ''),
+        hint: variant === 'interception'
+          ? 'add the proxy\'s interception CA certificate with CA_BUNDLE=/path/to/ca.pem (a PEM file or a directory of them), or SSL_CERT_FILE/NODE_EXTRA_CA_CERTS; UPSTREAM_TLS_VERIFY=false only as a last resort'
+          : 'check the endpoint URL and the system clock; if the certificate is issued by a private CA, add that CA with CA_BUNDLE=/path/to/ca.pem'
+      }
+    }
   },
   dns: {
     status: 502,
@@ -169,7 +182,9 @@ export function classifyUpstreamError (err: unknown, ctx: FailureContext): Failu
   const viaProxy = ctx.egress.kind === 'proxy'
 
   if (cause instanceof UpstreamCertificateError) {
-    return failure('tls_untrusted', ctx, `issued by ${cause.issuer}, which the trust store does not know (${cause.reason})`)
+    if (!UNKNOWN_ISSUER.has(cause.reason)) return failure('tls_untrusted', ctx, `${cause.reason} (issued by ${cause.issuer})`)
+    return failure('tls_untrusted', ctx, `issued by ${cause.issuer}, which the trust store does not know (${cause.reason})`,
+      viaProxy ? 'interception' : undefined)
   }
   const proxyStatus = PROXY_STATUS.exec(messageOf(cause))
   if (proxyStatus !== null) {
@@ -191,7 +206,11 @@ export function classifyUpstreamError (err: unknown, ctx: FailureContext): Failu
     return failure('timeout', ctx, `${where} (${limit})`)
   }
   if (isTlsCode(code)) {
-    return failure('tls_untrusted', ctx, `${code}${viaProxy && connecting ? ' (on the connection to the proxy or the upstream)' : ''}`)
+    // Upstream certificates are checked by verifyingConnector and arrive as
+    // UpstreamCertificateError; a raw TLS error while connecting through an
+    // https:// proxy is therefore about the proxy's own certificate.
+    const proxyTls = connecting && ctx.egress.kind === 'proxy' && ctx.egress.proxy.url.protocol === 'https:'
+    return failure('tls_untrusted', ctx, code, proxyTls ? 'proxy_tls' : undefined)
   }
   if (DNS_CODES.has(code)) {
     return viaProxy ? failure('proxy_unreachable', ctx, `${code}: the proxy's host name does not resolve`) : failure('dns', ctx, code)
@@ -209,10 +228,16 @@ export function classifyUpstreamError (err: unknown, ctx: FailureContext): Failu
   return failure('upstream_error', ctx, code !== '' ? `${code}: ${messageOf(cause)}` : messageOf(cause))
 }
 
-function failure (code: FailureCode, ctx: FailureContext, detail: string): Failure {
+function failure (code: FailureCode, ctx: FailureContext, detail: string, variant?: Variant): Failure {
   const entry = FAILURES[code]
-  return { code, status: entry.status, ...entry.describe(ctx, detail) }
+  return { code, status: entry.status, ...entry.describe(ctx, detail, variant) }
 }
+
+/** Verify results meaning "no trusted CA vouches for this chain" (as opposed to expiry or a wrong name). */
+const UNKNOWN_ISSUER = new Set([
+  'SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'CERT_UNTRUSTED'
+])
 
 function proxyName (ctx: FailureContext): string {
   return ctx.egress.kind === 'proxy' ? hostPort(ctx.egress.proxy.url) : '(none)'

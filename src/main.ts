@@ -6,6 +6,7 @@ import { createLogger, type Logger } from './logger.js'
 import { hostPort } from './redact.js'
 import { buildRoutes, type Route, type RouteName } from './routes.js'
 import { startListener, type Listener } from './server.js'
+import { loadTlsMaterial, TlsSetupError, type TlsMaterial } from './tls-material.js'
 
 export interface Sidecar {
   readonly config: Config
@@ -20,8 +21,12 @@ export interface Sidecar {
  * bind, everything already started is closed again and the error is thrown:
  * the sidecar never runs half alive.
  */
-export async function startSidecar (config: Config, log: Logger): Promise<Sidecar> {
+export async function startSidecar (config: Config, tls: TlsMaterial, log: Logger): Promise<Sidecar> {
   const routes = buildRoutes(config)
+  log.info({ trustStore: tls.trust.sources }, tls.trust.summary)
+  if (!config.tls.verifyUpstream) {
+    log.warn('UPSTREAM_TLS_VERIFY=false: the TLS certificates of 3scale are NOT verified. Anyone on the path, the proxy included, can read and change this traffic, tokens included. Trust the proxy\'s CA with CA_BUNDLE instead.')
+  }
   const upstreams = new Map<RouteName, Upstream>()
   const listeners = new Map<RouteName, Listener>()
   let draining = false
@@ -29,7 +34,9 @@ export async function startSidecar (config: Config, log: Logger): Promise<Sideca
   for (const route of routes) {
     upstreams.set(route.name, buildUpstream(route, {
       timeouts: config.timeouts,
-      maxConnections: config.maxConnectionsPerUpstream
+      maxConnections: config.maxConnectionsPerUpstream,
+      tls: { trust: tls.trust, verify: config.tls.verifyUpstream, clientCert: tls.upstreamClient },
+      log: log.child({ listener: route.name })
     }))
   }
 
@@ -44,7 +51,7 @@ export async function startSidecar (config: Config, log: Logger): Promise<Sideca
       const routeLog = log.child({ listener: route.name })
       const upstream = upstreams.get(route.name) as Upstream
       const handler = createForwarder({ route, upstream, timeouts: config.timeouts, log: routeLog, draining: () => draining })
-      const listener = await startListener(route.listenAddress, route.listenPort, handler).catch((err: unknown) => {
+      const listener = await startListener(route.listenAddress, route.listenPort, handler, tls.listen).catch((err: unknown) => {
         throw new ListenError(route, err)
       })
       listeners.set(route.name, listener)
@@ -137,10 +144,19 @@ export async function main (argv: readonly string[], env: NodeJS.ProcessEnv): Pr
     return 1
   }
 
+  let tls: TlsMaterial
+  try {
+    tls = loadTlsMaterial(config.tls)
+  } catch (err) {
+    if (!(err instanceof TlsSetupError)) throw err
+    process.stderr.write(`apicast-sidecar-proxy: ${err.message}\n`)
+    return 1
+  }
+
   const log = createLogger(config.logLevel)
   let sidecar: Sidecar
   try {
-    sidecar = await startSidecar(config, log)
+    sidecar = await startSidecar(config, tls, log)
   } catch (err) {
     log.fatal(err instanceof ListenError ? err.message : `start-up failed: ${String(err)}`)
     log.flush()

@@ -1,4 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { createServer as createTlsServer } from 'node:https'
 import type { AddressInfo, Socket } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 
@@ -16,21 +17,26 @@ export interface Listener {
 const NOT_A_PROXY = 'CONNECT is not supported: this listener forwards only to its configured 3scale endpoint\n'
 
 /**
- * Start a plain-HTTP listener for one route. Resolves once it accepts
+ * Start the listener for one route: plain HTTP, or HTTPS with `tls`. Resolves once it accepts
  * connections; rejects if it cannot bind (the caller then exits: the sidecar
  * never runs half alive).
  */
 export async function startListener (
   host: string,
   port: number,
-  handler: (req: IncomingMessage, res: ServerResponse) => void
+  handler: (req: IncomingMessage, res: ServerResponse) => void,
+  tls?: { readonly cert: string, readonly key: string }
 ): Promise<Listener> {
   let inFlight = 0
-  const server = createServer({ requireHostHeader: false }, (req, res) => {
+  const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     inFlight++
     res.once('close', () => { inFlight-- })
     handler(req, res)
-  })
+  }
+  // HTTPS when LISTEN_TLS_CERT/KEY are set, for APIcast across a network.
+  const server: Server = tls !== undefined
+    ? createTlsServer({ cert: tls.cert, key: tls.key, requireHostHeader: false }, onRequest)
+    : createServer({ requireHostHeader: false }, onRequest)
   // A CONNECT never reaches the request handler; without this listener
   // node:http would drop the socket without an answer.
   server.on('connect', (_req: IncomingMessage, socket: Socket) => {

@@ -14,6 +14,8 @@ export interface CertificateAuthority {
   readonly certPem: string
   /** The CA certificate written to a file, for NODE_EXTRA_CA_CERTS. */
   readonly certFile: string
+  /** The CA's private key (PKCS#8 PEM), for a proxy that signs certificates with it. */
+  readonly keyPem: string
   issue (hosts: readonly string[]): Promise<{ cert: string, key: string }>
 }
 
@@ -48,10 +50,12 @@ export async function createCa (commonName: string): Promise<CertificateAuthorit
   const certFile = join(dir, 'ca.pem')
   writeFileSync(certFile, certPem)
 
+  const keyPem = pem('PRIVATE KEY', await webcrypto.subtle.exportKey('pkcs8', keys.privateKey))
   return {
     name: commonName,
     certPem,
     certFile,
+    keyPem,
     issue: async (hosts) => {
       const leafKeys = await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify']) as webcrypto.CryptoKeyPair
       const names = hosts.map((h) => /^[\d.]+$/.test(h) ? { type: 'ip' as const, value: h } : { type: 'dns' as const, value: h })

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { RequestError, Server as ProxyChainServer } from 'proxy-chain'
+import type { CertificateAuthority } from './pki.js'
 
 /** A user and password with every character that must be percent-encoded in a URL. */
 export const PROXY_USER = 'sidecar'
@@ -99,6 +100,7 @@ export async function startSilentServer (): Promise<{ port: number, close: () =>
 
 export const SQUID = '/usr/sbin/squid'
 const NCSA = '/usr/lib/squid/basic_ncsa_auth'
+const CERTGEN = '/usr/lib/squid/security_file_certgen'
 /** squid tests run when Debian's squid (and htpasswd) are installed, as .ci/run does. */
 export const haveSquid = existsSync(SQUID) && existsSync(NCSA) && commandExists('htpasswd')
 
@@ -116,22 +118,54 @@ export interface Squid extends TestProxy {
   accessLog (): string[]
 }
 
+export interface SquidOptions {
+  readonly user?: string
+  readonly password?: string
+  /**
+   * TLS interception (ssl-bump): squid re-signs every upstream certificate
+   * with `ca`, and trusts the origin through `originCaFile`.
+   */
+  readonly sslBump?: { readonly ca: CertificateAuthority, readonly originCaFile: string }
+  /** Serve the proxy itself over TLS (https_port) with this certificate. */
+  readonly tls?: { readonly cert: string, readonly key: string }
+}
+
 /**
  * Debian's squid in the foreground with Basic auth (basic_ncsa_auth), names
  * resolved from its own hosts file, no cache. `forbidden.test` is denied by
  * ACL (403). Tunnels are counted from the access log, which squid writes when
  * a tunnel closes: count after the sidecar has stopped.
  */
-export async function startSquid (user = PROXY_USER, password = PROXY_PASSWORD): Promise<Squid> {
+export async function startSquid (options: SquidOptions = {}): Promise<Squid> {
+  const { user = PROXY_USER, password = PROXY_PASSWORD } = options
   const dir = mkdtempSync(join(tmpdir(), 'sidecar-squid-'))
   chmodSync(dir, 0o777) // squid drops privileges to the proxy user
   const port = await freePort()
+  const listen: string[] = []
+  if (options.sslBump !== undefined) {
+    writeFileSync(join(dir, 'bump.pem'), options.sslBump.ca.certPem + options.sslBump.ca.keyPem, { mode: 0o644 })
+    execFileSync(CERTGEN, ['-c', '-s', join(dir, 'ssl_db'), '-M', '4MB'], { stdio: 'ignore' })
+    execFileSync('chmod', ['-R', 'a+rwX', join(dir, 'ssl_db')])
+    listen.push(
+      `http_port 127.0.0.1:${port} ssl-bump tls-cert=${dir}/bump.pem generate-host-certificates=on dynamic_cert_mem_cache_size=4MB`,
+      `sslcrtd_program ${CERTGEN} -s ${dir}/ssl_db -M 4MB`,
+      'sslcrtd_children 2 startup=1 idle=1',
+      'acl step1 at_step SslBump1',
+      'ssl_bump peek step1',
+      'ssl_bump bump all',
+      `tls_outgoing_options cafile=${options.sslBump.originCaFile}`)
+  } else if (options.tls !== undefined) {
+    writeFileSync(join(dir, 'proxy.pem'), options.tls.cert + options.tls.key, { mode: 0o644 })
+    listen.push(`https_port 127.0.0.1:${port} tls-cert=${dir}/proxy.pem`)
+  } else {
+    listen.push(`http_port 127.0.0.1:${port}`)
+  }
   execFileSync('htpasswd', ['-bc', join(dir, 'passwd'), user, password], { stdio: 'ignore' })
   chmodSync(join(dir, 'passwd'), 0o644)
   writeFileSync(join(dir, 'hosts'), '127.0.0.1 portal.test backend.test forbidden.test localhost\n')
   const conf = join(dir, 'squid.conf')
   writeFileSync(conf, [
-    `http_port 127.0.0.1:${port}`,
+    ...listen,
     `pid_filename ${dir}/squid.pid`,
     `cache_log ${dir}/cache.log`,
     `access_log stdio:${dir}/access.log squid`,
@@ -175,7 +209,7 @@ export async function startSquid (user = PROXY_USER, password = PROXY_PASSWORD):
   const accessLog = (): string[] => safeRead(join(dir, 'access.log')).split('\n').filter((l) => l !== '')
   return {
     port,
-    url: proxyUrl(port, user, password),
+    url: proxyUrl(port, user, password).replace(/^http:/, options.tls !== undefined ? 'https:' : 'http:'),
     tunnels: () => accessLog().filter((l) => / CONNECT /.test(l) && /\/200 /.test(l)).length,
     authorizations: [],
     accessLog,

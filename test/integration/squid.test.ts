@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import { basicUserinfo, Client, runConcurrently } from '../helpers/client.js'
 import { BACKEND_403_XML, startOrigin, type Origin } from '../helpers/origin.js'
+import { createCa, testCa } from '../helpers/pki.js'
 import { haveSquid, PROXY_PASSWORD, proxyUrl, startSquid, type Squid } from '../helpers/proxies.js'
 import { startSidecar } from '../helpers/sidecar.js'
 
@@ -93,6 +94,57 @@ describe('through squid with basic_ncsa_auth', { skip }, () => {
     } finally {
       await client.close()
       await sidecar.stop()
+    }
+  })
+})
+
+describe('through a TLS proxy (squid https_port)', { skip }, () => {
+  it('opens TLS to the proxy, verified with the trust store, then CONNECTs inside it', async () => {
+    const origin = await startOrigin()
+    const squid = await startSquid({ tls: await (await testCa()).issue(['127.0.0.1']) })
+    const sidecar = await startSidecar({
+      THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
+      BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
+      HTTPS_PROXY: squid.url
+    }, { secrets: [PROXY_PASSWORD, encodeURIComponent(PROXY_PASSWORD)] })
+    const client = new Client()
+    try {
+      assert.match(squid.url, /^https:/)
+      assert.match(sidecar.logs().find((l) => l.listener === 'backend')?.msg ?? '', /via proxy https:\/\/127\.0\.0\.1/)
+      for (let i = 0; i < 20; i++) {
+        const res = await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st`)
+        assert.equal(res.status, 200)
+      }
+    } finally {
+      await client.close()
+      await sidecar.stop()
+    }
+    await waitFor(() => squid.tunnels() >= 1)
+    assert.equal(squid.tunnels(), 1, 'one TLS connection to the proxy and one tunnel serve all requests')
+    await squid.close()
+    await origin.close()
+  })
+
+  it('a proxy certificate the store does not trust: 502 tls_untrusted naming the proxy', async () => {
+    const origin = await startOrigin()
+    const squid = await startSquid({ tls: await (await createCa('Unknown Proxy CA')).issue(['127.0.0.1']) })
+    const sidecar = await startSidecar({
+      THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
+      BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
+      HTTPS_PROXY: squid.url
+    })
+    const client = new Client()
+    try {
+      const res = await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st`)
+      assert.equal(res.status, 502)
+      assert.equal(res.headers['x-sidecar-error'], 'tls_untrusted')
+      const line = await sidecar.waitForLog((l) => l.error === 'tls_untrusted')
+      assert.match(line.msg, new RegExp(`TLS certificate of the proxy 127\\.0\\.0\\.1:${squid.port} is not trusted`))
+    } finally {
+      await client.close()
+      await sidecar.stop()
+      await squid.close()
+      await origin.close()
     }
   })
 })
