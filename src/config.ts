@@ -1,5 +1,6 @@
 import { bool, customCleanEnv, makeValidator, str, EnvError, EnvMissingError } from 'envalid'
 import { hasControlCharacter } from './access-token.js'
+import { NoProxyError, parseNoProxy } from './no-proxy.js'
 import type { TrustSettings } from './trust-store.js'
 import { PROXY_VARIABLES, parseProxyUrl, ProxyUrlError, withDefaultScheme, type ProxyEnv } from './egress.js'
 
@@ -252,7 +253,13 @@ function readProxyEnv (env: Record<string, string>, problems: string[]): ProxyEn
     const value = env[name]
     if (value === undefined) continue
     if (name.toLowerCase() === 'no_proxy') {
-      out[name] = value
+      try {
+        parseNoProxy(value)
+        out[name] = value
+      } catch (err) {
+        if (!(err instanceof NoProxyError)) throw err
+        problems.push(`${name} ${err.message}`)
+      }
       continue
     }
     try {

@@ -1,4 +1,5 @@
 import { getProxyForUrl } from 'proxy-from-env'
+import { isLoopback, matchesNoProxy, parseNoProxy } from './no-proxy.js'
 
 /** The proxy variables, in the spellings proxy-from-env reads. */
 export const PROXY_VARIABLES = [
@@ -19,7 +20,7 @@ export interface ProxyEndpoint {
 
 export type Egress =
   | { readonly kind: 'proxy', readonly proxy: ProxyEndpoint }
-  | { readonly kind: 'direct', readonly reason: 'no_proxy_configured' | 'no_proxy_match' }
+  | { readonly kind: 'direct', readonly reason: 'no_proxy_configured' | 'no_proxy_match' | 'loopback' }
 
 /** A malformed proxy URL. The message never contains the URL (it may hold a password). */
 export class ProxyUrlError extends Error {
@@ -70,18 +71,22 @@ function percentDecode (value: string): string {
 }
 
 /**
- * Decide how to reach `upstream`: through which proxy, or directly, with
- * proxy-from-env's precedence and NO_PROXY rules. Depends only on its
- * arguments.
+ * Decide how to reach `upstream`: through which proxy, or directly.
+ * proxy-from-env picks the proxy variable (precedence of https_proxy,
+ * all_proxy and their spellings); NO_PROXY is matched by no-proxy.ts, which
+ * knows the curl and Go forms proxy-from-env does not. Loopback is always
+ * direct. Depends only on its arguments.
  */
 export function resolveEgress (upstream: URL, env: ProxyEnv): Egress {
+  if (isLoopback(upstream)) return { kind: 'direct', reason: 'loopback' }
   const proxy = proxyForUrl(upstream, env)
-  if (proxy !== '') return { kind: 'proxy', proxy: parseProxyUrl(proxy) }
-  const withoutNoProxy = { ...env, no_proxy: '', NO_PROXY: '' }
-  return {
-    kind: 'direct',
-    reason: proxyForUrl(upstream, withoutNoProxy) !== '' ? 'no_proxy_match' : 'no_proxy_configured'
+  if (proxy === '') return { kind: 'direct', reason: 'no_proxy_configured' }
+  // The lower-case spelling wins, as for the proxy variables.
+  const noProxy = env.no_proxy !== undefined && env.no_proxy !== '' ? env.no_proxy : env.NO_PROXY
+  if (noProxy !== undefined && matchesNoProxy(upstream, parseNoProxy(noProxy))) {
+    return { kind: 'direct', reason: 'no_proxy_match' }
   }
+  return { kind: 'proxy', proxy: parseProxyUrl(proxy) }
 }
 
 /**
@@ -96,8 +101,8 @@ function proxyForUrl (upstream: URL, env: ProxyEnv): string {
   const scoped: NodeJS.ProcessEnv = {}
   for (const name of PROXY_VARIABLES) {
     const value = env[name]
-    if (value === undefined || value === '') continue
-    scoped[name] = name.toLowerCase() === 'no_proxy' ? value : withDefaultScheme(value)
+    if (value === undefined || value === '' || name.toLowerCase() === 'no_proxy') continue
+    scoped[name] = withDefaultScheme(value)
   }
   process.env = scoped
   try {

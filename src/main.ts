@@ -95,7 +95,9 @@ function logRoute (log: Logger, route: Route, listener: Listener, config: Config
   } else {
     fields.egress = 'direct'
     fields.directReason = egress.reason
-    via = egress.reason === 'no_proxy_match' ? 'direct (NO_PROXY matches)' : 'direct (no proxy configured)'
+    via = egress.reason === 'no_proxy_match'
+      ? 'direct (NO_PROXY matches)'
+      : egress.reason === 'loopback' ? 'direct (loopback is never proxied)' : 'direct (no proxy configured)'
   }
   if (route.tokenPolicy.kind === 'access_token') {
     fields.accessToken = `${route.tokenPolicy.location}${route.tokenPolicy.fallbackToken !== undefined ? ', default token from THREESCALE_PORTAL_ENDPOINT' : ''}`

@@ -12,7 +12,7 @@ const OWN_TOKEN = 'sidecar-own-token-88aa'
 
 interface Echo { method: string, url: string, headers: Record<string, string>, body: string }
 
-describe('forwarding, direct because NO_PROXY matches', () => {
+describe('forwarding, direct (loopback is never proxied)', () => {
   let origin: Origin
   let proxy: TestProxy
   let sidecar: RunningSidecar
@@ -24,8 +24,7 @@ describe('forwarding, direct because NO_PROXY matches', () => {
     sidecar = await startSidecar({
       THREESCALE_PORTAL_ENDPOINT: `https://${OWN_TOKEN}@127.0.0.1:${origin.port}/prefix`,
       BACKEND_ENDPOINT_OVERRIDE: origin.url(),
-      HTTPS_PROXY: proxy.url,
-      NO_PROXY: 'localhost,127.0.0.1'
+      HTTPS_PROXY: proxy.url
     }, { secrets: [TOKEN, OWN_TOKEN] })
   })
   after(async () => {
@@ -35,11 +34,11 @@ describe('forwarding, direct because NO_PROXY matches', () => {
     await origin.close()
   })
 
-  it('logs that NO_PROXY made the routes direct, and never uses the proxy', async () => {
+  it('logs that loopback routes are direct, and never uses the proxy', async () => {
     const routes = sidecar.logs().filter((l) => typeof l.port === 'number')
     for (const l of routes) {
       assert.equal(l.egress, 'direct')
-      assert.match(l.msg, /direct \(NO_PROXY matches\)/)
+      assert.match(l.msg, /direct \(loopback is never proxied\)/)
     }
     const res = await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st`)
     assert.equal(res.status, 200)
@@ -133,6 +132,32 @@ describe('forwarding, direct because NO_PROXY matches', () => {
 
     const peakGrowthMb = (peakRssKb(sidecar.pid) - rssBefore) / 1024
     assert.ok(peakGrowthMb < 50, `the sidecar's peak RSS grew by ${peakGrowthMb.toFixed(1)} MB while streaming 200 MB`)
+  })
+})
+
+describe('NO_PROXY at start', () => {
+  it('logs, per route, whether NO_PROXY made it direct', async () => {
+    // Only the decision is observed: a direct request to a non-loopback name
+    // would need real DNS, which no test touches. The unit table is the spec.
+    const proxy = await startProxyChain()
+    const sidecar = await startSidecar({
+      THREESCALE_PORTAL_ENDPOINT: 'https://portal.test:8443',
+      BACKEND_ENDPOINT_OVERRIDE: 'https://su1.backend.test',
+      HTTPS_PROXY: proxy.url,
+      NO_PROXY: '.corp.example, backend.test:443, 10.0.0.0/8'
+    })
+    try {
+      const portal = sidecar.logs().find((l) => l.listener === 'portal' && typeof l.port === 'number')
+      const backend = sidecar.logs().find((l) => l.listener === 'backend' && typeof l.port === 'number')
+      assert.equal(portal?.egress, 'proxy')
+      assert.match(portal?.msg ?? '', /via proxy/)
+      assert.equal(backend?.egress, 'direct')
+      assert.equal(backend?.directReason, 'no_proxy_match')
+      assert.match(backend?.msg ?? '', /direct \(NO_PROXY matches\)/)
+    } finally {
+      await sidecar.stop()
+      await proxy.close()
+    }
   })
 })
 

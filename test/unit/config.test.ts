@@ -48,6 +48,11 @@ describe('loadConfig', () => {
     assert.deepEqual(c.proxyEnv, { HTTPS_PROXY: 'http://proxy:3128', no_proxy: 'localhost' })
   })
 
+  it('refuses a malformed NO_PROXY range, naming the entry', () => {
+    const problems = problemsOf({ ...minimal, NO_PROXY: 'localhost,10.0.0.0/40' })
+    assert.deepEqual(problems, ['NO_PROXY entry "10.0.0.0/40" is not a valid CIDR range (e.g. 10.0.0.0/8 or fd00::/8)'])
+  })
+
   it('reports every problem at once, one line each', () => {
     const problems = problemsOf({
       BACKEND_ENDPOINT_OVERRIDE: 'ftp://x',

@@ -17,7 +17,12 @@ describe('resolveEgress (proxy-from-env precedence and NO_PROXY)', () => {
     { name: 'NO_PROXY wildcard', url: 'https://x.example', env: { https_proxy: 'http://p:1', no_proxy: '*' }, want: 'direct:no_proxy_match' },
     { name: 'NO_PROXY with port, other port', url: 'https://x.example', env: { https_proxy: 'http://p:1', no_proxy: 'x.example:8443' }, want: 'proxy:http://p:1' },
     { name: 'NO_PROXY with port, same port', url: 'https://x.example:8443', env: { https_proxy: 'http://p:1', no_proxy: 'x.example:8443' }, want: 'direct:no_proxy_match' },
-    { name: 'NO_PROXY other host', url: 'https://x.example', env: { https_proxy: 'http://p:1', no_proxy: 'y.example,z.example' }, want: 'proxy:http://p:1' }
+    { name: 'NO_PROXY other host', url: 'https://x.example', env: { https_proxy: 'http://p:1', no_proxy: 'y.example,z.example' }, want: 'proxy:http://p:1' },
+    { name: 'NO_PROXY domain matches subdomains', url: 'https://su1.3scale.net', env: { https_proxy: 'http://p:1', NO_PROXY: '3scale.net' }, want: 'direct:no_proxy_match' },
+    { name: 'NO_PROXY CIDR', url: 'https://10.2.3.4', env: { https_proxy: 'http://p:1', NO_PROXY: '10.0.0.0/8' }, want: 'direct:no_proxy_match' },
+    { name: 'lower-case no_proxy wins', url: 'https://x.example', env: { https_proxy: 'http://p:1', no_proxy: 'other.example', NO_PROXY: 'x.example' }, want: 'proxy:http://p:1' },
+    { name: 'loopback is never proxied', url: 'https://127.0.0.1:8443', env: { https_proxy: 'http://p:1' }, want: 'direct:loopback' },
+    { name: 'localhost is never proxied', url: 'http://localhost', env: { http_proxy: 'http://p:1' }, want: 'direct:loopback' }
   ]
   for (const c of cases) {
     it(c.name, () => {
