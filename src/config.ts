@@ -2,7 +2,7 @@ import { bool, customCleanEnv, makeValidator, str, EnvError, EnvMissingError } f
 import { hasControlCharacter } from './access-token.js'
 import { NoProxyError, parseNoProxy } from './no-proxy.js'
 import type { TrustSettings } from './trust-store.js'
-import { PROXY_VARIABLES, parseProxyUrl, ProxyUrlError, withDefaultScheme, type ProxyEnv } from './egress.js'
+import { PROXY_VARIABLES, parseProxyUrl, ProxyUrlError, withDefaultScheme, type ProxyEndpoint, type ProxyEnv } from './egress.js'
 
 export type AccessTokenLocation = 'query' | 'header'
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
@@ -37,6 +37,10 @@ export interface Config {
   readonly timeouts: Timeouts
   /** Upper bound of pooled connections (tunnels) per upstream. */
   readonly maxConnectionsPerUpstream: number
+  /** Further proxies, in order, used when the proxy in use fails (FALLBACK_PROXIES). */
+  readonly fallbackProxies: readonly ProxyEndpoint[]
+  /** How long a failed proxy is skipped before it is tried again. */
+  readonly failoverBackoffMs: number
   /** The proxy variables that were set, scheme-less values already given `http://`. */
   readonly proxyEnv: ProxyEnv
   readonly tls: {
@@ -121,6 +125,8 @@ const SPEC = {
   IDLE_TIMEOUT_MS: positiveInt({ default: 60_000 }),
   UPSTREAM_KEEPALIVE_MS: positiveInt({ default: 30_000 }),
   UPSTREAM_MAX_CONNECTIONS: positiveInt({ default: 64 }),
+  FALLBACK_PROXIES: str({ default: undefined }),
+  PROXY_FAILOVER_BACKOFF_MS: positiveInt({ default: 30_000 }),
   SHUTDOWN_GRACE_MS: positiveInt({ default: 10_000 }),
   CA_BUNDLE: str({ default: undefined }),
   SSL_CERT_FILE: str({ default: undefined }),
@@ -173,6 +179,7 @@ export function loadConfig (env: Readonly<Record<string, string | undefined>>): 
     problems.push(`PORTAL_LISTEN_PORT and BACKEND_LISTEN_PORT are both ${cleaned.PORTAL_LISTEN_PORT}; each listener needs its own port`)
   }
   const proxyEnv = readProxyEnv(present, problems)
+  const fallbackProxies = readFallbackProxies(cleaned.FALLBACK_PROXIES, problems)
   const upstreamClient = pairOfFiles('UPSTREAM_TLS_CERT', cleaned.UPSTREAM_TLS_CERT, 'UPSTREAM_TLS_KEY', cleaned.UPSTREAM_TLS_KEY, problems)
   const listenTls = pairOfFiles('LISTEN_TLS_CERT', cleaned.LISTEN_TLS_CERT, 'LISTEN_TLS_KEY', cleaned.LISTEN_TLS_KEY, problems)
 
@@ -194,6 +201,8 @@ export function loadConfig (env: Readonly<Record<string, string | undefined>>): 
       shutdownGraceMs: cleaned.SHUTDOWN_GRACE_MS
     }),
     maxConnectionsPerUpstream: cleaned.UPSTREAM_MAX_CONNECTIONS,
+    fallbackProxies,
+    failoverBackoffMs: cleaned.PROXY_FAILOVER_BACKOFF_MS,
     proxyEnv,
     tls: Object.freeze({
       trust: Object.freeze({
@@ -224,6 +233,25 @@ function takeUserinfoToken (portal: URL, problems: string[]): string | undefined
     return undefined
   }
   return token
+}
+
+/**
+ * FALLBACK_PROXIES: comma-separated proxy URLs, tried in order after the
+ * proxy from https_proxy (which stays one URL, as other programs parse it).
+ */
+function readFallbackProxies (value: string | undefined, problems: string[]): ProxyEndpoint[] {
+  if (value === undefined) return []
+  const out: ProxyEndpoint[] = []
+  const entries = value.split(',').map((e) => e.trim()).filter((e) => e !== '')
+  entries.forEach((entry, i) => {
+    try {
+      out.push(parseProxyUrl(entry))
+    } catch (err) {
+      if (!(err instanceof ProxyUrlError)) throw err
+      problems.push(`FALLBACK_PROXIES entry ${i + 1} ${err.message} (value not shown: it may hold a password)`)
+    }
+  })
+  return out
 }
 
 /** Two settings that only make sense together (a certificate and its key). */

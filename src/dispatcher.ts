@@ -3,17 +3,38 @@ import type { Socket } from 'node:net'
 import { TLSSocket, type PeerCertificate } from 'node:tls'
 import { Agent, Pool, ProxyAgent, buildConnector, type Dispatcher } from 'undici'
 import type { Timeouts } from './config.js'
-import { ConnectFailure, UpstreamCertificateError, parseAuthSchemes, type TunnelRefusal } from './errors.js'
+import type { ProxyEndpoint } from './egress.js'
+import { ConnectFailure, UpstreamCertificateError, parseAuthSchemes, type Failure, type FailureCode, type TunnelRefusal } from './errors.js'
 import type { Logger } from './logger.js'
 import { hostPort } from './redact.js'
 import type { Route } from './routes.js'
 import type { TrustStore } from './trust-store.js'
 
-/** The transport of one route: built once at start, closed at shutdown. */
-export interface Upstream {
+/** One way to reach a route's upstream: directly, or through one proxy. */
+export interface EgressPath {
+  /** 0 is the preferred path (https_proxy); then FALLBACK_PROXIES in order. */
+  readonly index: number
   readonly dispatcher: Dispatcher
+  /** The proxy of this path; undefined when direct. */
+  readonly proxy: ProxyEndpoint | undefined
+  /** `direct` or the proxy's host:port, for log lines. */
+  readonly label: string
   /** The proxy's most recent refused CONNECT, for the 407 log line. */
   lastRefusal (): TunnelRefusal | undefined
+}
+
+/** The transport of one route: built once at start, closed at shutdown. */
+export interface Upstream {
+  readonly paths: readonly EgressPath[]
+  /** The path to use now: the first one that is not backed off. */
+  select (): EgressPath
+  /**
+   * `path` failed before any request byte reached the upstream. Back it off
+   * and return the next path to try for this request, or undefined when
+   * every path has been tried. The caller retries only connect-phase
+   * failures, so no request is ever sent twice.
+   */
+  failover (path: EgressPath, failure: Failure, tried: ReadonlySet<number>): EgressPath | undefined
   /** Connections (tunnels, when proxied) opened so far. */
   connectionsOpened (): number
   close (): Promise<void>
@@ -32,31 +53,88 @@ export interface UpstreamOptions {
   readonly timeouts: Timeouts
   readonly maxConnections: number
   readonly tls: UpstreamTls
+  /** How long a failed proxy is skipped before it is tried again. */
+  readonly failoverBackoffMs: number
   readonly log: Logger
 }
 
+/** Failures that are the proxy's, so another proxy may do better. */
+const FAILOVER_CODES: ReadonlySet<FailureCode> = new Set(['proxy_unreachable', 'tunnel_refused', 'proxy_auth_required', 'timeout'])
+
+/** True when `failure` of a proxied attempt should move the request to the next proxy. */
+export function isFailoverFailure (failure: Failure): boolean {
+  return FAILOVER_CODES.has(failure.code)
+}
+
 /**
- * Build the pooled dispatcher for `route`: an undici Agent when the route is
- * direct, a ProxyAgent when it goes through a proxy. Build one per route at
- * start and reuse it: ProxyAgent sends CONNECT only when it opens a socket,
- * so a shared pool is what keeps tunnels (and their TLS sessions) alive.
+ * Build the transport of `route`: one pooled dispatcher per path (an undici
+ * Agent when direct, a ProxyAgent per proxy), all built at start and reused.
+ * ProxyAgent sends CONNECT only when it opens a socket, so a shared pool is
+ * what keeps tunnels (and their TLS sessions) alive.
  *
- * TLS to the upstream is verified by `verifyingConnector`, against Node's
- * trust store plus NODE_EXTRA_CA_CERTS, so a failure can name the issuer.
+ * TLS to the upstream is verified by `verifyingConnector` against the trust
+ * store, so a failure can name the issuer.
  */
 export function buildUpstream (route: Route, options: UpstreamOptions): Upstream {
-  const { timeouts, tls } = options
+  const { tls, log } = options
   let opened = 0
-  let refusal: TunnelRefusal | undefined
   let inspected = false
   const onOpened = (socket: Socket): void => {
     opened++
     // First contact: look once at who signed the upstream's chain.
     if (!inspected && socket instanceof TLSSocket) {
       inspected = true
-      warnOnInterception(route, socket, tls.trust, options.log)
+      warnOnInterception(route, socket, tls.trust, log)
     }
   }
+
+  const proxies = route.egress.kind === 'proxy' ? [route.egress.proxy, ...route.egress.fallbacks] : [undefined]
+  const paths = proxies.map((proxy, index) => buildPath(route, proxy, index, options, onOpened))
+  const downUntil = paths.map(() => 0)
+  let current = 0
+
+  const select = (): EgressPath => {
+    const now = Date.now()
+    let pick = paths.findIndex((_, i) => (downUntil[i] as number) <= now)
+    // Every path backed off: use the one whose back-off ends first.
+    if (pick === -1) pick = downUntil.indexOf(Math.min(...downUntil))
+    if (pick < current && paths.length > 1) {
+      log.info({ proxy: paths[pick]?.label }, `back-off over: using the proxy ${paths[pick]?.label ?? ''} again`)
+    }
+    current = pick
+    return paths[pick] as EgressPath
+  }
+
+  const failover = (path: EgressPath, failure: Failure, tried: ReadonlySet<number>): EgressPath | undefined => {
+    if (paths.length < 2 || path.proxy === undefined || !isFailoverFailure(failure)) return undefined
+    const now = Date.now()
+    const wasUp = (downUntil[path.index] as number) <= now
+    downUntil[path.index] = now + options.failoverBackoffMs
+    const next = paths.find((p) => !tried.has(p.index) && (downUntil[p.index] as number) <= now) ??
+      paths.find((p) => !tried.has(p.index))
+    if (wasUp) {
+      log.warn({ proxy: path.label, error: failure.code, next: next?.label },
+        `proxy ${path.label} failed (${failure.message}); ` +
+        (next !== undefined ? `failing over to ${next.label}` : 'no other proxy left to try') +
+        `; ${path.label} is tried again in ${Math.round(options.failoverBackoffMs / 1000)} s`)
+    }
+    return next
+  }
+
+  return {
+    paths,
+    select,
+    failover,
+    connectionsOpened: () => opened,
+    close: async () => { await Promise.all(paths.map(async (p) => { await p.dispatcher.close() })) },
+    destroy: async () => { await Promise.all(paths.map(async (p) => { await p.dispatcher.destroy() })) }
+  }
+}
+
+/** The pooled dispatcher for one path: direct (Agent) or through `proxy` (ProxyAgent). */
+function buildPath (route: Route, proxy: ProxyEndpoint | undefined, index: number, options: UpstreamOptions, onOpened: (socket: Socket) => void): EgressPath {
+  const { timeouts, tls } = options
+  let refusal: TunnelRefusal | undefined
 
   // Shared by Agent and ProxyAgent: pool sizing, keep-alive and timeouts.
   const poolOptions = {
@@ -76,58 +154,49 @@ export function buildUpstream (route: Route, options: UpstreamOptions): Upstream
     ...(tls.clientCert !== undefined ? { cert: tls.clientCert.cert, key: tls.clientCert.key } : {})
   }
 
-  let dispatcher: Dispatcher
-  if (route.egress.kind === 'direct') {
+  if (proxy === undefined) {
     const connect = verifyingConnector(buildConnector(upstreamTls), tls.verify, onOpened)
-    dispatcher = new Agent({ ...poolOptions, connect })
-  } else {
-    const { proxy } = route.egress
-    const token = proxy.username !== '' || proxy.password !== ''
-      ? 'Basic ' + Buffer.from(`${proxy.username}:${proxy.password}`, 'utf8').toString('base64')
-      : undefined
-    dispatcher = new ProxyAgent({
-      ...poolOptions,
-      uri: proxy.url.href,
-      ...(token !== undefined ? { token } : {}),
-      // An https upstream is tunnelled with CONNECT; an http one is sent in
-      // absolute-form, the way proxies expect plain HTTP (RFC 9112 §3.2.2).
-      proxyTunnel: route.upstream.protocol === 'https:',
-      // TLS to an https:// proxy, verified (always) against the same store.
-      proxyTls: { timeout: timeouts.connectMs, ca: [...tls.trust.ca] },
-      requestTls: upstreamTls,
-      // The client to the proxy: it records a refused CONNECT's status and
-      // Proxy-Authenticate, which ProxyAgent otherwise drops, and bounds the
-      // wait for the CONNECT reply.
-      clientFactory: (origin: URL, opts: object) => {
-        const pool = new Pool(origin, { ...opts, headersTimeout: timeouts.connectMs, bodyTimeout: timeouts.connectMs })
-        const connect = pool.connect.bind(pool) as (o: Dispatcher.ConnectOptions) => Promise<Dispatcher.ConnectData>
-        Object.assign(pool, {
-          connect: async (params: Dispatcher.ConnectOptions) => {
-            const data = await connect(params)
-            if (data.statusCode !== 200) {
-              refusal = { statusCode: data.statusCode, schemes: parseAuthSchemes(data.headers['proxy-authenticate']) }
-            }
-            return data
-          }
-        })
-        return pool
-      },
-      // The pool per upstream origin: its connect is ProxyAgent's tunnel
-      // function, wrapped so the upstream's certificate is verified.
-      factory: (origin: string | URL, opts: object) => {
-        const { connect } = opts as { connect: buildConnector.connector }
-        return new Pool(origin, { ...opts, connect: verifyingConnector(connect, tls.verify, onOpened) })
-      }
-    } as ProxyAgent.Options)
+    return { index, proxy, label: 'direct', dispatcher: new Agent({ ...poolOptions, connect }), lastRefusal: () => undefined }
   }
 
-  return {
-    dispatcher,
-    lastRefusal: () => refusal,
-    connectionsOpened: () => opened,
-    close: async () => { await dispatcher.close() },
-    destroy: async () => { await dispatcher.destroy() }
-  }
+  const token = proxy.username !== '' || proxy.password !== ''
+    ? 'Basic ' + Buffer.from(`${proxy.username}:${proxy.password}`, 'utf8').toString('base64')
+    : undefined
+  const dispatcher = new ProxyAgent({
+    ...poolOptions,
+    uri: proxy.url.href,
+    ...(token !== undefined ? { token } : {}),
+    // An https upstream is tunnelled with CONNECT; an http one is sent in
+    // absolute-form, the way proxies expect plain HTTP (RFC 9112 §3.2.2).
+    proxyTunnel: route.upstream.protocol === 'https:',
+    // TLS to an https:// proxy, verified (always) against the same store.
+    proxyTls: { timeout: timeouts.connectMs, ca: [...tls.trust.ca] },
+    requestTls: upstreamTls,
+    // The client to the proxy: it records a refused CONNECT's status and
+    // Proxy-Authenticate, which ProxyAgent otherwise drops, and bounds the
+    // wait for the CONNECT reply.
+    clientFactory: (origin: URL, opts: object) => {
+      const pool = new Pool(origin, { ...opts, headersTimeout: timeouts.connectMs, bodyTimeout: timeouts.connectMs })
+      const connect = pool.connect.bind(pool) as (o: Dispatcher.ConnectOptions) => Promise<Dispatcher.ConnectData>
+      Object.assign(pool, {
+        connect: async (params: Dispatcher.ConnectOptions) => {
+          const data = await connect(params)
+          if (data.statusCode !== 200) {
+            refusal = { statusCode: data.statusCode, schemes: parseAuthSchemes(data.headers['proxy-authenticate']) }
+          }
+          return data
+        }
+      })
+      return pool
+    },
+    // The pool per upstream origin: its connect is ProxyAgent's tunnel
+    // function, wrapped so the upstream's certificate is verified.
+    factory: (origin: string | URL, opts: object) => {
+      const { connect } = opts as { connect: buildConnector.connector }
+      return new Pool(origin, { ...opts, connect: verifyingConnector(connect, tls.verify, onOpened) })
+    }
+  } as ProxyAgent.Options)
+  return { index, proxy, label: hostPort(proxy.url), dispatcher, lastRefusal: () => refusal }
 }
 
 /**

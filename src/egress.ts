@@ -19,7 +19,7 @@ export interface ProxyEndpoint {
 }
 
 export type Egress =
-  | { readonly kind: 'proxy', readonly proxy: ProxyEndpoint }
+  | { readonly kind: 'proxy', readonly proxy: ProxyEndpoint, readonly fallbacks: readonly ProxyEndpoint[] }
   | { readonly kind: 'direct', readonly reason: 'no_proxy_configured' | 'no_proxy_match' | 'loopback' }
 
 /** A malformed proxy URL. The message never contains the URL (it may hold a password). */
@@ -75,9 +75,10 @@ function percentDecode (value: string): string {
  * proxy-from-env picks the proxy variable (precedence of https_proxy,
  * all_proxy and their spellings); NO_PROXY is matched by no-proxy.ts, which
  * knows the curl and Go forms proxy-from-env does not. Loopback is always
- * direct. Depends only on its arguments.
+ * direct. A proxied route gets `fallbacks` (FALLBACK_PROXIES) after its
+ * proxy. Depends only on its arguments.
  */
-export function resolveEgress (upstream: URL, env: ProxyEnv): Egress {
+export function resolveEgress (upstream: URL, env: ProxyEnv, fallbacks: readonly ProxyEndpoint[] = []): Egress {
   if (isLoopback(upstream)) return { kind: 'direct', reason: 'loopback' }
   const proxy = proxyForUrl(upstream, env)
   if (proxy === '') return { kind: 'direct', reason: 'no_proxy_configured' }
@@ -86,7 +87,7 @@ export function resolveEgress (upstream: URL, env: ProxyEnv): Egress {
   if (noProxy !== undefined && matchesNoProxy(upstream, parseNoProxy(noProxy))) {
     return { kind: 'direct', reason: 'no_proxy_match' }
   }
-  return { kind: 'proxy', proxy: parseProxyUrl(proxy) }
+  return { kind: 'proxy', proxy: parseProxyUrl(proxy), fallbacks }
 }
 
 /**

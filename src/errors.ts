@@ -1,4 +1,4 @@
-import type { Egress } from './egress.js'
+import type { ProxyEndpoint } from './egress.js'
 import { hostPort } from './redact.js'
 
 /**
@@ -19,7 +19,8 @@ export type FailureCode =
 /** What the classifier knows about where the request was going. */
 export interface FailureContext {
   readonly upstream: URL
-  readonly egress: Egress
+  /** The proxy this attempt went through; undefined when direct. */
+  readonly proxy: ProxyEndpoint | undefined
   /** The proxy's last refused CONNECT on this route, if any. */
   readonly refusal?: TunnelRefusal | undefined
   readonly timeouts: { readonly connectMs: number, readonly responseHeadersMs: number, readonly idleMs: number }
@@ -91,7 +92,7 @@ export const FAILURES: Readonly<Record<FailureCode, { status: 502 | 504, describ
     status: 502,
     describe: (ctx) => ({
       message: `proxy authentication failed: ${proxyName(ctx)} answered CONNECT with 407 Proxy Authentication Required${offered(ctx)}`,
-      hint: ctx.egress.kind === 'proxy' && ctx.egress.proxy.username === ''
+      hint: ctx.proxy !== undefined && ctx.proxy.username === ''
         ? 'the proxy URL has no credentials; set them as http://user:password@host:port in https_proxy (percent-encode @ : % in them)'
         : 'check the user and password in https_proxy (percent-encode @ : % in them as %40 %3A %25) and that the proxy accepts Basic'
     })
@@ -145,8 +146,8 @@ export const FAILURES: Readonly<Record<FailureCode, { status: 502 | 504, describ
   reset: {
     status: 502,
     describe: (ctx, detail) => ({
-      message: `the connection ${ctx.egress.kind === 'proxy' ? `through ${proxyName(ctx)} ` : ''}to ${hostPort(ctx.upstream)} was closed or reset (${detail})`,
-      hint: ctx.egress.kind === 'proxy'
+      message: `the connection ${ctx.proxy !== undefined ? `through ${proxyName(ctx)} ` : ''}to ${hostPort(ctx.upstream)} was closed or reset (${detail})`,
+      hint: ctx.proxy !== undefined
         ? 'the proxy or 3scale closed the connection; check the proxy\'s log and its idle timeout (UPSTREAM_KEEPALIVE_MS must stay below it)'
         : 'the upstream closed the connection; check its status and the network path'
     })
@@ -179,7 +180,7 @@ export function classifyUpstreamError (err: unknown, ctx: FailureContext): Failu
   const connecting = err instanceof ConnectFailure
   const cause = innermost(connecting ? err.cause : err)
   const code = errorCode(cause)
-  const viaProxy = ctx.egress.kind === 'proxy'
+  const viaProxy = ctx.proxy !== undefined
 
   if (cause instanceof UpstreamCertificateError) {
     if (!UNKNOWN_ISSUER.has(cause.reason)) return failure('tls_untrusted', ctx, `${cause.reason} (issued by ${cause.issuer})`)
@@ -209,7 +210,7 @@ export function classifyUpstreamError (err: unknown, ctx: FailureContext): Failu
     // Upstream certificates are checked by verifyingConnector and arrive as
     // UpstreamCertificateError; a raw TLS error while connecting through an
     // https:// proxy is therefore about the proxy's own certificate.
-    const proxyTls = connecting && ctx.egress.kind === 'proxy' && ctx.egress.proxy.url.protocol === 'https:'
+    const proxyTls = connecting && ctx.proxy?.url.protocol === 'https:'
     return failure('tls_untrusted', ctx, code, proxyTls ? 'proxy_tls' : undefined)
   }
   if (DNS_CODES.has(code)) {
@@ -240,7 +241,7 @@ const UNKNOWN_ISSUER = new Set([
 ])
 
 function proxyName (ctx: FailureContext): string {
-  return ctx.egress.kind === 'proxy' ? hostPort(ctx.egress.proxy.url) : '(none)'
+  return ctx.proxy !== undefined ? hostPort(ctx.proxy.url) : '(none)'
 }
 
 function offered (ctx: FailureContext): string {

@@ -1,8 +1,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Dispatcher } from 'undici'
 import type { Timeouts } from './config.js'
-import type { Upstream } from './dispatcher.js'
-import { classifyUpstreamError, type Failure } from './errors.js'
+import type { EgressPath, Upstream } from './dispatcher.js'
+import { classifyUpstreamError, ConnectFailure, type Failure } from './errors.js'
 import { withoutHopByHop } from './hop-by-hop.js'
 import type { Logger } from './logger.js'
 import { redactPath } from './redact.js'
@@ -24,11 +24,16 @@ export interface ForwardContext {
 /**
  * The request handler of one listener. It only wires the three parts
  * together: the pure rewrite (buildUpstreamRequest), the transport (the
- * route's undici dispatcher) and the failure handling (classifyUpstreamError).
+ * route's undici dispatchers) and the failure handling (classifyUpstreamError).
  * Bodies stream both ways with backpressure and are never held whole.
+ *
+ * A failure before any byte reached the upstream (the proxy unreachable or
+ * refusing the tunnel) moves the request to the next proxy, if there is one;
+ * nothing else is ever retried, so a usage report is never sent twice.
  */
 export function createForwarder (ctx: ForwardContext): (req: IncomingMessage, res: ServerResponse) => void {
   const origin = ctx.route.upstream.origin
+  const logProxy = ctx.upstream.paths.length > 1
   return function forward (req, res) {
     const started = performance.now()
     if (ctx.draining()) res.shouldKeepAlive = false
@@ -41,15 +46,26 @@ export function createForwarder (ctx: ForwardContext): (req: IncomingMessage, re
     const { outgoing } = rewritten
     const hasBody = req.headers['transfer-encoding'] !== undefined ||
       (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0')
-
-    const relay = new ResponseRelay(ctx, req, res, started)
-    ctx.upstream.dispatcher.dispatch({
+    const options: Dispatcher.DispatchOptions = {
       origin,
       method: outgoing.method as Dispatcher.HttpMethod,
       path: outgoing.path,
       headers: outgoing.headers,
       body: hasBody ? req : null
-    }, relay)
+    }
+
+    const tried = new Set<number>()
+    const attempt = (path: EgressPath): void => {
+      tried.add(path.index)
+      const relay = new ResponseRelay(ctx, req, res, started, path, logProxy, (failure) => {
+        const next = ctx.upstream.failover(path, failure, tried)
+        if (next === undefined) return false
+        attempt(next)
+        return true
+      })
+      path.dispatcher.dispatch(options, relay)
+    }
+    attempt(ctx.upstream.select())
   }
 }
 
@@ -73,28 +89,35 @@ function refuse (ctx: ForwardContext, req: IncomingMessage, res: ServerResponse,
 }
 
 /**
- * undici handler (new API) that copies the upstream response to APIcast as
- * it arrives: status, headers minus hop-by-hop, body chunk by chunk, pausing
- * undici while the client socket is full. It writes the one completion log
- * line per request.
+ * undici handler (new API) for one attempt: copies the upstream response to
+ * APIcast as it arrives (status, headers minus hop-by-hop, body chunk by
+ * chunk, pausing undici while the client socket is full) and writes the one
+ * completion log line per request. `retry` is offered connect-phase failures
+ * only; it returns true when another attempt took the request over.
  */
 class ResponseRelay implements Dispatcher.DispatchHandler {
   #controller: Dispatcher.DispatchController | undefined
   #bytesOut = 0
   #done = false
+  readonly #onClose = (): void => {
+    // APIcast went away: abort the upstream request, so neither the tunnel
+    // nor 3scale keeps working for nobody.
+    if (!this.#done) this.#controller?.abort(new ClientClosedError())
+  }
+
+  readonly #onDrain = (): void => { this.#controller?.resume() }
 
   constructor (
     private readonly ctx: ForwardContext,
     private readonly req: IncomingMessage,
     private readonly res: ServerResponse,
-    private readonly started: number
+    private readonly started: number,
+    private readonly path: EgressPath,
+    private readonly logProxy: boolean,
+    private readonly retry: (failure: Failure) => boolean
   ) {
-    // APIcast went away: abort the upstream request, so neither the tunnel
-    // nor 3scale keeps working for nobody.
-    res.once('close', () => {
-      if (!this.#done) this.#controller?.abort(new ClientClosedError())
-    })
-    res.on('drain', () => this.#controller?.resume())
+    res.once('close', this.#onClose)
+    res.on('drain', this.#onDrain)
   }
 
   onRequestStart (controller: Dispatcher.DispatchController): void {
@@ -118,22 +141,21 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
   }
 
   onResponseEnd (): void {
-    this.#done = true
+    this.#finish()
     this.res.end()
     this.ctx.log.info(this.#line(this.res.statusCode), 'request')
   }
 
   onResponseError (_controller: Dispatcher.DispatchController, err: Error): void {
-    this.#done = true
+    this.#finish()
     if (err instanceof ClientClosedError || (this.res.destroyed && !this.res.headersSent)) {
       this.ctx.log.info({ ...this.#line(CLIENT_CLOSED) }, 'request aborted: the client closed the connection')
       return
     }
-    const route = this.ctx.route
     const failure = classifyUpstreamError(err, {
-      upstream: route.upstream,
-      egress: route.egress,
-      refusal: this.ctx.upstream.lastRefusal(),
+      upstream: this.ctx.route.upstream,
+      proxy: this.path.proxy,
+      refusal: this.path.lastRefusal(),
       timeouts: this.ctx.timeouts
     })
     if (this.res.headersSent) {
@@ -143,8 +165,16 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
       this.ctx.log.error({ ...this.#line(this.res.statusCode), error: failure.code }, `response interrupted: ${failure.message}; ${failure.hint}`)
       return
     }
+    // Connect-phase only: no byte of this request reached the upstream.
+    if (err instanceof ConnectFailure && this.retry(failure)) return
     this.#sendFailure(failure)
     this.ctx.log.error({ ...this.#line(failure.status), error: failure.code }, `${failure.message}; ${failure.hint}`)
+  }
+
+  #finish (): void {
+    this.#done = true
+    this.res.off('close', this.#onClose)
+    this.res.off('drain', this.#onDrain)
   }
 
   #sendFailure (failure: Failure): void {
@@ -160,7 +190,7 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
   }
 
   #line (status: number): Record<string, unknown> {
-    return {
+    const line: Record<string, unknown> = {
       method: this.req.method,
       path: redactPath(this.req.url ?? ''),
       status,
@@ -168,6 +198,8 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
       bytesIn: requestBodyBytes(this.req),
       bytesOut: this.#bytesOut
     }
+    if (this.logProxy) line.proxy = this.path.label
+    return line
   }
 }
 

@@ -36,6 +36,7 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
       timeouts: config.timeouts,
       maxConnections: config.maxConnectionsPerUpstream,
       tls: { trust: tls.trust, verify: config.tls.verifyUpstream, clientCert: tls.upstreamClient },
+      failoverBackoffMs: config.failoverBackoffMs,
       log: log.child({ listener: route.name })
     }))
   }
@@ -92,6 +93,10 @@ function logRoute (log: Logger, route: Route, listener: Listener, config: Config
       ? `basic (${egress.proxy.username}:***)`
       : 'none'
     via = `via proxy ${egress.proxy.url.protocol}//${hostPort(egress.proxy.url)} (${route.upstream.protocol === 'https:' ? 'CONNECT tunnel' : 'absolute-form'}, proxy auth ${String(fields.proxyAuth)})`
+    if (egress.fallbacks.length > 0) {
+      fields.fallbacks = egress.fallbacks.map((p) => hostPort(p.url))
+      via += `, then ${egress.fallbacks.map((p) => `${p.url.protocol}//${hostPort(p.url)}`).join(', ')}`
+    }
   } else {
     fields.egress = 'direct'
     fields.directReason = egress.reason

@@ -33,7 +33,7 @@ export function buildRoutes (config: Config): readonly Route[] {
       listenPort: config.portal.listenPort,
       upstream: config.portal.endpoint,
       tokenPolicy: { kind: 'access_token', location: config.accessTokenLocation, fallbackToken: config.portal.token },
-      egress: resolveEgress(config.portal.endpoint, config.proxyEnv)
+      egress: resolveEgress(config.portal.endpoint, config.proxyEnv, config.fallbackProxies)
     },
     {
       name: 'backend',
@@ -41,7 +41,7 @@ export function buildRoutes (config: Config): readonly Route[] {
       listenPort: config.backend.listenPort,
       upstream: config.backend.endpoint,
       tokenPolicy: { kind: 'passthrough' },
-      egress: resolveEgress(config.backend.endpoint, config.proxyEnv)
+      egress: resolveEgress(config.backend.endpoint, config.proxyEnv, config.fallbackProxies)
     }
   ]
 }

@@ -45,11 +45,11 @@ export interface TestProxy {
  * An in-process CONNECT proxy (proxy-chain) that enforces Basic auth.
  * `forbidden.test` is refused with 403, as a proxy's policy would.
  */
-export async function startProxyChain (user = PROXY_USER, password = PROXY_PASSWORD): Promise<TestProxy> {
+export async function startProxyChain (user = PROXY_USER, password = PROXY_PASSWORD, port = 0): Promise<TestProxy> {
   let tunnels = 0
   const authorizations: string[] = []
   const server = new ProxyChainServer({
-    port: 0,
+    port,
     host: '127.0.0.1',
     authRealm: 'sidecar-test',
     prepareRequestFunction: ({ request, username, password: pw, hostname, isHttp }) => {
@@ -62,10 +62,9 @@ export async function startProxyChain (user = PROXY_USER, password = PROXY_PASSW
     }
   })
   await server.listen()
-  const port = server.port
   return {
-    port,
-    url: proxyUrl(port, user, password),
+    port: server.port,
+    url: proxyUrl(server.port, user, password),
     tunnels: () => tunnels,
     authorizations,
     close: async () => { await server.close(true) }

@@ -1,14 +1,14 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { errors as undiciErrors } from 'undici'
-import { parseProxyUrl, type Egress } from '../../src/egress.js'
+import { parseProxyUrl, type ProxyEndpoint } from '../../src/egress.js'
 import { classifyUpstreamError, ConnectFailure, parseAuthSchemes, UpstreamCertificateError, type FailureContext } from '../../src/errors.js'
 
-const proxied: Egress = { kind: 'proxy', proxy: parseProxyUrl('http://u:p@proxy.corp:3128') }
-const direct: Egress = { kind: 'direct', reason: 'no_proxy_configured' }
+const proxied: ProxyEndpoint | undefined = parseProxyUrl('http://u:p@proxy.corp:3128')
+const direct: ProxyEndpoint | undefined = undefined
 const timeouts = { connectMs: 10000, responseHeadersMs: 60000, idleMs: 60000 }
-const ctx = (egress: Egress, refusal?: FailureContext['refusal']): FailureContext =>
-  ({ upstream: new URL('https://su1.3scale.net'), egress, refusal, timeouts })
+const ctx = (proxy: ProxyEndpoint | undefined, refusal?: FailureContext['refusal']): FailureContext =>
+  ({ upstream: new URL('https://su1.3scale.net'), proxy, refusal, timeouts })
 
 function sysError (code: string, syscall = 'connect'): NodeJS.ErrnoException {
   const err: NodeJS.ErrnoException = new Error(`${syscall} ${code}`)
