@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs'
 import { bool, customCleanEnv, makeValidator, str, EnvError, EnvMissingError } from 'envalid'
 import { hasControlCharacter } from './access-token.js'
 import { NoProxyError, parseNoProxy } from './no-proxy.js'
@@ -25,6 +26,8 @@ export interface Config {
     /** Without userinfo: the token, if any, is in `token`. */
     readonly endpoint: URL
     readonly token: string | undefined
+    /** Where `token` came from, for the start-up line. */
+    readonly tokenSource: 'ACCESS_TOKEN_FILE' | 'THREESCALE_PORTAL_ENDPOINT' | undefined
     readonly listenPort: number
   }
   readonly backend: {
@@ -43,6 +46,11 @@ export interface Config {
   readonly failoverBackoffMs: number
   /** The proxy variables that were set, scheme-less values already given `http://`. */
   readonly proxyEnv: ProxyEnv
+  /**
+   * Files secrets were read from (HTTPS_PROXY_FILE, PROXY_PASSWORD_FILE,
+   * ACCESS_TOKEN_FILE): watched, and read again when they change.
+   */
+  readonly secretFiles: ReadonlyArray<{ readonly setting: string, readonly path: string }>
   readonly tls: {
     readonly trust: TrustSettings
     /** false only by the explicit UPSTREAM_TLS_VERIFY=false. */
@@ -136,8 +144,16 @@ const SPEC = {
   UPSTREAM_TLS_CERT: str({ default: undefined }),
   UPSTREAM_TLS_KEY: str({ default: undefined }),
   LISTEN_TLS_CERT: str({ default: undefined }),
-  LISTEN_TLS_KEY: str({ default: undefined })
+  LISTEN_TLS_KEY: str({ default: undefined }),
+  HTTPS_PROXY_FILE: str({ default: undefined }),
+  PROXY_PASSWORD_FILE: str({ default: undefined }),
+  ACCESS_TOKEN_FILE: str({ default: undefined })
 }
+
+/** Reads a secret file; injected so reloads and tests read the same way. */
+export type ReadSecret = (path: string) => string
+
+const readSecretFile: ReadSecret = (path) => readFileSync(path, 'utf8')
 
 /** The settings table the README documents; kept next to the spec it describes. */
 export const SETTING_NAMES = Object.keys(SPEC)
@@ -148,7 +164,7 @@ export const SETTING_NAMES = Object.keys(SPEC)
  * pass plain objects) and never exits the process: only main does that.
  * An empty variable counts as unset, as `docker run -e NAME=` users expect.
  */
-export function loadConfig (env: Readonly<Record<string, string | undefined>>): Config {
+export function loadConfig (env: Readonly<Record<string, string | undefined>>, readSecret: ReadSecret = readSecretFile): Config {
   const present: Record<string, string> = {}
   for (const [name, value] of Object.entries(env)) {
     if (value !== undefined && value !== '') present[name] = value
@@ -169,17 +185,35 @@ export function loadConfig (env: Readonly<Record<string, string | undefined>>): 
     }
   })
 
+  const secretFiles: Array<{ setting: string, path: string }> = []
+  const secret = (setting: string, path: string | undefined): string | undefined => {
+    if (path === undefined) return undefined
+    secretFiles.push({ setting, path })
+    return readSecretValue(setting, path, readSecret, problems)
+  }
+  const proxyFromFile = secret('HTTPS_PROXY_FILE', cleaned.HTTPS_PROXY_FILE)
+  const proxyPassword = secret('PROXY_PASSWORD_FILE', cleaned.PROXY_PASSWORD_FILE)
+  const tokenFromFile = secret('ACCESS_TOKEN_FILE', cleaned.ACCESS_TOKEN_FILE)
+  if (tokenFromFile !== undefined && hasControlCharacter(tokenFromFile)) {
+    problems.push(`ACCESS_TOKEN_FILE: the token in ${cleaned.ACCESS_TOKEN_FILE ?? ''} contains control characters`)
+  }
+
   const portal = cleaned.THREESCALE_PORTAL_ENDPOINT as URL | undefined
   const backend = cleaned.BACKEND_ENDPOINT_OVERRIDE as URL | undefined
-  const token = portal !== undefined ? takeUserinfoToken(portal, problems) : undefined
+  const userinfoToken = portal !== undefined ? takeUserinfoToken(portal, problems) : undefined
+  const token = tokenFromFile ?? userinfoToken
   if (backend !== undefined && (backend.username !== '' || backend.password !== '')) {
     problems.push('BACKEND_ENDPOINT_OVERRIDE must not contain credentials: 3scale backend calls carry theirs in the query')
   }
   if (cleaned.PORTAL_LISTEN_PORT !== 0 && cleaned.PORTAL_LISTEN_PORT === cleaned.BACKEND_LISTEN_PORT) {
     problems.push(`PORTAL_LISTEN_PORT and BACKEND_LISTEN_PORT are both ${cleaned.PORTAL_LISTEN_PORT}; each listener needs its own port`)
   }
-  const proxyEnv = readProxyEnv(present, problems)
+  const proxyEnv = readProxyEnv(proxyFromFile !== undefined ? { ...present, https_proxy: proxyFromFile } : present,
+    problems, proxyFromFile !== undefined ? { https_proxy: 'HTTPS_PROXY_FILE' } : {})
   const fallbackProxies = readFallbackProxies(cleaned.FALLBACK_PROXIES, problems)
+  if (proxyPassword !== undefined) {
+    applyProxyPassword(proxyEnv, fallbackProxies, proxyPassword, problems)
+  }
   const upstreamClient = pairOfFiles('UPSTREAM_TLS_CERT', cleaned.UPSTREAM_TLS_CERT, 'UPSTREAM_TLS_KEY', cleaned.UPSTREAM_TLS_KEY, problems)
   const listenTls = pairOfFiles('LISTEN_TLS_CERT', cleaned.LISTEN_TLS_CERT, 'LISTEN_TLS_KEY', cleaned.LISTEN_TLS_KEY, problems)
 
@@ -188,7 +222,12 @@ export function loadConfig (env: Readonly<Record<string, string | undefined>>): 
   }
 
   return Object.freeze({
-    portal: Object.freeze({ endpoint: withoutUserinfo(portal), token, listenPort: cleaned.PORTAL_LISTEN_PORT }),
+    portal: Object.freeze({
+      endpoint: withoutUserinfo(portal),
+      token,
+      tokenSource: tokenFromFile !== undefined ? 'ACCESS_TOKEN_FILE' as const : userinfoToken !== undefined ? 'THREESCALE_PORTAL_ENDPOINT' as const : undefined,
+      listenPort: cleaned.PORTAL_LISTEN_PORT
+    }),
     backend: Object.freeze({ endpoint: backend, listenPort: cleaned.BACKEND_LISTEN_PORT }),
     listenAddress: cleaned.LISTEN_ADDRESS,
     accessTokenLocation: cleaned.ACCESS_TOKEN_LOCATION,
@@ -203,7 +242,8 @@ export function loadConfig (env: Readonly<Record<string, string | undefined>>): 
     maxConnectionsPerUpstream: cleaned.UPSTREAM_MAX_CONNECTIONS,
     fallbackProxies,
     failoverBackoffMs: cleaned.PROXY_FAILOVER_BACKOFF_MS,
-    proxyEnv,
+    proxyEnv: Object.freeze(proxyEnv),
+    secretFiles: Object.freeze(secretFiles),
     tls: Object.freeze({
       trust: Object.freeze({
         sslCertFile: cleaned.SSL_CERT_FILE,
@@ -275,7 +315,7 @@ function withoutUserinfo (url: URL): URL {
  * Collect the proxy variables and check that each proxy URL parses. A bad
  * value is reported by name only, never echoed: it may hold a password.
  */
-function readProxyEnv (env: Record<string, string>, problems: string[]): ProxyEnv {
+function readProxyEnv (env: Record<string, string>, problems: string[], sources: Readonly<Record<string, string>> = {}): Partial<Record<(typeof PROXY_VARIABLES)[number], string>> {
   const out: Partial<Record<(typeof PROXY_VARIABLES)[number], string>> = {}
   for (const name of PROXY_VARIABLES) {
     const value = env[name]
@@ -295,8 +335,59 @@ function readProxyEnv (env: Record<string, string>, problems: string[]): ProxyEn
       out[name] = withDefaultScheme(value)
     } catch (err) {
       if (!(err instanceof ProxyUrlError)) throw err
-      problems.push(`${name} ${err.message} (value not shown: it may hold a password)`)
+      problems.push(`${sources[name] ?? name} ${err.message} (value not shown: it may hold a password)`)
     }
   }
-  return Object.freeze(out)
+  return out
+}
+
+/**
+ * A secret file's value: its content without the trailing newline that
+ * editors and `kubectl create secret --from-file` leave. Never echoed.
+ */
+function readSecretValue (setting: string, path: string, readSecret: ReadSecret, problems: string[]): string | undefined {
+  let text: string
+  try {
+    text = readSecret(path)
+  } catch (err) {
+    problems.push(`${setting}: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? String(err)})`)
+    return undefined
+  }
+  const value = text.replace(/\r?\n$/, '').trim()
+  if (value === '') {
+    problems.push(`${setting}: ${path} is empty`)
+    return undefined
+  }
+  return value
+}
+
+/**
+ * PROXY_PASSWORD_FILE: the password of every proxy URL that names a user, so
+ * the URL itself (in https_proxy, FALLBACK_PROXIES) needs no secret.
+ */
+function applyProxyPassword (
+  proxyEnv: Partial<Record<(typeof PROXY_VARIABLES)[number], string>>,
+  fallbacks: ProxyEndpoint[],
+  password: string,
+  problems: string[]
+): void {
+  let applied = 0
+  for (const name of PROXY_VARIABLES) {
+    const value = proxyEnv[name]
+    if (value === undefined || name.toLowerCase() === 'no_proxy') continue
+    const url = new URL(value)
+    if (url.username === '') continue
+    url.password = encodeURIComponent(password)
+    proxyEnv[name] = url.href
+    applied++
+  }
+  for (let i = 0; i < fallbacks.length; i++) {
+    const proxy = fallbacks[i] as ProxyEndpoint
+    if (proxy.username === '') continue
+    fallbacks[i] = { ...proxy, password }
+    applied++
+  }
+  if (applied === 0) {
+    problems.push('PROXY_PASSWORD_FILE is set, but no proxy URL names a user (write it as http://user@proxy:port)')
+  }
 }

@@ -12,9 +12,17 @@ import type { Route } from './routes.js'
 /** Status logged when APIcast went away before the response was complete (nginx's convention). */
 const CLIENT_CLOSED = 499
 
+/**
+ * A listener's current route and transport. Both are replaced together when
+ * a secret file changes; a request keeps the pair it started with.
+ */
+export interface LiveRoute {
+  route: Route
+  upstream: Upstream
+}
+
 export interface ForwardContext {
-  readonly route: Route
-  readonly upstream: Upstream
+  readonly live: LiveRoute
   readonly timeouts: Timeouts
   readonly log: Logger
   /** True once shutdown has begun: responses then close their connection. */
@@ -32,13 +40,12 @@ export interface ForwardContext {
  * nothing else is ever retried, so a usage report is never sent twice.
  */
 export function createForwarder (ctx: ForwardContext): (req: IncomingMessage, res: ServerResponse) => void {
-  const origin = ctx.route.upstream.origin
-  const logProxy = ctx.upstream.paths.length > 1
   return function forward (req, res) {
     const started = performance.now()
     if (ctx.draining()) res.shouldKeepAlive = false
+    const { route, upstream } = ctx.live
 
-    const rewritten = buildUpstreamRequest(req as IncomingMessage & { url: string, method: string }, ctx.route)
+    const rewritten = buildUpstreamRequest(req as IncomingMessage & { url: string, method: string }, route)
     if (!rewritten.ok) {
       refuse(ctx, req, res, rewritten.error, started)
       return
@@ -47,7 +54,7 @@ export function createForwarder (ctx: ForwardContext): (req: IncomingMessage, re
     const hasBody = req.headers['transfer-encoding'] !== undefined ||
       (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0')
     const options: Dispatcher.DispatchOptions = {
-      origin,
+      origin: route.upstream.origin,
       method: outgoing.method as Dispatcher.HttpMethod,
       path: outgoing.path,
       headers: outgoing.headers,
@@ -57,15 +64,15 @@ export function createForwarder (ctx: ForwardContext): (req: IncomingMessage, re
     const tried = new Set<number>()
     const attempt = (path: EgressPath): void => {
       tried.add(path.index)
-      const relay = new ResponseRelay(ctx, req, res, started, path, logProxy, (failure) => {
-        const next = ctx.upstream.failover(path, failure, tried)
+      const relay = new ResponseRelay(ctx, route, req, res, started, path, upstream.paths.length > 1, (failure) => {
+        const next = upstream.failover(path, failure, tried)
         if (next === undefined) return false
         attempt(next)
         return true
       })
       path.dispatcher.dispatch(options, relay)
     }
-    attempt(ctx.upstream.select())
+    attempt(upstream.select())
   }
 }
 
@@ -109,6 +116,7 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
 
   constructor (
     private readonly ctx: ForwardContext,
+    private readonly route: Route,
     private readonly req: IncomingMessage,
     private readonly res: ServerResponse,
     private readonly started: number,
@@ -153,7 +161,7 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
       return
     }
     const failure = classifyUpstreamError(err, {
-      upstream: this.ctx.route.upstream,
+      upstream: this.route.upstream,
       proxy: this.path.proxy,
       refusal: this.path.lastRefusal(),
       timeouts: this.ctx.timeouts

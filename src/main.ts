@@ -1,7 +1,8 @@
+import { unwatchFile, watchFile, type Stats } from 'node:fs'
 import { createRequire } from 'node:module'
 import { ConfigError, loadConfig, type Config } from './config.js'
 import { buildUpstream, type Upstream } from './dispatcher.js'
-import { createForwarder } from './forward.js'
+import { createForwarder, type LiveRoute } from './forward.js'
 import { createLogger, type Logger } from './logger.js'
 import { hostPort } from './redact.js'
 import { buildRoutes, type Route, type RouteName } from './routes.js'
@@ -11,9 +12,19 @@ import { loadTlsMaterial, TlsSetupError, type TlsMaterial } from './tls-material
 export interface Sidecar {
   readonly config: Config
   readonly listeners: ReadonlyMap<RouteName, Listener>
-  readonly upstreams: ReadonlyMap<RouteName, Upstream>
+  readonly live: ReadonlyMap<RouteName, LiveRoute>
   /** Stop accepting, drain within the grace period, close the dispatchers. */
   shutdown (): Promise<void>
+}
+
+export interface StartOptions {
+  /**
+   * Read the configuration again (secret files included). Given, the secret
+   * files are watched and a change is applied without a restart.
+   */
+  readonly reloadConfig?: () => Config
+  /** How often secret files are checked for changes. */
+  readonly secretPollMs?: number
 }
 
 /**
@@ -21,37 +32,37 @@ export interface Sidecar {
  * bind, everything already started is closed again and the error is thrown:
  * the sidecar never runs half alive.
  */
-export async function startSidecar (config: Config, tls: TlsMaterial, log: Logger): Promise<Sidecar> {
-  const routes = buildRoutes(config)
+export async function startSidecar (config: Config, tls: TlsMaterial, log: Logger, options: StartOptions = {}): Promise<Sidecar> {
   log.info({ trustStore: tls.trust.sources }, tls.trust.summary)
   if (!config.tls.verifyUpstream) {
     log.warn('UPSTREAM_TLS_VERIFY=false: the TLS certificates of 3scale are NOT verified. Anyone on the path, the proxy included, can read and change this traffic, tokens included. Trust the proxy\'s CA with CA_BUNDLE instead.')
   }
-  const upstreams = new Map<RouteName, Upstream>()
+  const upstreamFor = (route: Route): Upstream => buildUpstream(route, {
+    timeouts: config.timeouts,
+    maxConnections: config.maxConnectionsPerUpstream,
+    tls: { trust: tls.trust, verify: config.tls.verifyUpstream, clientCert: tls.upstreamClient },
+    failoverBackoffMs: config.failoverBackoffMs,
+    log: log.child({ listener: route.name })
+  })
+
+  const live = new Map<RouteName, LiveRoute>()
+  for (const route of buildRoutes(config)) live.set(route.name, { route, upstream: upstreamFor(route) })
   const listeners = new Map<RouteName, Listener>()
   let draining = false
-
-  for (const route of routes) {
-    upstreams.set(route.name, buildUpstream(route, {
-      timeouts: config.timeouts,
-      maxConnections: config.maxConnectionsPerUpstream,
-      tls: { trust: tls.trust, verify: config.tls.verifyUpstream, clientCert: tls.upstreamClient },
-      failoverBackoffMs: config.failoverBackoffMs,
-      log: log.child({ listener: route.name })
-    }))
-  }
+  let stopWatching = (): void => {}
 
   const shutdown = async (): Promise<void> => {
     draining = true
+    stopWatching()
     await Promise.all([...listeners.values()].map(async (l) => { await l.close(config.timeouts.shutdownGraceMs) }))
-    await Promise.all([...upstreams.values()].map(async (u) => { await u.destroy() }))
+    await Promise.all([...live.values()].map(async (l) => { await l.upstream.destroy() }))
   }
 
   try {
-    for (const route of routes) {
+    for (const current of live.values()) {
+      const { route } = current
       const routeLog = log.child({ listener: route.name })
-      const upstream = upstreams.get(route.name) as Upstream
-      const handler = createForwarder({ route, upstream, timeouts: config.timeouts, log: routeLog, draining: () => draining })
+      const handler = createForwarder({ live: current, timeouts: config.timeouts, log: routeLog, draining: () => draining })
       const listener = await startListener(route.listenAddress, route.listenPort, handler, tls.listen).catch((err: unknown) => {
         throw new ListenError(route, err)
       })
@@ -63,7 +74,82 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
     throw err
   }
 
-  return { config, listeners, upstreams, shutdown }
+  if (options.reloadConfig !== undefined && config.secretFiles.length > 0) {
+    const reload = options.reloadConfig
+    stopWatching = watchSecretFiles(config, options.secretPollMs ?? 1000, log, (changed) => {
+      applySecrets(reload, changed, live, upstreamFor, log)
+    })
+  }
+
+  return { config, listeners, live, shutdown }
+}
+
+/**
+ * Poll each secret file (fs.watchFile: it follows the symlink swaps with
+ * which Kubernetes updates a mounted Secret) and report the ones that changed.
+ */
+function watchSecretFiles (config: Config, intervalMs: number, log: Logger, onChange: (setting: string) => void): () => void {
+  const watched: Array<{ path: string, listener: (curr: Stats, prev: Stats) => void }> = []
+  for (const { setting, path } of config.secretFiles) {
+    const listener = (curr: Stats, prev: Stats): void => {
+      if (curr.mtimeMs !== prev.mtimeMs || curr.ino !== prev.ino || curr.size !== prev.size) onChange(setting)
+    }
+    watchFile(path, { interval: intervalMs, persistent: false }, listener)
+    watched.push({ path, listener })
+  }
+  log.info({ secretFiles: config.secretFiles.map((f) => f.setting) }, `watching ${config.secretFiles.map((f) => `${f.setting} ${f.path}`).join(', ')} for changes`)
+  return () => { for (const w of watched) unwatchFile(w.path, w.listener) }
+}
+
+/**
+ * Read the configuration again and swap what changed. A new proxy URL or
+ * credential gets a new transport; the old one finishes its in-flight
+ * requests and then closes, so no request is dropped. A bad new value is
+ * logged and the previous one kept.
+ */
+function applySecrets (
+  reloadConfig: () => Config,
+  changed: string,
+  live: Map<RouteName, LiveRoute>,
+  upstreamFor: (route: Route) => Upstream,
+  log: Logger
+): void {
+  let next: Config
+  try {
+    next = reloadConfig()
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err
+    log.error({ secretFile: changed }, `${changed} changed but cannot be used (${err.problems.join('; ')}); keeping the previous values`)
+    return
+  }
+  // Report what changed, whichever file's change woke the reload: files
+  // rotated together are usually picked up by one read.
+  for (const route of buildRoutes(next)) {
+    const current = live.get(route.name)
+    if (current === undefined) continue
+    const egressChanged = egressKey(current.route) !== egressKey(route)
+    const tokenChanged = tokenKey(current.route) !== tokenKey(route)
+    if (!egressChanged && !tokenChanged) continue
+    const old = current.upstream
+    if (egressChanged) current.upstream = upstreamFor(route)
+    current.route = route
+    if (egressChanged) {
+      old.close().catch(() => {})
+      log.info({ listener: route.name, trigger: changed }, 'the proxy settings changed: new requests use them; open tunnels finish their requests and close')
+    }
+    if (tokenChanged) log.info({ listener: route.name, trigger: changed }, 'the access token changed: the new one is in use')
+  }
+}
+
+/** What identifies a route's proxies, credentials included; compared, never logged. */
+function egressKey (route: Route): string {
+  const e = route.egress
+  if (e.kind === 'direct') return 'direct'
+  return JSON.stringify([e.proxy, ...e.fallbacks].map((p) => [p.url.href, p.username, p.password]))
+}
+
+function tokenKey (route: Route): string {
+  return route.tokenPolicy.kind === 'access_token' ? `${route.tokenPolicy.location}:${route.tokenPolicy.fallbackToken ?? ''}` : ''
 }
 
 /** A listener could not bind; says which setting to change. */
@@ -105,7 +191,7 @@ function logRoute (log: Logger, route: Route, listener: Listener, config: Config
       : egress.reason === 'loopback' ? 'direct (loopback is never proxied)' : 'direct (no proxy configured)'
   }
   if (route.tokenPolicy.kind === 'access_token') {
-    fields.accessToken = `${route.tokenPolicy.location}${route.tokenPolicy.fallbackToken !== undefined ? ', default token from THREESCALE_PORTAL_ENDPOINT' : ''}`
+    fields.accessToken = `${route.tokenPolicy.location}${config.portal.tokenSource !== undefined ? `, default token from ${config.portal.tokenSource}` : ''}`
   }
   fields.timeouts = config.timeouts
   log.info(fields, `${route.name} ${listen} → ${upstream} ${via}`)
@@ -163,7 +249,7 @@ export async function main (argv: readonly string[], env: NodeJS.ProcessEnv): Pr
   const log = createLogger(config.logLevel)
   let sidecar: Sidecar
   try {
-    sidecar = await startSidecar(config, tls, log)
+    sidecar = await startSidecar(config, tls, log, { reloadConfig: () => loadConfig(env) })
   } catch (err) {
     log.fatal(err instanceof ListenError ? err.message : `start-up failed: ${String(err)}`)
     log.flush()

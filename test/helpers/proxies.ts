@@ -41,11 +41,22 @@ export interface TestProxy {
   close (): Promise<void>
 }
 
+export interface ProxyChainOptions {
+  readonly user?: string
+  readonly password?: string
+  /** Listen on this port (default: any free one). */
+  readonly port?: number
+  /** Decide which credentials pass (default: exactly user and password). */
+  readonly accept?: (user: string, password: string) => boolean
+}
+
 /**
  * An in-process CONNECT proxy (proxy-chain) that enforces Basic auth.
  * `forbidden.test` is refused with 403, as a proxy's policy would.
  */
-export async function startProxyChain (user = PROXY_USER, password = PROXY_PASSWORD, port = 0): Promise<TestProxy> {
+export async function startProxyChain (options: ProxyChainOptions = {}): Promise<TestProxy> {
+  const { user = PROXY_USER, password = PROXY_PASSWORD, port = 0 } = options
+  const accept = options.accept ?? ((u: string, p: string) => u === user && p === password)
   let tunnels = 0
   const authorizations: string[] = []
   const server = new ProxyChainServer({
@@ -55,7 +66,7 @@ export async function startProxyChain (user = PROXY_USER, password = PROXY_PASSW
     prepareRequestFunction: ({ request, username, password: pw, hostname, isHttp }) => {
       const header = request.headers['proxy-authorization']
       if (header !== undefined) authorizations.push(header)
-      if (username !== user || pw !== password) return { requestAuthentication: true, failMsg: 'bad proxy credentials' }
+      if (!accept(username, pw)) return { requestAuthentication: true, failMsg: 'bad proxy credentials' }
       if (hostname === 'forbidden.test') throw new RequestError('forbidden by proxy policy', 403)
       if (!isHttp) tunnels++
       return { dnsLookup: testLookup }

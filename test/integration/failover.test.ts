@@ -47,7 +47,7 @@ describe('proxy failover (FALLBACK_PROXIES)', () => {
 
   it('a proxy that refuses the tunnel (407) fails over too', async () => {
     const origin = await startOrigin()
-    const refusing = await startProxyChain('someone', 'else')
+    const refusing = await startProxyChain({ user: 'someone', password: 'else' })
     const good = await startProxyChain()
     const sidecar = await startSidecar({
       THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
@@ -85,7 +85,7 @@ describe('proxy failover (FALLBACK_PROXIES)', () => {
       // Nothing listens on the first proxy's port yet: the second serves.
       assert.equal((await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st`)).status, 200)
       assert.equal(second.tunnels(), 1)
-      const revived = await startProxyChain(undefined, undefined, firstPort)
+      const revived = await startProxyChain({ port: firstPort })
       try {
         // Within the back-off, the second proxy keeps serving (its pooled tunnel).
         assert.equal((await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st`)).status, 200)
