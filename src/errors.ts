@@ -147,9 +147,10 @@ export const FAILURES: Readonly<Record<FailureCode, { status: 502 | 504, describ
     status: 502,
     describe: (ctx, detail) => ({
       message: `the connection ${ctx.proxy !== undefined ? `through ${proxyName(ctx)} ` : ''}to ${hostPort(ctx.upstream)} was closed or reset (${detail})`,
-      hint: ctx.proxy !== undefined
+      hint: (ctx.proxy !== undefined
         ? 'the proxy or 3scale closed the connection; check the proxy\'s log and its idle timeout (UPSTREAM_KEEPALIVE_MS must stay below it)'
-        : 'the upstream closed the connection; check its status and the network path'
+        : 'the upstream closed the connection; check its status and the network path') +
+        (ctx.upstream.protocol === 'https:' ? '; an upstream that requires a client certificate (mutual TLS) also closes connections this way: set UPSTREAM_TLS_CERT and UPSTREAM_TLS_KEY' : '')
     })
   },
   upstream_error: {

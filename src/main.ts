@@ -170,7 +170,7 @@ function logRoute (log: Logger, route: Route, listener: Listener, config: Config
   const listen = `${listener.address.address}:${listener.address.port}`
   const upstream = displayUrl(route.upstream)
   const egress = route.egress
-  const fields: Record<string, unknown> = { listen, upstream, port: listener.address.port }
+  const fields: Record<string, unknown> = { listen, upstream, port: listener.address.port, tls: listener.tls }
   let via: string
   if (egress.kind === 'proxy') {
     fields.egress = 'proxy'
@@ -194,7 +194,7 @@ function logRoute (log: Logger, route: Route, listener: Listener, config: Config
     fields.accessToken = `${route.tokenPolicy.location}${config.portal.tokenSource !== undefined ? `, default token from ${config.portal.tokenSource}` : ''}`
   }
   fields.timeouts = config.timeouts
-  log.info(fields, `${route.name} ${listen} → ${upstream} ${via}`)
+  log.info(fields, `${route.name} ${listener.tls ? 'https' : 'http'}://${listen} → ${upstream} ${via}`)
 }
 
 /** An endpoint for log lines: origin plus path prefix, no trailing `/`. */

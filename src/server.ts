@@ -6,6 +6,8 @@ import { setTimeout as sleep } from 'node:timers/promises'
 export interface Listener {
   readonly server: Server
   readonly address: AddressInfo
+  /** True when the listener serves HTTPS (LISTEN_TLS_CERT/KEY). */
+  readonly tls: boolean
   inFlight (): number
   /**
    * Stop accepting, let in-flight requests finish for up to `graceMs`, then
@@ -57,6 +59,7 @@ export async function startListener (
   return {
     server,
     address: server.address() as AddressInfo,
+    tls: tls !== undefined,
     inFlight: () => inFlight,
     close: async (graceMs) => {
       server.close()

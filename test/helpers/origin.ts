@@ -1,6 +1,7 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { createServer as createHttpsServer } from 'node:https'
 import type { AddressInfo, Socket } from 'node:net'
+import type { TLSSocket } from 'node:tls'
 import { testCa, type CertificateAuthority } from './pki.js'
 
 /** Names the origin's certificate covers; test proxies resolve them to 127.0.0.1. */
@@ -14,6 +15,8 @@ export interface SeenRequest {
   bodyBytes: number
   /** True once the whole request body arrived. */
   complete: boolean
+  /** CN of the client certificate, when the origin asked for one. */
+  readonly clientCn: string | undefined
 }
 
 export type Handler = (req: IncomingMessage, res: ServerResponse, seen: SeenRequest) => void
@@ -120,6 +123,8 @@ export interface OriginOptions {
   readonly tls?: boolean
   readonly ca?: CertificateAuthority
   readonly handler?: Handler
+  /** Require a client certificate issued by this CA (mutual TLS). */
+  readonly clientCa?: CertificateAuthority
 }
 
 /** Start an origin on 127.0.0.1, port 0. */
@@ -127,7 +132,9 @@ export async function startOrigin (options: OriginOptions = {}): Promise<Origin>
   const handler = options.handler ?? threescaleHandler
   const requests: SeenRequest[] = []
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
-    const seen: SeenRequest = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders, bodyBytes: 0, complete: false }
+    const peer = 'getPeerCertificate' in req.socket ? (req.socket as TLSSocket).getPeerCertificate() : undefined
+    const clientCn = peer?.subject?.CN
+    const seen: SeenRequest = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders, bodyBytes: 0, complete: false, clientCn: Array.isArray(clientCn) ? clientCn[0] : clientCn }
     requests.push(seen)
     req.on('data', (c: Buffer) => { seen.bodyBytes += c.length })
     req.on('end', () => { seen.complete = true })
@@ -139,7 +146,8 @@ export async function startOrigin (options: OriginOptions = {}): Promise<Origin>
   } else {
     const ca = options.ca ?? await testCa()
     const { cert, key } = await ca.issue(ORIGIN_NAMES)
-    server = createHttpsServer({ cert, key }, onRequest)
+    const mtls = options.clientCa !== undefined ? { requestCert: true, rejectUnauthorized: true, ca: options.clientCa.certPem } : {}
+    server = createHttpsServer({ cert, key, ...mtls }, onRequest)
   }
   const sockets = new Set<Socket>()
   server.on('connection', (s: Socket) => { sockets.add(s); s.once('close', () => sockets.delete(s)) })

@@ -84,8 +84,8 @@ export async function startSidecar (env: Record<string, string>, options: Sideca
 
   return {
     pid: child.pid as number,
-    portalUrl: `http://127.0.0.1:${String(portal.port)}`,
-    backendUrl: `http://127.0.0.1:${String(backend.port)}`,
+    portalUrl: `${portal.tls === true ? 'https' : 'http'}://127.0.0.1:${String(portal.port)}`,
+    backendUrl: `${backend.tls === true ? 'https' : 'http'}://127.0.0.1:${String(backend.port)}`,
     output: () => out,
     logs,
     waitForLog,
