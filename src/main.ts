@@ -1,5 +1,4 @@
 import { unwatchFile, watchFile, type Stats } from 'node:fs'
-import { createRequire } from 'node:module'
 import { ConfigError, loadConfig, type Config } from './config.js'
 import { buildUpstream, type Upstream } from './dispatcher.js'
 import { createForwarder, type LiveRoute } from './forward.js'
@@ -8,6 +7,7 @@ import { hostPort } from './redact.js'
 import { buildRoutes, type Route, type RouteName } from './routes.js'
 import { startListener, type Listener } from './server.js'
 import { loadTlsMaterial, TlsSetupError, type TlsMaterial } from './tls-material.js'
+import { version } from './version.js'
 
 export interface Sidecar {
   readonly config: Config
@@ -219,8 +219,7 @@ export async function main (argv: readonly string[], env: NodeJS.ProcessEnv): Pr
     return 0
   }
   if (argv.includes('--version')) {
-    const pkg = createRequire(import.meta.url)('../../package.json') as { version: string }
-    process.stdout.write(`${pkg.version}\n`)
+    process.stdout.write(`${version()}\n`)
     return 0
   }
   if (argv.length > 0) {

@@ -30,6 +30,10 @@ export interface RunningSidecar {
 export interface SidecarOptions {
   /** Strings that must never appear in the output (tokens, passwords). */
   readonly secrets?: readonly string[]
+  /** Run this executable instead of `node dist/src/cli.js` (the single binary). */
+  readonly command?: string
+  /** PATH for the process (default: the test runner's). */
+  readonly path?: string
 }
 
 /**
@@ -39,9 +43,10 @@ export interface SidecarOptions {
  */
 export async function startSidecar (env: Record<string, string>, options: SidecarOptions = {}): Promise<RunningSidecar> {
   const ca = await testCa()
-  const child = spawn(process.execPath, [CLI], {
+  const [command, args] = options.command !== undefined ? [options.command, []] : [process.execPath, [CLI]]
+  const child = spawn(command, args, {
     env: {
-      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      PATH: options.path ?? process.env.PATH ?? '/usr/bin:/bin',
       PORTAL_LISTEN_PORT: '0',
       BACKEND_LISTEN_PORT: '0',
       LOG_LEVEL: 'trace',

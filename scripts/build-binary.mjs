@@ -1,0 +1,61 @@
+#!/usr/bin/env node
+// npm run build:binary — one self-contained executable (a Node single
+// executable application) for hosts without Node, e.g. RHEL with systemd.
+//
+// 1. esbuild bundles src/cli.ts and its dependencies into one CommonJS file
+//    (inside a SEA, require() only loads built-in modules);
+// 2. node --experimental-sea-config turns it into a blob;
+// 3. the blob is injected into a copy of this node binary with postject.
+// The blob must come from the same node binary it is injected into.
+import { execFileSync } from 'node:child_process'
+import { chmodSync, copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { build } from 'esbuild'
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..')
+const out = join(root, 'build')
+const work = join(out, 'sea')
+const binary = join(out, 'apicast-sidecar-proxy')
+const { version } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'))
+
+rmSync(work, { recursive: true, force: true })
+mkdirSync(work, { recursive: true })
+
+await build({
+  entryPoints: [join(root, 'src', 'cli.ts')],
+  outfile: join(work, 'sidecar.cjs'),
+  bundle: true,
+  platform: 'node',
+  format: 'cjs',
+  target: 'node20',
+  minifySyntax: true,
+  legalComments: 'none',
+  define: { SIDECAR_VERSION: JSON.stringify(version) },
+  // version.ts reads package.json through import.meta only when
+  // SIDECAR_VERSION is not defined, which never happens in the bundle.
+  logOverride: { 'empty-import-meta': 'silent' },
+  logLevel: 'warning'
+})
+
+writeFileSync(join(work, 'sea-config.json'), JSON.stringify({
+  main: join(work, 'sidecar.cjs'),
+  output: join(work, 'sea-prep.blob'),
+  disableExperimentalSEAWarning: true,
+  useCodeCache: true
+}))
+execFileSync(process.execPath, ['--experimental-sea-config', join(work, 'sea-config.json')], { stdio: 'inherit' })
+
+rmSync(binary, { force: true })
+copyFileSync(process.execPath, binary)
+chmodSync(binary, 0o755)
+try {
+  execFileSync('strip', [binary], { stdio: 'ignore' })
+} catch {
+  // strip is optional: without binutils the binary is only larger
+}
+const postject = join(root, 'node_modules', 'postject', 'dist', 'cli.js')
+execFileSync(process.execPath, [postject, binary, 'NODE_SEA_BLOB', join(work, 'sea-prep.blob'),
+  '--sentinel-fuse', 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2'], { stdio: ['ignore', 'ignore', 'inherit'] })
+
+process.stdout.write(`built ${binary} (apicast-sidecar-proxy ${version}, Node ${process.version})\n`)

@@ -1,0 +1,43 @@
+import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync, readdirSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { describe, it } from 'node:test'
+import { fileURLToPath } from 'node:url'
+import { basicUserinfo, Client } from '../helpers/client.js'
+import { startOrigin } from '../helpers/origin.js'
+import { PROXY_PASSWORD, startProxyChain } from '../helpers/proxies.js'
+import { startSidecar } from '../helpers/sidecar.js'
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..')
+const BINARY = join(ROOT, 'build', 'apicast-sidecar-proxy')
+const TOKEN = 'binary-token-9c0d'
+
+describe('the single executable (npm run build:binary)', () => {
+  it('builds, then forwards to a TLS upstream through an authenticating proxy with no node on PATH', { timeout: 120_000 }, async () => {
+    execFileSync('npm', ['run', '--silent', 'build:binary'], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] })
+    const emptyPath = mkdtempSync(join(tmpdir(), 'sidecar-nopath-'))
+    assert.deepEqual(readdirSync(emptyPath), [])
+
+    const origin = await startOrigin()
+    const proxy = await startProxyChain()
+    const sidecar = await startSidecar({
+      THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
+      BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
+      HTTPS_PROXY: proxy.url
+    }, { command: BINARY, path: emptyPath, secrets: [TOKEN, PROXY_PASSWORD, encodeURIComponent(PROXY_PASSWORD)] })
+    const client = new Client()
+    try {
+      const res = await client.send(`${sidecar.portalUrl}/admin/api/services.json`, { headers: { authorization: basicUserinfo(TOKEN) } })
+      assert.equal(res.status, 200)
+      assert.equal(origin.requests.at(-1)?.url, `/admin/api/services.json?access_token=${TOKEN}`)
+      assert.equal(proxy.tunnels(), 1)
+    } finally {
+      await client.close()
+      assert.equal(await sidecar.stop(), 0, 'the binary stops cleanly on SIGTERM')
+      await proxy.close()
+      await origin.close()
+    }
+  })
+})
