@@ -212,9 +212,8 @@ function readDirectory (setting: string, dir: string, problems: string[], strict
       // unreadable entries of a system directory are skipped, as Go does
     }
   }
-  if (strict && pems.length === 0 && problems.length === 0) {
-    problems.push(`${setting}: the directory ${dir} holds no PEM certificate`)
-  }
+  // An empty directory is fine: it is what Kubernetes mounts for an optional
+  // ConfigMap that does not exist. The summary line then counts 0.
   return pems
 }
 

@@ -122,6 +122,17 @@ describe('trust store files are checked at start', () => {
     assert.doesNotMatch(stderr, /^\s+at /m)
   })
 
+  it('an empty CA_BUNDLE directory (an optional ConfigMap that does not exist) starts and counts 0', async () => {
+    const empty = mkdtempSync(join(tmpdir(), 'sidecar-emptyca-'))
+    const sidecar = await startSidecar({ THREESCALE_PORTAL_ENDPOINT: 'https://portal.test', CA_BUNDLE: empty })
+    try {
+      const summary = await sidecar.waitForLog((l) => /^trust store:/.test(l.msg))
+      assert.match(summary.msg, new RegExp(`CA_BUNDLE ${empty}: 0`))
+    } finally {
+      assert.equal(await sidecar.stop(), 0)
+    }
+  })
+
   it('a server certificate given as the CA is named as the mistake it is', async () => {
     const leaf = await (await testCa()).issue(['portal.test'])
     const dir = mkdtempSync(join(tmpdir(), 'sidecar-leaf-'))

@@ -1,0 +1,339 @@
+/**
+ * Offline checks of the manifests under openshift/: YAML parsing, OpenShift
+ * Template parameters, Kubernetes schema validation with kubernetes-models,
+ * and a strict unknown-field check (the schemas themselves accept any extra
+ * field, so a typo such as `imagee:` would otherwise pass).
+ */
+import { readFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { Deployment, type IDeployment } from 'kubernetes-models/apps/v1'
+import { ConfigMap, Secret, Service, type IConfigMap, type ISecret, type IService } from 'kubernetes-models/v1'
+import { parseAllDocuments } from 'yaml'
+
+/** The repository root, from dist/test/helpers (or test/helpers). */
+export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..')
+
+export const openshiftPath = (...parts: string[]): string => join(REPO_ROOT, 'openshift', ...parts)
+
+export type Json = string | number | boolean | null | Json[] | { [key: string]: Json }
+export type JsonObject = { [key: string]: Json }
+
+export const isObject = (v: unknown): v is JsonObject =>
+  typeof v === 'object' && v !== null && !Array.isArray(v)
+
+/**
+ * Every YAML document of a file, as plain data. Throws on any parse error or
+ * warning. YAML 1.1, as kubectl and oc read it (sigs.k8s.io/yaml): an
+ * unquoted `on` is a boolean and `0440` is octal there too.
+ */
+export function readYamlDocuments (path: string): Json[] {
+  const text = readFileSync(path, 'utf8')
+  const docs = parseAllDocuments(text, { version: '1.1', prettyErrors: true, uniqueKeys: true })
+  if (!Array.isArray(docs)) return [] // an empty stream
+  const problems = docs.flatMap((d) => [...d.errors, ...d.warnings].map((e) => e.message))
+  if (problems.length > 0) throw new Error(`${path}: YAML problems:\n${problems.join('\n')}`)
+  return docs.map((d) => d.toJS() as Json).filter((d) => d !== null)
+}
+
+export function readYamlDocument (path: string): Json {
+  const docs = readYamlDocuments(path)
+  if (docs.length !== 1) throw new Error(`${path}: expected one YAML document, found ${docs.length}`)
+  return docs[0] as Json
+}
+
+// ---------------------------------------------------------------------------
+// OpenShift Template
+
+const TEMPLATE_KEYS = new Set(['apiVersion', 'kind', 'metadata', 'parameters', 'objects', 'labels', 'message'])
+const PARAMETER_KEYS = new Set(['name', 'displayName', 'description', 'value', 'required', 'generate', 'from'])
+const PARAMETER_NAME = /^[A-Z][A-Z0-9_]*$/
+
+export interface TemplateParameter {
+  readonly name: string
+  readonly value: string | undefined
+  readonly required: boolean
+  readonly description: string | undefined
+}
+
+export interface Template {
+  readonly name: string
+  readonly parameters: readonly TemplateParameter[]
+  readonly objects: readonly JsonObject[]
+}
+
+/**
+ * Check a template.openshift.io/v1 Template's envelope against a small strict
+ * schema, and return it typed; throws listing every problem.
+ */
+export function parseTemplate (doc: Json): Template {
+  const problems: string[] = []
+  if (!isObject(doc)) throw new Error('the Template is not a mapping')
+  for (const key of Object.keys(doc)) {
+    if (!TEMPLATE_KEYS.has(key)) problems.push(`unknown Template field ${key}`)
+  }
+  if (doc.apiVersion !== 'template.openshift.io/v1') problems.push(`apiVersion is ${JSON.stringify(doc.apiVersion)}, not template.openshift.io/v1`)
+  if (doc.kind !== 'Template') problems.push(`kind is ${JSON.stringify(doc.kind)}, not Template`)
+  const metadata = doc.metadata
+  if (!isObject(metadata) || typeof metadata.name !== 'string' || metadata.name === '') problems.push('metadata.name is missing')
+  if (doc.message !== undefined && typeof doc.message !== 'string') problems.push('message is not a string')
+  if (doc.labels !== undefined && !(isObject(doc.labels) && Object.values(doc.labels).every((v) => typeof v === 'string'))) {
+    problems.push('labels is not a map of strings')
+  }
+
+  const parameters: TemplateParameter[] = []
+  if (!Array.isArray(doc.parameters)) {
+    problems.push('parameters is not a list')
+  } else {
+    doc.parameters.forEach((p, i) => {
+      if (!isObject(p)) {
+        problems.push(`parameters[${i}] is not a mapping`)
+        return
+      }
+      for (const key of Object.keys(p)) {
+        if (!PARAMETER_KEYS.has(key)) problems.push(`parameters[${i}]: unknown field ${key}`)
+      }
+      if (typeof p.name !== 'string' || !PARAMETER_NAME.test(p.name)) {
+        problems.push(`parameters[${i}]: name ${JSON.stringify(p.name)} is not UPPER_SNAKE_CASE`)
+        return
+      }
+      for (const key of ['displayName', 'description', 'value', 'generate', 'from'] as const) {
+        if (p[key] !== undefined && typeof p[key] !== 'string') problems.push(`${p.name}: ${key} is not a string`)
+      }
+      if (p.required !== undefined && typeof p.required !== 'boolean') problems.push(`${p.name}: required is not a boolean`)
+      if (parameters.some((q) => q.name === p.name)) problems.push(`${p.name} is declared twice`)
+      parameters.push({
+        name: p.name,
+        value: typeof p.value === 'string' ? p.value : undefined,
+        required: p.required === true,
+        description: typeof p.description === 'string' ? p.description : undefined
+      })
+    })
+  }
+
+  const objects: JsonObject[] = []
+  if (!Array.isArray(doc.objects) || doc.objects.length === 0) {
+    problems.push('objects is not a non-empty list')
+  } else {
+    doc.objects.forEach((o, i) => {
+      if (isObject(o)) objects.push(o)
+      else problems.push(`objects[${i}] is not a mapping`)
+    })
+  }
+
+  if (problems.length > 0) throw new Error(`invalid Template:\n${problems.join('\n')}`)
+  return { name: (metadata as JsonObject).name as string, parameters, objects }
+}
+
+/** `${NAME}` (string substitution) or `${{NAME}}` (the whole value, as JSON). */
+const PARAMETER_REF = /\$\{\{([^{}]*)\}\}|\$\{([^{}]*)\}/g
+
+/** Every string in a value, keys included, with its path. */
+export function * strings (value: Json, path = ''): Generator<{ path: string, text: string }> {
+  if (typeof value === 'string') {
+    yield { path, text: value }
+  } else if (Array.isArray(value)) {
+    for (const [i, v] of value.entries()) yield * strings(v, `${path}[${i}]`)
+  } else if (isObject(value)) {
+    for (const [k, v] of Object.entries(value)) {
+      yield { path: `${path}.${k} (key)`, text: k }
+      yield * strings(v, `${path}.${k}`)
+    }
+  }
+}
+
+/** The names of every parameter reference in a value. */
+export function parameterReferences (value: Json): Array<{ path: string, name: string }> {
+  const refs: Array<{ path: string, name: string }> = []
+  for (const { path, text } of strings(value)) {
+    for (const m of text.matchAll(PARAMETER_REF)) refs.push({ path, name: m[1] ?? m[2] ?? '' })
+  }
+  return refs
+}
+
+/**
+ * Process a Template's objects as `oc process` does: `${NAME}` is replaced in
+ * strings; a value that is exactly `${{NAME}}` becomes the parameter's value
+ * parsed as JSON (REPLICAS: "2" → 2).
+ */
+export function processTemplate (template: Template, values: Readonly<Record<string, string>>): JsonObject[] {
+  const lookup = (name: string): string => {
+    const v = values[name] ?? template.parameters.find((p) => p.name === name)?.value
+    if (v === undefined) throw new Error(`no value for the template parameter ${name}`)
+    return v
+  }
+  const substitute = (value: Json): Json => {
+    if (typeof value === 'string') {
+      const whole = /^\$\{\{([^{}]*)\}\}$/.exec(value)
+      if (whole !== null) return JSON.parse(lookup(whole[1] ?? '')) as Json
+      return value.replace(PARAMETER_REF, (_m, nonString: string | undefined, name: string | undefined) => {
+        if (nonString !== undefined) throw new Error(`\${{${nonString}}} must be a whole value`)
+        return lookup(name ?? '')
+      })
+    }
+    if (Array.isArray(value)) return value.map(substitute)
+    if (isObject(value)) return Object.fromEntries(Object.entries(value).map(([k, v]) => [substitute(k) as string, substitute(v)]))
+    return value
+  }
+  return template.objects.map((o) => substitute(o) as JsonObject)
+}
+
+// ---------------------------------------------------------------------------
+// Kubernetes schemas (kubernetes-models)
+
+interface Validatable { validate (): void }
+
+/** The kubernetes-models classes for the kinds the manifests use. */
+const MODELS: Readonly<Record<string, (data: JsonObject) => Validatable>> = {
+  'apps/v1/Deployment': (d) => new Deployment(d as unknown as IDeployment),
+  'v1/Service': (d) => new Service(d as unknown as IService),
+  'v1/Secret': (d) => new Secret(d as unknown as ISecret),
+  'v1/ConfigMap': (d) => new ConfigMap(d as unknown as IConfigMap)
+}
+
+export const SUPPORTED_KINDS = Object.keys(MODELS)
+
+const kindKey = (obj: JsonObject): string => `${String(obj.apiVersion)}/${String(obj.kind)}`
+
+interface SchemaError { readonly instancePath: string, readonly message?: string }
+
+const isSchemaErrors = (v: unknown): v is SchemaError[] =>
+  Array.isArray(v) && v.every((e) => isObject(e) && typeof e.instancePath === 'string')
+
+/** Run kubernetes-models' validator; the ajv errors, none when valid. */
+function schemaErrors (obj: JsonObject | Record<string, unknown>): SchemaError[] {
+  const model = MODELS[kindKey(obj as JsonObject)]
+  if (model === undefined) {
+    return [{ instancePath: '', message: `${kindKey(obj as JsonObject)} is not one of the kinds this test knows: ${SUPPORTED_KINDS.join(', ')}` }]
+  }
+  try {
+    model(obj as JsonObject).validate()
+    return []
+  } catch (err) {
+    const errors = isObject(err) || err instanceof Error ? (err as { errors?: unknown }).errors : undefined
+    if (isSchemaErrors(errors)) return errors
+    throw err
+  }
+}
+
+/** kubernetes-models validation: `instancePath message` for each error. */
+export function validateObject (obj: JsonObject): string[] {
+  return schemaErrors(obj).map((e) => `${e.instancePath || '/'} ${e.message ?? 'is invalid'}`)
+}
+
+const pointer = (path: ReadonlyArray<string | number>): string =>
+  path.map((p) => '/' + String(p).replace(/~/g, '~0').replace(/\//g, '~1')).join('')
+
+/** A value no schema type accepts: not a string, number, boolean, object, array or null. */
+const PROBE = Symbol('unknown-field probe')
+
+function setAt (root: Record<string, unknown>, path: ReadonlyArray<string | number>, value: unknown): void {
+  let node: unknown = root
+  for (const step of path.slice(0, -1)) node = (node as Record<string | number, unknown>)[step]
+  ;(node as Record<string | number, unknown>)[path[path.length - 1] as string | number] = value
+}
+
+/**
+ * Every field of `obj` that kubernetes-models' schema does not declare, as a
+ * JSON pointer (`/spec/template/spec/containers/1/imagee`).
+ *
+ * kubernetes-models ships its JSON schemas only compiled (ajv standalone
+ * code, no schema data and no `additionalProperties: false`), so the compiled
+ * validator is asked instead: each field in turn is replaced by a value of no
+ * JSON type. A field the schema declares — or that a map such as `labels` or
+ * `resources.limits` accepts as an additional property — then fails type
+ * validation at exactly that path; an undeclared field is never looked at, so
+ * no error names it. Children of an undeclared field are not reported again.
+ */
+export function unknownFields (obj: JsonObject): string[] {
+  if (MODELS[kindKey(obj)] === undefined) return [`${kindKey(obj)}: no schema`]
+  const baseline = new Set(schemaErrors(obj).map((e) => e.instancePath))
+  const unknown: string[] = []
+  const declared = (path: ReadonlyArray<string | number>): boolean => {
+    const probe = structuredClone(obj) as Record<string, unknown>
+    setAt(probe, path, PROBE)
+    const at = pointer(path)
+    return schemaErrors(probe).some((e) => !baseline.has(e.instancePath) && (e.instancePath === at || e.instancePath.startsWith(at + '/')))
+  }
+  const walk = (value: Json, path: Array<string | number>): void => {
+    if (Array.isArray(value)) {
+      value.forEach((v, i) => walk(v, [...path, i]))
+    } else if (isObject(value)) {
+      for (const [key, v] of Object.entries(value)) {
+        const child = [...path, key]
+        // apiVersion and kind are checked by the validator's enums already
+        if (path.length === 0 && (key === 'apiVersion' || key === 'kind')) continue
+        if (declared(child)) walk(v, child)
+        else unknown.push(pointer(child))
+      }
+    }
+  }
+  walk(obj, [])
+  return unknown
+}
+
+// ---------------------------------------------------------------------------
+// Kustomize
+
+const KUSTOMIZATION_KEYS = new Set(['apiVersion', 'kind', 'resources', 'images', 'labels', 'commonLabels', 'commonAnnotations', 'namespace', 'namePrefix', 'nameSuffix', 'patches', 'configMapGenerator', 'secretGenerator', 'generatorOptions', 'replicas', 'components'])
+const IMAGE_KEYS = new Set(['name', 'newName', 'newTag', 'digest'])
+
+export interface KustomizeImage { readonly name: string, readonly newName?: string, readonly newTag?: string, readonly digest?: string }
+
+export interface Kustomization {
+  readonly resources: readonly string[]
+  readonly images: readonly KustomizeImage[]
+}
+
+/** A kustomization.yaml checked against a small strict schema. */
+export function parseKustomization (doc: Json): Kustomization {
+  const problems: string[] = []
+  if (!isObject(doc)) throw new Error('kustomization.yaml is not a mapping')
+  for (const key of Object.keys(doc)) {
+    if (!KUSTOMIZATION_KEYS.has(key)) problems.push(`unknown kustomization field ${key}`)
+  }
+  if (doc.apiVersion !== 'kustomize.config.k8s.io/v1beta1') problems.push('apiVersion is not kustomize.config.k8s.io/v1beta1')
+  if (doc.kind !== 'Kustomization') problems.push('kind is not Kustomization')
+  const resources = doc.resources
+  if (!Array.isArray(resources) || resources.length === 0 || !resources.every((r) => typeof r === 'string')) {
+    problems.push('resources is not a non-empty list of paths')
+  }
+  const images: KustomizeImage[] = []
+  if (doc.images !== undefined) {
+    if (!Array.isArray(doc.images)) {
+      problems.push('images is not a list')
+    } else {
+      doc.images.forEach((img, i) => {
+        if (!isObject(img)) return problems.push(`images[${i}] is not a mapping`)
+        for (const key of Object.keys(img)) {
+          if (!IMAGE_KEYS.has(key)) problems.push(`images[${i}]: unknown field ${key}`)
+          else if (typeof img[key] !== 'string') problems.push(`images[${i}].${key} is not a string`)
+        }
+        if (typeof img.name !== 'string') return problems.push(`images[${i}] has no name`)
+        images.push(img as unknown as KustomizeImage)
+      })
+    }
+  }
+  if (problems.length > 0) throw new Error(`invalid kustomization.yaml:\n${problems.join('\n')}`)
+  return { resources: resources as string[], images }
+}
+
+/** An image reference split as registry/repository[:tag][@digest]. */
+export function splitImage (ref: string): { name: string, tag: string | undefined, digest: string | undefined } {
+  const [withTag = '', digest] = ref.split('@', 2)
+  const slash = withTag.lastIndexOf('/')
+  const colon = withTag.lastIndexOf(':')
+  if (colon > slash) return { name: withTag.slice(0, colon), tag: withTag.slice(colon + 1), digest }
+  return { name: withTag, tag: undefined, digest }
+}
+
+/** kustomize's `images:` transformer, on one image reference. */
+export function applyImages (ref: string, images: readonly KustomizeImage[]): string {
+  const { name, tag, digest } = splitImage(ref)
+  const rule = images.find((i) => i.name === name)
+  if (rule === undefined) return ref
+  const newName = rule.newName ?? name
+  if (rule.digest !== undefined) return `${newName}@${rule.digest}`
+  const newTag = rule.newTag ?? tag
+  return `${newName}${newTag !== undefined ? `:${newTag}` : ''}${rule.newTag === undefined && digest !== undefined ? `@${digest}` : ''}`
+}
