@@ -1,0 +1,42 @@
+# syntax=docker/dockerfile:1
+# apicast-sidecar-proxy container image.
+#
+# BASE_IMAGE is a maintained Node.js LTS image with npm. The default is the
+# official Debian slim one; ubi9/nodejs-20-minimal works the same way. CI
+# builds against a base made locally (no registry is reachable there).
+ARG BASE_IMAGE=docker.io/library/node:20-bookworm-slim
+
+FROM ${BASE_IMAGE} AS build
+WORKDIR /src
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund --loglevel=error
+COPY tsconfig.json tsconfig.build.json ./
+COPY src ./src
+RUN node node_modules/typescript/bin/tsc -p tsconfig.build.json \
+ && npm prune --omit=dev --no-audit --no-fund --loglevel=error
+
+FROM ${BASE_IMAGE}
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="apicast-sidecar-proxy" \
+      org.opencontainers.image.description="Forwards APIcast's calls to the 3scale portal and backend through an authenticating corporate HTTP proxy" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.source="https://github.com/3scale/apicast-sidecar-proxy"
+
+# Reached from APIcast's container: listen on every interface.
+ENV NODE_ENV=production \
+    LISTEN_ADDRESS=0.0.0.0
+
+WORKDIR /app
+# Owned by root and only readable: the process never writes outside /tmp.
+# Group 0 can read, so OpenShift's arbitrary UID (always in group 0) works.
+COPY --from=build /src/package.json ./package.json
+COPY --from=build /src/node_modules ./node_modules
+COPY --from=build /src/dist/src ./dist/src
+RUN chmod -R g=u,o-w /app
+
+USER 10001:0
+EXPOSE 9090 9091
+# node is PID 1 and handles SIGTERM itself: it drains and exits 0.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["node", "/app/dist/src/cli.js"]

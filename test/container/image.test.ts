@@ -1,0 +1,84 @@
+import assert from 'node:assert/strict'
+import { execFile } from 'node:child_process'
+import { connect } from 'node:net'
+import { describe, it } from 'node:test'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { promisify } from 'node:util'
+import { Client } from '../helpers/client.js'
+import { startOrigin } from '../helpers/origin.js'
+import { testCa } from '../helpers/pki.js'
+import { freePort, PROXY_PASSWORD, startProxyChain } from '../helpers/proxies.js'
+
+const run = promisify(execFile)
+/** Set by .ci/run after it built the image with scripts/container/build-image.sh. */
+const IMAGE = process.env.SIDECAR_IMAGE
+const skip = IMAGE === undefined ? 'SIDECAR_IMAGE is not set (.ci/run builds the image and sets it)' : false
+
+async function podman (...args: string[]): Promise<string> {
+  const { stdout } = await run('podman', args, { maxBuffer: 16 * 1024 * 1024 })
+  return stdout.trim()
+}
+
+async function waitForPort (port: number, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const up = await new Promise<boolean>((resolve) => {
+      const s = connect(port, '127.0.0.1')
+      s.once('connect', () => { s.destroy(); resolve(true) })
+      s.once('error', () => resolve(false))
+    })
+    if (up) return
+    if (Date.now() > deadline) throw new Error(`nothing listens on ${port}`)
+    await sleep(100)
+  }
+}
+
+describe('the container image', { skip }, () => {
+  const users: Array<[string, string[]]> = [
+    ['as the image\'s own non-root user', []],
+    ['as an arbitrary UID in group 0, as OpenShift runs it', ['--user', '1000770000:0']]
+  ]
+  for (const [name, userArgs] of users) {
+    it(`forwards through an authenticating proxy ${name}, read-only, without capabilities, and stops cleanly on SIGTERM`, { timeout: 60_000 }, async () => {
+      const ca = await testCa()
+      const origin = await startOrigin()
+      const proxy = await startProxyChain()
+      const [portalPort, backendPort] = [await freePort(), await freePort()]
+      const container = `sidecar-test-${process.pid}-${Date.now()}`
+      const client = new Client()
+      try {
+        await podman('run', '-d', '--name', container, '--network', 'host', '--read-only', '--tmpfs', '/tmp',
+          '--cap-drop', 'ALL', '--security-opt', 'no-new-privileges', ...userArgs,
+          '-v', `${ca.certFile}:/etc/pki/apicast-sidecar/ca.pem:ro`,
+          '-e', 'CA_BUNDLE=/etc/pki/apicast-sidecar/ca.pem',
+          '-e', 'LISTEN_ADDRESS=127.0.0.1',
+          '-e', `PORTAL_LISTEN_PORT=${portalPort}`,
+          '-e', `BACKEND_LISTEN_PORT=${backendPort}`,
+          '-e', `THREESCALE_PORTAL_ENDPOINT=${origin.url('portal.test')}`,
+          '-e', `BACKEND_ENDPOINT_OVERRIDE=${origin.url('backend.test')}`,
+          '-e', `HTTPS_PROXY=${proxy.url}`,
+          IMAGE as string)
+        await waitForPort(backendPort)
+
+        const uid = await podman('exec', container, 'id', '-u')
+        assert.notEqual(uid, '0')
+        if (userArgs.length === 0) assert.equal(uid, '10001')
+
+        const res = await client.send(`http://127.0.0.1:${backendPort}/transactions/authrep.xml?service_token=st`)
+        assert.equal(res.status, 200)
+        assert.equal(proxy.tunnels(), 1)
+
+        await podman('stop', '-t', '20', container)
+        assert.equal(await podman('inspect', '--format', '{{.State.ExitCode}}', container), '0')
+        const logs = await podman('logs', container)
+        assert.match(logs, /"msg":"stopped"/)
+        assert.ok(!logs.includes(PROXY_PASSWORD) && !logs.includes(encodeURIComponent(PROXY_PASSWORD)))
+      } finally {
+        await podman('rm', '-f', container).catch(() => '')
+        await client.close()
+        await proxy.close()
+        await origin.close()
+      }
+    })
+  }
+})

@@ -1,0 +1,57 @@
+import assert from 'node:assert/strict'
+import { readFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { describe, it } from 'node:test'
+import { fileURLToPath } from 'node:url'
+import { DockerfileParser } from 'dockerfile-ast'
+import { validate } from 'dockerfile-utils'
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..')
+const TEXT = readFileSync(join(ROOT, 'Dockerfile'), 'utf8')
+const dockerfile = DockerfileParser.parse(TEXT)
+const instructions = dockerfile.getInstructions()
+const finalStage = instructions.slice(instructions.map((i) => i.getKeyword()).lastIndexOf('FROM'))
+const args = (keyword: string): string[] => finalStage.filter((i) => i.getKeyword() === keyword).map((i) => i.getArgumentsContent() ?? '')
+
+describe('Dockerfile', () => {
+  it('has no lint findings (dockerfile-utils)', () => {
+    const findings = validate(TEXT).map((d) => `line ${d.range.start.line + 1}: ${d.message}`)
+    assert.deepEqual(findings, [])
+  })
+
+  it('is a multi-stage build whose base is an ARG with a pinned LTS default', () => {
+    const froms = dockerfile.getFROMs()
+    assert.ok(froms.length >= 2)
+    for (const from of froms) assert.equal(from.getImage(), '${BASE_IMAGE}')
+    const base = dockerfile.getARGs().find((a) => a.getProperty()?.getName() === 'BASE_IMAGE')?.getProperty()?.getValue() ?? ''
+    assert.match(base, /^[\w./-]+:(\d+)[\w.-]*$/, 'BASE_IMAGE default must carry a version tag')
+    assert.doesNotMatch(base, /:latest$/)
+  })
+
+  const policy: Array<[string, () => void]> = [
+    ['runs as a non-root user in group 0 (OpenShift arbitrary UIDs)', () => {
+      const user = args('USER').at(-1) ?? ''
+      assert.match(user, /^\d+:0$/)
+      assert.notEqual(user.split(':')[0], '0')
+    }],
+    ['listens on every interface inside the container', () => assert.match(args('ENV').join(' '), /LISTEN_ADDRESS=0\.0\.0\.0/)],
+    ['exposes the portal and backend listeners', () => assert.deepEqual(args('EXPOSE').join(' ').split(/\s+/).sort(), ['9090', '9091'])],
+    ['starts node directly as PID 1 (exec form), stopping on SIGTERM', () => {
+      assert.match(args('ENTRYPOINT').at(-1) ?? '', /^\["node",/)
+      assert.equal(args('STOPSIGNAL').at(-1), 'SIGTERM')
+    }],
+    ['carries OCI labels', () => {
+      const labels = args('LABEL').join(' ')
+      for (const key of ['title', 'description', 'version', 'licenses', 'source']) assert.match(labels, new RegExp(`org\\.opencontainers\\.image\\.${key}=`))
+    }],
+    ['bakes in no secret', () => assert.doesNotMatch(TEXT, /(_proxy|PROXY|TOKEN|PASSWORD|_KEY)=/)],
+    ['ships no dev dependencies', () => assert.match(TEXT, /npm prune --omit=dev/)]
+  ]
+  for (const [name, check] of policy) it(name, check)
+
+  it('has a .dockerignore that keeps the context to what the build needs', () => {
+    const ignore = readFileSync(join(ROOT, '.dockerignore'), 'utf8')
+    assert.match(ignore, /^\*$/m)
+    for (const path of ['package.json', 'package-lock.json', 'src/']) assert.match(ignore, new RegExp(`^!${path.replace('.', '\\.')}$`, 'm'))
+  })
+})
