@@ -35,6 +35,8 @@ export interface Config {
     readonly listenPort: number
   }
   readonly listenAddress: string
+  /** Admin listener (/healthz, /readyz, /metrics); never forwarded. */
+  readonly admin: { readonly address: string, readonly port: number, readonly readinessCacheMs: number }
   readonly accessTokenLocation: AccessTokenLocation
   readonly logLevel: LogLevel
   readonly timeouts: Timeouts
@@ -126,6 +128,9 @@ const SPEC = {
   PORTAL_LISTEN_PORT: listenPort({ default: 9090 }),
   BACKEND_LISTEN_PORT: listenPort({ default: 9091 }),
   LISTEN_ADDRESS: str({ default: '127.0.0.1' }),
+  ADMIN_LISTEN_PORT: listenPort({ default: 9092 }),
+  ADMIN_LISTEN_ADDRESS: str({ default: undefined }),
+  READINESS_CACHE_MS: positiveInt({ default: 5_000 }),
   ACCESS_TOKEN_LOCATION: oneOf<AccessTokenLocation>(['query', 'header'])({ default: 'query' }),
   LOG_LEVEL: oneOf<LogLevel>(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])({ default: 'info' }),
   CONNECT_TIMEOUT_MS: positiveInt({ default: 10_000 }),
@@ -205,8 +210,13 @@ export function loadConfig (env: Readonly<Record<string, string | undefined>>, r
   if (backend !== undefined && (backend.username !== '' || backend.password !== '')) {
     problems.push('BACKEND_ENDPOINT_OVERRIDE must not contain credentials: 3scale backend calls carry theirs in the query')
   }
-  if (cleaned.PORTAL_LISTEN_PORT !== 0 && cleaned.PORTAL_LISTEN_PORT === cleaned.BACKEND_LISTEN_PORT) {
-    problems.push(`PORTAL_LISTEN_PORT and BACKEND_LISTEN_PORT are both ${cleaned.PORTAL_LISTEN_PORT}; each listener needs its own port`)
+  const ports: Array<[string, number | undefined]> = [['PORTAL_LISTEN_PORT', cleaned.PORTAL_LISTEN_PORT], ['BACKEND_LISTEN_PORT', cleaned.BACKEND_LISTEN_PORT], ['ADMIN_LISTEN_PORT', cleaned.ADMIN_LISTEN_PORT]]
+  for (let i = 0; i < ports.length; i++) {
+    for (let j = i + 1; j < ports.length; j++) {
+      const [a, pa] = ports[i] as [string, number | undefined]
+      const [b, pb] = ports[j] as [string, number | undefined]
+      if (pa !== undefined && pa !== 0 && pa === pb) problems.push(`${a} and ${b} are both ${pa}; each listener needs its own port`)
+    }
   }
   const proxyEnv = readProxyEnv(proxyFromFile !== undefined ? { ...present, https_proxy: proxyFromFile } : present,
     problems, proxyFromFile !== undefined ? { https_proxy: 'HTTPS_PROXY_FILE' } : {})
@@ -230,6 +240,11 @@ export function loadConfig (env: Readonly<Record<string, string | undefined>>, r
     }),
     backend: Object.freeze({ endpoint: backend, listenPort: cleaned.BACKEND_LISTEN_PORT }),
     listenAddress: cleaned.LISTEN_ADDRESS,
+    admin: Object.freeze({
+      address: cleaned.ADMIN_LISTEN_ADDRESS ?? cleaned.LISTEN_ADDRESS,
+      port: cleaned.ADMIN_LISTEN_PORT,
+      readinessCacheMs: cleaned.READINESS_CACHE_MS
+    }),
     accessTokenLocation: cleaned.ACCESS_TOKEN_LOCATION,
     logLevel: cleaned.LOG_LEVEL,
     timeouts: Object.freeze({

@@ -6,6 +6,7 @@ import type { Timeouts } from './config.js'
 import type { ProxyEndpoint } from './egress.js'
 import { ConnectFailure, UpstreamCertificateError, parseAuthSchemes, type Failure, type FailureCode, type TunnelRefusal } from './errors.js'
 import type { Logger } from './logger.js'
+import type { RouteMetrics } from './metrics.js'
 import { hostPort } from './redact.js'
 import type { Route } from './routes.js'
 import type { TrustStore } from './trust-store.js'
@@ -28,6 +29,8 @@ export interface Upstream {
   readonly paths: readonly EgressPath[]
   /** The path to use now: the first one that is not backed off. */
   select (): EgressPath
+  /** The path select() would return, without side effects (for readiness). */
+  active (): EgressPath
   /**
    * `path` failed before any request byte reached the upstream. Back it off
    * and return the next path to try for this request, or undefined when
@@ -56,6 +59,7 @@ export interface UpstreamOptions {
   /** How long a failed proxy is skipped before it is tried again. */
   readonly failoverBackoffMs: number
   readonly log: Logger
+  readonly metrics?: RouteMetrics
 }
 
 /** Failures that are the proxy's, so another proxy may do better. */
@@ -89,17 +93,26 @@ export function buildUpstream (route: Route, options: UpstreamOptions): Upstream
   }
 
   const proxies = route.egress.kind === 'proxy' ? [route.egress.proxy, ...route.egress.fallbacks] : [undefined]
-  const paths = proxies.map((proxy, index) => buildPath(route, proxy, index, options, onOpened))
+  const labels = proxies.map((proxy) => proxy !== undefined ? hostPort(proxy.url) : 'direct')
+  const paths = proxies.map((proxy, index) => buildPath(route, proxy, index, options, (socket) => {
+    onOpened(socket)
+    options.metrics?.tunnelOpened(labels[index] as string)
+  }))
   const downUntil = paths.map(() => 0)
   let current = 0
+  options.metrics?.proxyInUse(labels[0] as string, labels)
 
-  const select = (): EgressPath => {
+  const activeIndex = (): number => {
     const now = Date.now()
-    let pick = paths.findIndex((_, i) => (downUntil[i] as number) <= now)
+    const pick = paths.findIndex((_, i) => (downUntil[i] as number) <= now)
     // Every path backed off: use the one whose back-off ends first.
-    if (pick === -1) pick = downUntil.indexOf(Math.min(...downUntil))
-    if (pick < current && paths.length > 1) {
-      log.info({ proxy: paths[pick]?.label }, `back-off over: using the proxy ${paths[pick]?.label ?? ''} again`)
+    return pick !== -1 ? pick : downUntil.indexOf(Math.min(...downUntil))
+  }
+  const select = (): EgressPath => {
+    const pick = activeIndex()
+    if (pick !== current) {
+      if (pick < current) log.info({ proxy: paths[pick]?.label }, `back-off over: using the proxy ${paths[pick]?.label ?? ''} again`)
+      options.metrics?.proxyInUse(labels[pick] as string, labels)
     }
     current = pick
     return paths[pick] as EgressPath
@@ -124,6 +137,7 @@ export function buildUpstream (route: Route, options: UpstreamOptions): Upstream
   return {
     paths,
     select,
+    active: () => paths[activeIndex()] as EgressPath,
     failover,
     connectionsOpened: () => opened,
     close: async () => { await Promise.all(paths.map(async (p) => { await p.dispatcher.close() })) },

@@ -5,6 +5,7 @@ import type { EgressPath, Upstream } from './dispatcher.js'
 import { classifyUpstreamError, ConnectFailure, type Failure } from './errors.js'
 import { withoutHopByHop } from './hop-by-hop.js'
 import type { Logger } from './logger.js'
+import type { RouteMetrics } from './metrics.js'
 import { redactPath } from './redact.js'
 import { buildUpstreamRequest, type RequestError } from './rewrite.js'
 import type { Route } from './routes.js'
@@ -24,6 +25,7 @@ export interface LiveRoute {
 export interface ForwardContext {
   readonly live: LiveRoute
   readonly timeouts: Timeouts
+  readonly metrics: RouteMetrics
   readonly log: Logger
   /** True once shutdown has begun: responses then close their connection. */
   readonly draining: () => boolean
@@ -44,6 +46,10 @@ export function createForwarder (ctx: ForwardContext): (req: IncomingMessage, re
     const started = performance.now()
     if (ctx.draining()) res.shouldKeepAlive = false
     const { route, upstream } = ctx.live
+    ctx.metrics.started()
+    res.once('close', () => {
+      ctx.metrics.finished(req.method, res.headersSent ? res.statusCode : CLIENT_CLOSED, (performance.now() - started) / 1000)
+    })
 
     const rewritten = buildUpstreamRequest(req as IncomingMessage & { url: string, method: string }, route)
     if (!rewritten.ok) {
@@ -169,12 +175,14 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
     if (this.res.headersSent) {
       // The status line is gone; the only honest signal left is a broken
       // connection, never a second response.
+      this.ctx.metrics.failed(failure.code)
       this.res.destroy()
       this.ctx.log.error({ ...this.#line(this.res.statusCode), error: failure.code }, `response interrupted: ${failure.message}; ${failure.hint}`)
       return
     }
     // Connect-phase only: no byte of this request reached the upstream.
     if (err instanceof ConnectFailure && this.retry(failure)) return
+    this.ctx.metrics.failed(failure.code)
     this.#sendFailure(failure)
     this.ctx.log.error({ ...this.#line(failure.status), error: failure.code }, `${failure.message}; ${failure.hint}`)
   }

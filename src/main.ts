@@ -4,6 +4,9 @@ import { buildUpstream, type Upstream } from './dispatcher.js'
 import { createForwarder, type LiveRoute } from './forward.js'
 import { createLogger, type Logger } from './logger.js'
 import { hostPort } from './redact.js'
+import { createAdminHandler } from './admin.js'
+import { createMetrics } from './metrics.js'
+import { createReadiness } from './readiness.js'
 import { buildRoutes, type Route, type RouteName } from './routes.js'
 import { startListener, type Listener } from './server.js'
 import { loadTlsMaterial, TlsSetupError, type TlsMaterial } from './tls-material.js'
@@ -12,6 +15,7 @@ import { version } from './version.js'
 export interface Sidecar {
   readonly config: Config
   readonly listeners: ReadonlyMap<RouteName, Listener>
+  readonly admin: Listener
   readonly live: ReadonlyMap<RouteName, LiveRoute>
   /** Stop accepting, drain within the grace period, close the dispatchers. */
   shutdown (): Promise<void>
@@ -37,38 +41,51 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
   if (!config.tls.verifyUpstream) {
     log.warn('UPSTREAM_TLS_VERIFY=false: the TLS certificates of 3scale are NOT verified. Anyone on the path, the proxy included, can read and change this traffic, tokens included. Trust the proxy\'s CA with CA_BUNDLE instead.')
   }
+  const routes = buildRoutes(config)
+  const metrics = createMetrics(new Map(routes.map((r) => [r.upstream.origin, r.name])))
   const upstreamFor = (route: Route): Upstream => buildUpstream(route, {
     timeouts: config.timeouts,
     maxConnections: config.maxConnectionsPerUpstream,
     tls: { trust: tls.trust, verify: config.tls.verifyUpstream, clientCert: tls.upstreamClient },
     failoverBackoffMs: config.failoverBackoffMs,
-    log: log.child({ listener: route.name })
+    log: log.child({ listener: route.name }),
+    metrics: metrics.forRoute(route.name)
   })
 
   const live = new Map<RouteName, LiveRoute>()
-  for (const route of buildRoutes(config)) live.set(route.name, { route, upstream: upstreamFor(route) })
+  for (const route of routes) live.set(route.name, { route, upstream: upstreamFor(route) })
   const listeners = new Map<RouteName, Listener>()
+  let admin: Listener | undefined
   let draining = false
   let stopWatching = (): void => {}
 
+  // Not ready first (/readyz answers 503 from here on), then the listeners
+  // drain and close, the admin listener last so probes keep an answer.
   const shutdown = async (): Promise<void> => {
     draining = true
     stopWatching()
     await Promise.all([...listeners.values()].map(async (l) => { await l.close(config.timeouts.shutdownGraceMs) }))
+    await admin?.close(0)
     await Promise.all([...live.values()].map(async (l) => { await l.upstream.destroy() }))
+    metrics.close()
   }
 
   try {
     for (const current of live.values()) {
       const { route } = current
       const routeLog = log.child({ listener: route.name })
-      const handler = createForwarder({ live: current, timeouts: config.timeouts, log: routeLog, draining: () => draining })
+      const handler = createForwarder({ live: current, timeouts: config.timeouts, metrics: metrics.forRoute(route.name), log: routeLog, draining: () => draining })
       const listener = await startListener(route.listenAddress, route.listenPort, handler, tls.listen).catch((err: unknown) => {
-        throw new ListenError(route, err)
+        throw new ListenError({ name: route.name, address: route.listenAddress, port: route.listenPort }, err)
       })
       listeners.set(route.name, listener)
       logRoute(routeLog, route, listener, config)
     }
+    const readiness = createReadiness(live, tls.trust, config)
+    admin = await startListener(config.admin.address, config.admin.port, createAdminHandler({ metrics, readiness, draining: () => draining }))
+      .catch((err: unknown) => { throw new ListenError({ name: 'admin', address: config.admin.address, port: config.admin.port }, err) })
+    log.info({ listener: 'admin', listen: `${admin.address.address}:${admin.address.port}`, port: admin.address.port },
+      `admin http://${admin.address.address}:${admin.address.port} serves /healthz, /readyz and /metrics`)
   } catch (err) {
     await shutdown()
     throw err
@@ -81,7 +98,7 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
     })
   }
 
-  return { config, listeners, live, shutdown }
+  return { config, listeners, admin, live, shutdown }
 }
 
 /**
@@ -155,13 +172,13 @@ function tokenKey (route: Route): string {
 /** A listener could not bind; says which setting to change. */
 export class ListenError extends Error {
   override name = 'ListenError'
-  constructor (readonly route: Route, override readonly cause: unknown) {
+  constructor (listener: { readonly name: string, readonly address: string, readonly port: number }, override readonly cause: unknown) {
     const code = (cause as { code?: string }).code ?? String(cause)
-    const setting = route.name === 'portal' ? 'PORTAL_LISTEN_PORT' : 'BACKEND_LISTEN_PORT'
-    super(`cannot listen on ${route.listenAddress}:${route.listenPort} for the ${route.name} listener (${code}); ` +
+    const setting = `${listener.name.toUpperCase()}_LISTEN_PORT`
+    super(`cannot listen on ${listener.address}:${listener.port} for the ${listener.name} listener (${code}); ` +
       (code === 'EADDRINUSE'
         ? `another process uses the port: stop it or set ${setting}`
-        : `check LISTEN_ADDRESS and ${setting}`))
+        : `check ${listener.name === 'admin' ? 'ADMIN_LISTEN_ADDRESS' : 'LISTEN_ADDRESS'} and ${setting}`))
   }
 }
 
@@ -203,6 +220,7 @@ function displayUrl (url: URL): string {
 }
 
 const USAGE = `Usage: apicast-sidecar-proxy [--help | --version]
+       apicast-sidecar-proxy demo [--once]    everything on 127.0.0.1: a 3scale stand-in, a proxy, the sidecar
 
 Forwards APIcast's calls to the 3scale admin portal (listener 9090) and
 backend (listener 9091) through the corporate proxy in https_proxy.
@@ -221,6 +239,10 @@ export async function main (argv: readonly string[], env: NodeJS.ProcessEnv): Pr
   if (argv.includes('--version')) {
     process.stdout.write(`${version()}\n`)
     return 0
+  }
+  if (argv[0] === 'demo') {
+    const { runDemo } = await import('./demo/index.js')
+    return await runDemo(argv.slice(1))
   }
   if (argv.length > 0) {
     process.stderr.write(`apicast-sidecar-proxy: unknown argument ${JSON.stringify(argv[0])}\n${USAGE}`)

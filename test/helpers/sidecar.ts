@@ -17,6 +17,7 @@ export interface RunningSidecar {
   readonly pid: number
   readonly portalUrl: string
   readonly backendUrl: string
+  readonly adminUrl: string
   /** Every line printed so far, stdout and stderr. */
   output (): string
   logs (): LogLine[]
@@ -49,6 +50,7 @@ export async function startSidecar (env: Record<string, string>, options: Sideca
       PATH: options.path ?? process.env.PATH ?? '/usr/bin:/bin',
       PORTAL_LISTEN_PORT: '0',
       BACKEND_LISTEN_PORT: '0',
+      ADMIN_LISTEN_PORT: '0',
       LOG_LEVEL: 'trace',
       NODE_EXTRA_CA_CERTS: ca.certFile,
       ...env
@@ -86,11 +88,13 @@ export async function startSidecar (env: Record<string, string>, options: Sideca
 
   const portal = await waitForLog((l) => l.listener === 'portal' && typeof l.port === 'number')
   const backend = await waitForLog((l) => l.listener === 'backend' && typeof l.port === 'number')
+  const admin = await waitForLog((l) => l.listener === 'admin' && typeof l.port === 'number')
 
   return {
     pid: child.pid as number,
     portalUrl: `${portal.tls === true ? 'https' : 'http'}://127.0.0.1:${String(portal.port)}`,
     backendUrl: `${backend.tls === true ? 'https' : 'http'}://127.0.0.1:${String(backend.port)}`,
+    adminUrl: `http://127.0.0.1:${String(admin.port)}`,
     output: () => out,
     logs,
     waitForLog,

@@ -1,0 +1,343 @@
+import { lookup } from 'node:dns/promises'
+import { request as httpRequest, type IncomingMessage } from 'node:http'
+import { request as httpsRequest } from 'node:https'
+import { connect as netConnect } from 'node:net'
+import { TLSSocket } from 'node:tls'
+import { HttpProxyAgent } from 'http-proxy-agent'
+import { HttpsProxyAgent } from 'https-proxy-agent'
+import { basicTokenHeader } from './access-token.js'
+import { chainTop, isPublicChain } from './dispatcher.js'
+import type { ProxyEndpoint } from './egress.js'
+import { parseAuthSchemes } from './errors.js'
+import { hostPort } from './redact.js'
+import type { Route } from './routes.js'
+import type { TrustStore } from './trust-store.js'
+
+/**
+ * Step-by-step checks of one route's whole path, shared by /readyz and
+ * `doctor`. They run on node:http with http(s)-proxy-agent rather than the
+ * forwarding stack: undici hides a refused CONNECT's reply, while
+ * https-proxy-agent replays it (status and Proxy-Authenticate) without
+ * sending the request on, which is what the CONNECT step must show.
+ */
+export type StepName = 'proxy' | 'tcp' | 'connect' | 'tls' | 'http' | 'auth'
+
+export interface Step {
+  readonly name: StepName
+  /** undefined: not run, because an earlier step failed. */
+  readonly ok: boolean | undefined
+  readonly detail: string
+  /** What to change, for a failed step. */
+  readonly fix?: string
+  readonly ms?: number
+}
+
+export interface RouteReport {
+  readonly route: string
+  readonly upstream: string
+  readonly via: string
+  readonly ok: boolean
+  /** The first failed step, if any. */
+  readonly failed: StepName | undefined
+  readonly steps: readonly Step[]
+}
+
+export interface DiagnoseOptions {
+  readonly trust: TrustStore
+  readonly timeoutMs: number
+  /** Also make an authenticated portal call with the configured token (doctor). */
+  readonly authenticated: boolean
+  readonly clientCert?: { readonly cert: string, readonly key: string } | undefined
+}
+
+/** Paths that answer without credentials with 3scale's own 403. */
+const PROBE_PATH: Readonly<Record<Route['name'], string>> = {
+  portal: '/admin/api/services.json',
+  backend: '/transactions/authrep.xml'
+}
+
+/** Check `route` through `proxy` (or directly), step by step, stopping at the first failure. */
+export async function diagnoseRoute (route: Route, proxy: ProxyEndpoint | undefined, options: DiagnoseOptions): Promise<RouteReport> {
+  const steps: Step[] = []
+  const upstream = route.upstream
+  const via = proxy !== undefined ? `via proxy ${proxy.url.protocol}//${hostPort(proxy.url)}` : 'direct'
+  const done = (): RouteReport => {
+    const failed = steps.find((s) => s.ok === false)?.name
+    return { route: route.name, upstream: upstream.origin + (upstream.pathname === '/' ? '' : upstream.pathname), via, ok: failed === undefined, failed, steps }
+  }
+  const skip = (...names: StepName[]): void => {
+    for (const name of names) steps.push({ name, ok: undefined, detail: 'not run: an earlier step failed' })
+  }
+  const later: StepName[] = [
+    ...(proxy !== undefined && upstream.protocol === 'https:' ? ['connect' as const] : []),
+    ...(upstream.protocol === 'https:' ? ['tls' as const] : []),
+    'http',
+    ...(options.authenticated && route.tokenPolicy.kind === 'access_token' && route.tokenPolicy.fallbackToken !== undefined ? ['auth' as const] : [])
+  ]
+
+  // 1. DNS and TCP to the proxy, or to the upstream when direct.
+  const target = proxy !== undefined ? proxy.url : upstream
+  const tcp = await checkTcp(proxy !== undefined ? 'proxy' : 'tcp', target, options.timeoutMs)
+  steps.push(tcp)
+  if (tcp.ok !== true) {
+    skip(...later)
+    return done()
+  }
+
+  // 2–4. CONNECT, TLS and one unauthenticated HTTP request, in one exchange.
+  const exchange = await probe(route, proxy, PROBE_PATH[route.name], undefined, options)
+  steps.push(...exchange.steps)
+  if (exchange.steps.some((s) => s.ok === false)) {
+    skip(...later.filter((name) => !exchange.steps.some((s) => s.name === name)))
+    return done()
+  }
+
+  // 5. With a token configured, an authenticated portal call (doctor only).
+  if (later.includes('auth') && route.tokenPolicy.kind === 'access_token' && route.tokenPolicy.fallbackToken !== undefined) {
+    const authed = await probe(route, proxy, PROBE_PATH.portal, route.tokenPolicy.fallbackToken, options)
+    const http = authed.steps.find((s) => s.name === 'http')
+    if (http?.ok !== true || authed.status === undefined) {
+      steps.push({ name: 'auth', ok: false, detail: `the authenticated call failed: ${http?.detail ?? 'no answer'}`, fix: http?.fix ?? 'run doctor again' })
+    } else if (authed.status === 200) {
+      steps.push({ name: 'auth', ok: true, detail: `3scale accepted the access token (GET ${PROBE_PATH.portal} → 200)`, ms: http.ms })
+    } else {
+      steps.push({
+        name: 'auth',
+        ok: false,
+        detail: `3scale refused the access token (GET ${PROBE_PATH.portal} → ${authed.status})`,
+        fix: 'check the token (ACCESS_TOKEN_FILE or THREESCALE_PORTAL_ENDPOINT userinfo): it must be an Account Management API token with read access, for this portal'
+      })
+    }
+  }
+  return done()
+}
+
+async function checkTcp (name: 'proxy' | 'tcp', url: URL, timeoutMs: number): Promise<Step> {
+  const what = name === 'proxy' ? `the proxy ${hostPort(url)}` : hostPort(url)
+  const started = performance.now()
+  const host = url.hostname.replace(/^\[|\]$/g, '')
+  let address: string
+  try {
+    address = (await withTimeout(lookup(host), timeoutMs, 'DNS lookup')).address
+  } catch (err) {
+    return {
+      name,
+      ok: false,
+      detail: `${what}: the host name does not resolve (${codeOf(err)})`,
+      fix: name === 'proxy' ? 'check the host in https_proxy (or HTTPS_PROXY_FILE) and this host\'s DNS' : 'check the endpoint host name and DNS; if only the proxy can resolve it, set https_proxy and keep it out of NO_PROXY'
+    }
+  }
+  const port = Number(url.port !== '' ? url.port : (url.protocol === 'https:' ? 443 : 80))
+  try {
+    await withTimeout(new Promise<void>((resolve, reject) => {
+      const socket = netConnect(port, address)
+      socket.once('connect', () => { socket.destroy(); resolve() })
+      socket.once('error', reject)
+    }), timeoutMs, 'TCP connect')
+  } catch (err) {
+    return {
+      name,
+      ok: false,
+      detail: `${what} (${address}) does not accept TCP connections (${codeOf(err)})`,
+      fix: name === 'proxy' ? 'check the port in https_proxy and that the proxy runs and is reachable from here (firewall, network policy)' : 'check the endpoint URL; if outbound traffic must use a proxy, set https_proxy'
+    }
+  }
+  return { name, ok: true, detail: `${what} resolves to ${address} and accepts TCP connections`, ms: elapsed(started) }
+}
+
+interface Probe {
+  readonly steps: Step[]
+  readonly status: number | undefined
+}
+
+/**
+ * One GET through the path: CONNECT (if proxied https), TLS (if https) and
+ * the HTTP answer, reported as steps. The upstream certificate is checked
+ * here rather than by the TLS stack so the report can name its issuer; a
+ * token is only ever sent once that check has passed.
+ */
+async function probe (route: Route, proxy: ProxyEndpoint | undefined, path: string, token: string | undefined, options: DiagnoseOptions): Promise<Probe> {
+  const upstream = route.upstream
+  const https = upstream.protocol === 'https:'
+  const proxyAuth = proxy !== undefined && (proxy.username !== '' || proxy.password !== '')
+    ? { 'Proxy-Authorization': 'Basic ' + Buffer.from(`${proxy.username}:${proxy.password}`, 'utf8').toString('base64') }
+    : undefined
+  const agent = proxy === undefined
+    ? undefined
+    : https
+      ? new HttpsProxyAgent(proxy.url, { ca: [...options.trust.ca], headers: proxyAuth, keepAlive: false })
+      : new HttpProxyAgent(proxy.url, { ca: [...options.trust.ca], headers: proxyAuth, keepAlive: false })
+
+  let fullPath = joinPrefix(upstream.pathname, path)
+  const headers: Record<string, string> = { 'user-agent': 'apicast-sidecar-proxy doctor', accept: '*/*', connection: 'close' }
+  if (token !== undefined && route.tokenPolicy.kind === 'access_token') {
+    if (route.tokenPolicy.location === 'header') headers.authorization = basicTokenHeader(token)
+    else fullPath += `?access_token=${encodeURIComponent(token)}`
+  }
+
+  const steps: Step[] = []
+  let connect: { statusCode: number, headers: Record<string, string | string[] | undefined> } | undefined
+  const started = performance.now()
+  try {
+    const res = await withTimeout(new Promise<IncomingMessage>((resolve, reject) => {
+      const req = (https ? httpsRequest : httpRequest)({
+        host: upstream.hostname.replace(/^\[|\]$/g, ''),
+        port: upstream.port !== '' ? Number(upstream.port) : (https ? 443 : 80),
+        path: fullPath,
+        method: 'GET',
+        headers,
+        agent,
+        ca: [...options.trust.ca],
+        servername: upstream.hostname,
+        // Verified below, where the certificate can be named; a token is
+        // never sent on an unverified connection (see tokenAllowed).
+        rejectUnauthorized: false,
+        ...(options.clientCert ?? {})
+      })
+      req.once('proxyConnect', (reply: { statusCode: number, headers: Record<string, string | string[] | undefined> }) => { connect = reply })
+      req.once('socket', (socket) => {
+        if (token === undefined || !(socket instanceof TLSSocket)) return
+        socket.once('secureConnect', () => { if (!socket.authorized) req.destroy(new Error('refusing to send the token: the TLS certificate did not verify')) })
+      })
+      req.once('response', resolve)
+      req.once('error', reject)
+      req.end()
+    }), options.timeoutMs, 'the request')
+
+    res.resume()
+    if (connect !== undefined && proxy !== undefined) {
+      if (connect.statusCode !== 200) {
+        steps.push(refusedConnect(proxy, upstream, connect.statusCode, connect.headers['proxy-authenticate']))
+        return { steps, status: undefined }
+      }
+      steps.push({ name: 'connect', ok: true, detail: `${hostPort(proxy.url)} accepted CONNECT ${hostPort(upstream)} (200)` })
+    }
+    if (https) {
+      const tls = tlsStep(res.socket, route, proxy, options.trust)
+      steps.push(tls)
+      if (tls.ok !== true) return { steps, status: undefined }
+    }
+    if (proxy !== undefined && !https && res.statusCode === 407) {
+      steps.push(refusedConnect(proxy, upstream, 407, res.headers['proxy-authenticate']))
+      return { steps, status: undefined }
+    }
+    steps.push(httpStep(route, res, fullPath, elapsed(started)))
+    return { steps, status: res.statusCode }
+  } catch (err) {
+    steps.push(failedExchange(err, route, proxy, connect !== undefined))
+    return { steps, status: undefined }
+  } finally {
+    agent?.destroy()
+  }
+}
+
+function refusedConnect (proxy: ProxyEndpoint, upstream: URL, status: number, authenticate: string | string[] | undefined): Step {
+  const schemes = parseAuthSchemes(authenticate)
+  if (status === 407) {
+    return {
+      name: 'connect',
+      ok: false,
+      detail: `${hostPort(proxy.url)} answered 407 Proxy Authentication Required; it offers ${schemes.length > 0 ? schemes.join(', ') : 'no scheme'}`,
+      fix: proxy.username === ''
+        ? 'the proxy wants credentials: write them as http://user:password@host:port in https_proxy, or use PROXY_PASSWORD_FILE'
+        : schemes.length > 0 && !schemes.some((s) => s.toLowerCase() === 'basic')
+          ? `the proxy does not offer Basic; this sidecar sends Basic. Ask for Basic to be enabled for this client, or put a local NTLM/Kerberos helper (cntlm, px) in front`
+          : 'check the user and password (percent-encode @ : % in the URL as %40 %3A %25)'
+    }
+  }
+  return {
+    name: 'connect',
+    ok: false,
+    detail: `${hostPort(proxy.url)} refused CONNECT ${hostPort(upstream)} with ${status}`,
+    fix: `ask for CONNECT to ${hostPort(upstream)} to be allowed; if this host must be reached directly, add it to NO_PROXY`
+  }
+}
+
+function tlsStep (socket: IncomingMessage['socket'], route: Route, proxy: ProxyEndpoint | undefined, trust: TrustStore): Step {
+  if (!(socket instanceof TLSSocket)) return { name: 'tls', ok: false, detail: 'no TLS session', fix: 'check that the endpoint is https' }
+  const cert = socket.getPeerX509Certificate()
+  const top = chainTop(socket)
+  const issuer = cert?.issuer.replace(/\n/g, ', ') ?? '(unknown)'
+  const privateCa = top !== undefined && !isPublicChain(top, trust)
+  if (!socket.authorized) {
+    const interception = proxy !== undefined
+    return {
+      name: 'tls',
+      ok: false,
+      detail: `the certificate of ${hostPort(route.upstream)} did not verify (${String(socket.authorizationError)}); issued by ${issuer}` +
+        (interception ? `: this looks like TLS interception by ${hostPort(proxy.url)}` : ''),
+      fix: interception
+        ? 'get the proxy\'s interception CA certificate (PEM) and set CA_BUNDLE=/path/to/ca.pem'
+        : 'check the endpoint URL and the clock; for a private CA, set CA_BUNDLE=/path/to/ca.pem'
+    }
+  }
+  const intercepted = privateCa && proxy !== undefined
+  return {
+    name: 'tls',
+    ok: true,
+    detail: `verified; issued by ${issuer}` + (intercepted
+      ? `; chained to the private CA ${top.subject.replace(/\n/g, ', ')}: TLS interception by the proxy (set ACCESS_TOKEN_LOCATION=header to keep the token out of URLs)`
+      : '')
+  }
+}
+
+function httpStep (route: Route, res: IncomingMessage, path: string, ms: number): Step {
+  const status = res.statusCode ?? 0
+  const type = String(res.headers['content-type'] ?? 'no content type')
+  const shown = path.replace(/access_token=[^&]*/, 'access_token=***')
+  if (status >= 500) {
+    return { name: 'http', ok: false, detail: `GET ${shown} answered ${status} (${type})`, fix: 'the upstream (or a proxy in front of it) is failing; check 3scale\'s status and the endpoint URL', ms }
+  }
+  const threescale = status === 403 || status === 401
+    ? `: 3scale's ${status} without credentials, so it is reachable`
+    : ''
+  return { name: 'http', ok: true, detail: `GET ${shown} → ${status} ${type}${threescale}`, ms }
+}
+
+function failedExchange (err: unknown, route: Route, proxy: ProxyEndpoint | undefined, tunnelled: boolean): Step {
+  const code = codeOf(err)
+  const tlsError = /CERT|SSL|TLS|SELF_SIGNED|UNABLE_TO/.test(code)
+  if (proxy !== undefined && !tunnelled && route.upstream.protocol === 'https:') {
+    return {
+      name: tlsError ? 'proxy' : 'connect',
+      ok: false,
+      detail: `the CONNECT exchange with ${hostPort(proxy.url)} failed (${code})`,
+      fix: tlsError ? 'an https:// proxy must present a certificate the trust store verifies: set CA_BUNDLE' : 'the proxy closed the connection or timed out before answering CONNECT; check its log'
+    }
+  }
+  return {
+    name: tlsError ? 'tls' : 'http',
+    ok: false,
+    detail: `the request to ${hostPort(route.upstream)} failed (${code})`,
+    fix: tlsError ? 'check the upstream certificate and CA_BUNDLE' : 'the upstream closed the connection or did not answer in time; check the endpoint and, for mutual TLS, UPSTREAM_TLS_CERT/KEY'
+  }
+}
+
+function joinPrefix (prefix: string, path: string): string {
+  return prefix === '/' || prefix === '' ? path : prefix.replace(/\/$/, '') + path
+}
+
+function codeOf (err: unknown): string {
+  const code = (err as { code?: unknown } | null)?.code
+  return typeof code === 'string' ? code : err instanceof Error ? err.message : String(err)
+}
+
+async function withTimeout<T> (promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => {
+      const err: NodeJS.ErrnoException = new Error(`${what} timed out after ${ms} ms`)
+      err.code = 'ETIMEDOUT'
+      reject(err)
+    }, ms)
+  })
+  try {
+    return await Promise.race([promise, timeout])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+function elapsed (started: number): number {
+  return Math.round(performance.now() - started)
+}

@@ -1,0 +1,100 @@
+import { subscribe, unsubscribe } from 'node:diagnostics_channel'
+import type { Socket } from 'node:net'
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
+import type { FailureCode } from './errors.js'
+
+/**
+ * Prometheus metrics (prom-client). Label values are bounded and never hold
+ * a token, a path or a query: the listener name, a method class, a status
+ * code, a failure kind, and a proxy's host:port.
+ */
+export interface Metrics {
+  readonly registry: Registry
+  /** The metrics of one listener, bound once at start. */
+  forRoute (route: string): RouteMetrics
+  /** Stop observing undici; for shutdown and tests. */
+  close (): void
+}
+
+export interface RouteMetrics {
+  started (): void
+  finished (method: string | undefined, status: number, seconds: number): void
+  failed (code: FailureCode): void
+  tunnelOpened (proxy: string): void
+  proxyInUse (proxy: string, all: readonly string[]): void
+}
+
+/** `read` for GET/HEAD/OPTIONS (config fetches, authorizations), `write` for the rest (reports). */
+export function methodClass (method: string | undefined): 'read' | 'write' {
+  return method === 'GET' || method === 'HEAD' || method === 'OPTIONS' ? 'read' : 'write'
+}
+
+/** FailureCode → the `kind` label, as operators name them. */
+const FAILURE_KIND: Readonly<Record<FailureCode, string>> = {
+  proxy_unreachable: 'proxy_unreachable',
+  proxy_auth_required: 'proxy_auth',
+  tunnel_refused: 'tunnel_refused',
+  tls_untrusted: 'tls',
+  dns: 'dns',
+  upstream_unreachable: 'connect',
+  timeout: 'timeout',
+  reset: 'reset',
+  upstream_error: 'other'
+}
+
+/**
+ * Build the registry. `originToRoute` maps each upstream origin to its
+ * listener, so a request seen on undici's diagnostics channel can be
+ * counted as a reused tunnel (a socket already used) for its listener.
+ */
+export function createMetrics (originToRoute: ReadonlyMap<string, string>): Metrics {
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry, prefix: 'sidecar_' })
+
+  const requests = new Counter({ name: 'sidecar_requests_total', help: 'Requests answered, by listener, method class and status.', labelNames: ['listener', 'method_class', 'status'], registers: [registry] })
+  const duration = new Histogram({
+    name: 'sidecar_request_duration_seconds',
+    help: 'Time from receiving a request to the end of its response, by listener.',
+    labelNames: ['listener'],
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry]
+  })
+  const failures = new Counter({ name: 'sidecar_upstream_failures_total', help: 'Requests the sidecar answered 502/504 for, by listener and kind.', labelNames: ['listener', 'kind'], registers: [registry] })
+  const inFlight = new Gauge({ name: 'sidecar_requests_in_flight', help: 'Requests being forwarded now, by listener.', labelNames: ['listener'], registers: [registry] })
+  const opened = new Counter({ name: 'sidecar_tunnels_opened_total', help: 'Upstream connections (CONNECT tunnels when proxied) opened, by listener and proxy.', labelNames: ['listener', 'proxy'], registers: [registry] })
+  const reused = new Counter({ name: 'sidecar_tunnels_reused_total', help: 'Requests sent on an already open upstream connection, by listener.', labelNames: ['listener'], registers: [registry] })
+  const proxyInUse = new Gauge({ name: 'sidecar_proxy_in_use', help: '1 for the proxy each listener uses now (host:port, or direct).', labelNames: ['listener', 'proxy'], registers: [registry] })
+
+  const seen = new WeakSet<Socket>()
+  const reusedByRoute = new Map([...new Set(originToRoute.values())].map((r) => [r, reused.labels(r)]))
+  const onSendHeaders = (message: unknown): void => {
+    const { request, socket } = message as { request: { origin?: string | URL }, socket: Socket }
+    const route = originToRoute.get(String(request.origin))
+    if (route === undefined) return
+    if (seen.has(socket)) reusedByRoute.get(route)?.inc()
+    else seen.add(socket)
+  }
+  subscribe('undici:client:sendHeaders', onSendHeaders)
+
+  return {
+    registry,
+    forRoute: (route) => {
+      const durationChild = duration.labels(route)
+      const inFlightChild = inFlight.labels(route)
+      return {
+        started: () => { inFlightChild.inc() },
+        finished: (method, status, seconds) => {
+          inFlightChild.dec()
+          requests.labels(route, methodClass(method), String(status)).inc()
+          durationChild.observe(seconds)
+        },
+        failed: (code) => { failures.labels(route, FAILURE_KIND[code]).inc() },
+        tunnelOpened: (proxy) => { opened.labels(route, proxy).inc() },
+        proxyInUse: (proxy, all) => {
+          for (const p of all) proxyInUse.labels(route, p).set(p === proxy ? 1 : 0)
+        }
+      }
+    },
+    close: () => { unsubscribe('undici:client:sendHeaders', onSendHeaders) }
+  }
+}
