@@ -36,7 +36,10 @@ COPY --from=build /src/dist/src ./dist/src
 RUN chmod -R g=u,o-w /app
 
 USER 10001:0
-EXPOSE 9090 9091
+EXPOSE 9090 9091 9092
+# Liveness from the admin listener (ADMIN_LISTEN_PORT, 9092 by default).
+HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["node", "-e", "require('http').get('http://127.0.0.1:' + (process.env.ADMIN_LISTEN_PORT || 9092) + '/healthz', (r) => process.exit(r.statusCode === 200 ? 0 : 1)).on('error', () => process.exit(1))"]
 # node is PID 1 and handles SIGTERM itself: it drains and exits 0.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["node", "/app/dist/src/cli.js"]

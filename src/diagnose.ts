@@ -177,6 +177,7 @@ async function probe (route: Route, proxy: ProxyEndpoint | undefined, path: stri
 
   const steps: Step[] = []
   let connect: { statusCode: number, headers: Record<string, string | string[] | undefined> } | undefined
+  let tlsFacts: TlsFacts | undefined
   const started = performance.now()
   try {
     const res = await withTimeout(new Promise<IncomingMessage>((resolve, reject) => {
@@ -196,8 +197,12 @@ async function probe (route: Route, proxy: ProxyEndpoint | undefined, path: stri
       })
       req.once('proxyConnect', (reply: { statusCode: number, headers: Record<string, string | string[] | undefined> }) => { connect = reply })
       req.once('socket', (socket) => {
-        if (token === undefined || !(socket instanceof TLSSocket)) return
-        socket.once('secureConnect', () => { if (!socket.authorized) req.destroy(new Error('refusing to send the token: the TLS certificate did not verify')) })
+        if (!(socket instanceof TLSSocket)) return
+        // Read the chain at the handshake: it is gone once the connection closes.
+        socket.once('secureConnect', () => {
+          tlsFacts = readTls(socket, options.trust)
+          if (token !== undefined && !socket.authorized) req.destroy(new Error('refusing to send the token: the TLS certificate did not verify'))
+        })
       })
       req.once('response', resolve)
       req.once('error', reject)
@@ -213,7 +218,7 @@ async function probe (route: Route, proxy: ProxyEndpoint | undefined, path: stri
       steps.push({ name: 'connect', ok: true, detail: `${hostPort(proxy.url)} accepted CONNECT ${hostPort(upstream)} (200)` })
     }
     if (https) {
-      const tls = tlsStep(res.socket, route, proxy, options.trust)
+      const tls = tlsStep(tlsFacts, route, proxy)
       steps.push(tls)
       if (tls.ok !== true) return { steps, status: undefined }
     }
@@ -253,30 +258,43 @@ function refusedConnect (proxy: ProxyEndpoint, upstream: URL, status: number, au
   }
 }
 
-function tlsStep (socket: IncomingMessage['socket'], route: Route, proxy: ProxyEndpoint | undefined, trust: TrustStore): Step {
-  if (!(socket instanceof TLSSocket)) return { name: 'tls', ok: false, detail: 'no TLS session', fix: 'check that the endpoint is https' }
-  const cert = socket.getPeerX509Certificate()
-  const top = chainTop(socket)
-  const issuer = cert?.issuer.replace(/\n/g, ', ') ?? '(unknown)'
-  const privateCa = top !== undefined && !isPublicChain(top, trust)
-  if (!socket.authorized) {
-    const interception = proxy !== undefined
+interface TlsFacts {
+  readonly authorized: boolean
+  readonly reason: string
+  readonly issuer: string
+  /** Subject of the chain's top when it is not a public root: a private CA. */
+  readonly privateCa: string | undefined
+}
+
+function readTls (socket: TLSSocket, trust: TrustStore): TlsFacts {
+  const leaf = socket.getPeerX509Certificate()
+  const top = chainTop(leaf)
+  return {
+    authorized: socket.authorized,
+    reason: String(socket.authorizationError ?? ''),
+    issuer: leaf?.issuer.replace(/\n/g, ', ') ?? '(unknown)',
+    privateCa: top !== undefined && !isPublicChain(top, trust) ? top.subject.replace(/\n/g, ', ') : undefined
+  }
+}
+
+function tlsStep (facts: TlsFacts | undefined, route: Route, proxy: ProxyEndpoint | undefined): Step {
+  if (facts === undefined) return { name: 'tls', ok: false, detail: 'no TLS handshake took place', fix: 'check that the endpoint is https' }
+  if (!facts.authorized) {
     return {
       name: 'tls',
       ok: false,
-      detail: `the certificate of ${hostPort(route.upstream)} did not verify (${String(socket.authorizationError)}); issued by ${issuer}` +
-        (interception ? `: this looks like TLS interception by ${hostPort(proxy.url)}` : ''),
-      fix: interception
+      detail: `the certificate of ${hostPort(route.upstream)} did not verify (${facts.reason}); issued by ${facts.issuer}` +
+        (proxy !== undefined ? `: this looks like TLS interception by ${hostPort(proxy.url)}` : ''),
+      fix: proxy !== undefined
         ? 'get the proxy\'s interception CA certificate (PEM) and set CA_BUNDLE=/path/to/ca.pem'
         : 'check the endpoint URL and the clock; for a private CA, set CA_BUNDLE=/path/to/ca.pem'
     }
   }
-  const intercepted = privateCa && proxy !== undefined
   return {
     name: 'tls',
     ok: true,
-    detail: `verified; issued by ${issuer}` + (intercepted
-      ? `; chained to the private CA ${top.subject.replace(/\n/g, ', ')}: TLS interception by the proxy (set ACCESS_TOKEN_LOCATION=header to keep the token out of URLs)`
+    detail: `verified; issued by ${facts.issuer}` + (facts.privateCa !== undefined && proxy !== undefined
+      ? `; chained to the private CA ${facts.privateCa}: TLS interception by the proxy (set ACCESS_TOKEN_LOCATION=header to keep the token out of URLs)`
       : '')
   }
 }

@@ -253,11 +253,12 @@ function describeName (name: PeerCertificate['issuer'] | undefined): string {
 }
 
 /**
- * The top of the verified chain: Node completes the peer's chain from the
- * trust store, so this is normally the root that vouched for the upstream.
+ * The top of the verified chain above `leaf` (from getPeerX509Certificate,
+ * which gives a usable chain once per handshake): Node completes the peer's
+ * chain from the trust store, so this is normally the root that vouched.
  */
-export function chainTop (socket: TLSSocket): X509Certificate | undefined {
-  let cert = socket.getPeerX509Certificate()
+export function chainTop (leaf: X509Certificate | undefined): X509Certificate | undefined {
+  let cert = leaf
   for (let depth = 0; cert !== undefined && depth < 10; depth++) {
     const issuer = cert.issuerCertificate
     if (issuer === undefined || issuer.fingerprint256 === cert.fingerprint256) break
@@ -279,7 +280,7 @@ export function isPublicChain (top: X509Certificate, trust: TrustStore): boolean
  */
 function warnOnInterception (route: Route, socket: TLSSocket, trust: TrustStore, log: Logger): void {
   if (route.egress.kind !== 'proxy' || !socket.authorized) return
-  const top = chainTop(socket)
+  const top = chainTop(socket.getPeerX509Certificate())
   if (top === undefined || isPublicChain(top, trust)) return
   const ca = top.subject.split('\n').find((p) => p.startsWith('CN=')) ?? top.subject.replace(/\n/g, ', ')
   const exposed = route.tokenPolicy.kind === 'access_token' && route.tokenPolicy.location === 'query'

@@ -220,6 +220,7 @@ function displayUrl (url: URL): string {
 }
 
 const USAGE = `Usage: apicast-sidecar-proxy [--help | --version]
+       apicast-sidecar-proxy doctor [--json]  check every step to 3scale and say what to fix (run this first)
        apicast-sidecar-proxy demo [--once]    everything on 127.0.0.1: a 3scale stand-in, a proxy, the sidecar
 
 Forwards APIcast's calls to the 3scale admin portal (listener 9090) and
@@ -239,6 +240,10 @@ export async function main (argv: readonly string[], env: NodeJS.ProcessEnv): Pr
   if (argv.includes('--version')) {
     process.stdout.write(`${version()}\n`)
     return 0
+  }
+  if (argv[0] === 'doctor') {
+    const { runDoctor } = await import('./doctor.js')
+    return await runDoctor(argv.slice(1), env)
   }
   if (argv[0] === 'demo') {
     const { runDemo } = await import('./demo/index.js')

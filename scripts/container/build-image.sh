@@ -9,7 +9,8 @@ tag=${1:-localhost/apicast-sidecar-proxy:dev}
 base=${2:-}
 cd "$here/../.."
 version=$(node -p "require('./package.json').version")
-podman build --network host --runtime runc --pull=never \
+# docker format: the OCI format drops HEALTHCHECK.
+podman build --format docker --network host --runtime runc --pull=never \
   ${base:+--build-arg BASE_IMAGE="$base"} --build-arg VERSION="$version" \
   -t "$tag" -f Dockerfile . >&2
 echo "$tag"

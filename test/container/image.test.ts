@@ -43,7 +43,7 @@ describe('the container image', { skip }, () => {
       const ca = await testCa()
       const origin = await startOrigin()
       const proxy = await startProxyChain()
-      const [portalPort, backendPort] = [await freePort(), await freePort()]
+      const [portalPort, backendPort, adminPort] = [await freePort(), await freePort(), await freePort()]
       const container = `sidecar-test-${process.pid}-${Date.now()}`
       const client = new Client()
       try {
@@ -54,6 +54,7 @@ describe('the container image', { skip }, () => {
           '-e', 'LISTEN_ADDRESS=127.0.0.1',
           '-e', `PORTAL_LISTEN_PORT=${portalPort}`,
           '-e', `BACKEND_LISTEN_PORT=${backendPort}`,
+          '-e', `ADMIN_LISTEN_PORT=${adminPort}`,
           '-e', `THREESCALE_PORTAL_ENDPOINT=${origin.url('portal.test')}`,
           '-e', `BACKEND_ENDPOINT_OVERRIDE=${origin.url('backend.test')}`,
           '-e', `HTTPS_PROXY=${proxy.url}`,
@@ -63,6 +64,9 @@ describe('the container image', { skip }, () => {
         const uid = await podman('exec', container, 'id', '-u')
         assert.notEqual(uid, '0')
         if (userArgs.length === 0) assert.equal(uid, '10001')
+
+        // The image's HEALTHCHECK asks the admin listener's /healthz.
+        await podman('healthcheck', 'run', container)
 
         const res = await client.send(`http://127.0.0.1:${backendPort}/transactions/authrep.xml?service_token=st`)
         assert.equal(res.status, 200)

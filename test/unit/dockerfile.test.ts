@@ -35,7 +35,8 @@ describe('Dockerfile', () => {
       assert.notEqual(user.split(':')[0], '0')
     }],
     ['listens on every interface inside the container', () => assert.match(args('ENV').join(' '), /LISTEN_ADDRESS=0\.0\.0\.0/)],
-    ['exposes the portal and backend listeners', () => assert.deepEqual(args('EXPOSE').join(' ').split(/\s+/).sort(), ['9090', '9091'])],
+    ['exposes the portal, backend and admin listeners', () => assert.deepEqual(args('EXPOSE').join(' ').split(/\s+/).sort(), ['9090', '9091', '9092'])],
+    ['checks its health on the admin listener', () => assert.match(args('HEALTHCHECK').at(-1) ?? '', /\/healthz/)],
     ['starts node directly as PID 1 (exec form), stopping on SIGTERM', () => {
       assert.match(args('ENTRYPOINT').at(-1) ?? '', /^\["node",/)
       assert.equal(args('STOPSIGNAL').at(-1), 'SIGTERM')

@@ -97,8 +97,6 @@ function env (c: IContainer, name: string): string | undefined {
 }
 
 /** A probe's port as a number, resolving a named port. */
-const SIDECAR_PROBE = "exec node -e require('net').connect(9091,'127.0.0.1').on('connect',()=>process.exit(0)).on('error',()=>process.exit(1))"
-
 function probePort (c: IContainer, port: number | string | undefined): number | undefined {
   if (typeof port === 'number') return port
   return c.ports?.find((p) => p.name === port)?.containerPort
@@ -366,10 +364,10 @@ for (const { source, load } of DEPLOYMENTS) {
     const probes: Array<[string, 'readinessProbe' | 'livenessProbe' | 'startupProbe', string]> = [
       ['apicast', 'readinessProbe', 'httpGet /status/ready :8090'],
       ['apicast', 'livenessProbe', 'httpGet /status/live :8090'],
-      // The sidecar listens on loopback only: its probes run inside the pod.
-      ['sidecar', 'readinessProbe', SIDECAR_PROBE],
-      ['sidecar', 'livenessProbe', SIDECAR_PROBE],
-      ['sidecar', 'startupProbe', SIDECAR_PROBE]
+      // The admin listener serves the probes; the forwarding listeners stay on loopback.
+      ['sidecar', 'readinessProbe', 'httpGet /readyz :9092'],
+      ['sidecar', 'livenessProbe', 'httpGet /healthz :9092'],
+      ['sidecar', 'startupProbe', 'httpGet /healthz :9092']
     ]
     for (const [name, probe, want] of probes) {
       it(`${name} ${probe}: ${want}`, () => {
@@ -392,7 +390,9 @@ for (const { source, load } of DEPLOYMENTS) {
       assert.equal(env(apicast, 'THREESCALE_PORTAL_ENDPOINT'), 'http://127.0.0.1:9090')
       assert.equal(env(apicast, 'BACKEND_ENDPOINT_OVERRIDE'), 'http://127.0.0.1:9091')
       assert.equal(env(sidecar, 'LISTEN_ADDRESS'), '127.0.0.1')
-      assert.deepEqual(sidecar.ports?.map((p) => [p.name, p.containerPort]), [['portal', 9090], ['backend', 9091]])
+      // Only the admin listener (no forwarding) is on the pod IP, for probes and Prometheus.
+      assert.equal(env(sidecar, 'ADMIN_LISTEN_ADDRESS'), '0.0.0.0')
+      assert.deepEqual(sidecar.ports?.map((p) => [p.name, p.containerPort]), [['portal', 9090], ['backend', 9091], ['admin', 9092]])
       assert.deepEqual(apicast.ports?.map((p) => [p.name, p.containerPort]), [['gateway', 8080], ['management', 8090]])
     })
 

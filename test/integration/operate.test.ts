@@ -1,0 +1,194 @@
+import assert from 'node:assert/strict'
+import { after, before, describe, it } from 'node:test'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { request } from 'undici'
+import { basicUserinfo, Client } from '../helpers/client.js'
+import { startOrigin, type Origin } from '../helpers/origin.js'
+import { createCa } from '../helpers/pki.js'
+import { freePort, PROXY_PASSWORD, proxyUrl, startProxyChain, type TestProxy } from '../helpers/proxies.js'
+import { runCli, startSidecar, type RunningSidecar } from '../helpers/sidecar.js'
+
+const TOKEN = 'operate-token-77e2'
+
+interface ReadyBody { status: string, ready: boolean, routes: Record<string, { ok: boolean, failed?: string, steps: Array<{ name: string, ok?: boolean, detail: string }> }> }
+
+async function get (url: string): Promise<{ status: number, body: string }> {
+  const res = await request(url)
+  return { status: res.statusCode, body: await res.body.text() }
+}
+
+describe('operate: /readyz and doctor name the failing step', () => {
+  let origin: Origin
+  let proxy: TestProxy
+  before(async () => {
+    origin = await startOrigin()
+    proxy = await startProxyChain()
+  })
+  after(async () => {
+    await proxy.close()
+    await origin.close()
+  })
+
+  const cases: Array<{ name: string, env: () => Promise<Record<string, string>>, step: string | undefined, doctor: RegExp }> = [
+    {
+      name: 'a healthy path: ready, doctor passes every step including the token',
+      env: async () => ({ HTTPS_PROXY: proxy.url }),
+      step: undefined,
+      doctor: /✓ token {4}3scale accepted the access token/
+    },
+    {
+      name: 'a wrong proxy password: the CONNECT step, with the schemes offered',
+      env: async () => ({ HTTPS_PROXY: proxyUrl(proxy.port, 'sidecar', 'wrong-password') }),
+      step: 'connect',
+      doctor: /✗ CONNECT +127\.0\.0\.1:\d+ answered 407 Proxy Authentication Required; it offers Basic\n +fix: check the user and password/
+    },
+    {
+      name: 'the proxy down: the proxy step',
+      env: async () => ({ HTTPS_PROXY: proxyUrl(await freePort()) }),
+      step: 'proxy',
+      doctor: /✗ proxy +the proxy 127\.0\.0\.1:\d+ \(127\.0\.0\.1\) does not accept TCP connections \(ECONNREFUSED\)/
+    },
+    {
+      name: 'the interception CA missing: the TLS step, naming the issuer',
+      env: async () => {
+        const rogue = await startOrigin({ ca: await createCa('Corp Interception CA') })
+        after(async () => { await rogue.close() })
+        return { HTTPS_PROXY: proxy.url, BACKEND_ENDPOINT_OVERRIDE: rogue.url('backend.test'), THREESCALE_PORTAL_ENDPOINT: `https://${TOKEN}@portal.test:${rogue.port}` }
+      },
+      step: 'tls',
+      doctor: /✗ TLS +the certificate of backend\.test:\d+ did not verify \(SELF_SIGNED_CERT_IN_CHAIN\); issued by CN=Corp Interception CA.*: this looks like TLS interception/
+    },
+    {
+      name: 'the upstream down: the proxy cannot open the tunnel',
+      env: async () => {
+        const port = await freePort()
+        return { HTTPS_PROXY: proxy.url, BACKEND_ENDPOINT_OVERRIDE: `https://backend.test:${port}`, THREESCALE_PORTAL_ENDPOINT: `https://${TOKEN}@portal.test:${port}` }
+      },
+      step: 'connect',
+      doctor: /✗ CONNECT +the CONNECT exchange with 127\.0\.0\.1:\d+ failed/
+    }
+  ]
+
+  for (const c of cases) {
+    it(c.name, async () => {
+      const env = {
+        THREESCALE_PORTAL_ENDPOINT: `https://${TOKEN}@portal.test:${origin.port}`,
+        BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
+        ...(await c.env())
+      }
+      const sidecar = await startSidecar(env, { secrets: [TOKEN, PROXY_PASSWORD, encodeURIComponent(PROXY_PASSWORD)] })
+      try {
+        const ready = await get(`${sidecar.adminUrl}/readyz`)
+        const body = JSON.parse(ready.body) as ReadyBody
+        assert.equal(ready.status, c.step === undefined ? 200 : 503)
+        assert.equal(body.ready, c.step === undefined)
+        assert.equal(body.routes.backend?.failed, c.step)
+        const health = await get(`${sidecar.adminUrl}/healthz`)
+        assert.equal(health.status, 200, 'liveness never depends on the proxy')
+      } finally {
+        assert.equal(await sidecar.stop(), 0)
+      }
+      const doctor = await runCli({ ...env, NODE_EXTRA_CA_CERTS: (await import('../helpers/pki.js').then(async (m) => await m.testCa())).certFile }, ['doctor'])
+      assert.equal(doctor.code, c.step === undefined ? 0 : 1, doctor.stdout)
+      assert.match(doctor.stdout, c.doctor)
+      for (const secret of [TOKEN, PROXY_PASSWORD, encodeURIComponent(PROXY_PASSWORD)]) assert.ok(!doctor.stdout.includes(secret), 'doctor printed a secret')
+    })
+  }
+
+  it('doctor --json gives the same report as JSON', async () => {
+    const { code, stdout } = await runCli({
+      THREESCALE_PORTAL_ENDPOINT: `https://${TOKEN}@portal.test:${origin.port}`,
+      BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
+      HTTPS_PROXY: proxyUrl(proxy.port, 'sidecar', 'wrong-password'),
+      NODE_EXTRA_CA_CERTS: (await import('../helpers/pki.js').then(async (m) => await m.testCa())).certFile
+    }, ['doctor', '--json'])
+    assert.equal(code, 1)
+    const report = JSON.parse(stdout) as { ok: boolean, config: { ok: boolean }, routes: Array<{ route: string, failed: string, steps: Array<{ name: string, ok?: boolean }> }> }
+    assert.equal(report.ok, false)
+    assert.equal(report.config.ok, true)
+    assert.deepEqual(report.routes.map((r) => [r.route, r.failed]), [['portal', 'connect'], ['backend', 'connect']])
+    assert.deepEqual(report.routes[1]?.steps.map((s) => [s.name, s.ok]), [['proxy', true], ['connect', false], ['tls', undefined], ['http', undefined]])
+  })
+
+  it('doctor reports a broken config as the first step and exits 1', async () => {
+    const { code, stdout } = await runCli({ BACKEND_ENDPOINT_OVERRIDE: 'ftp://x' }, ['doctor'])
+    assert.equal(code, 1)
+    assert.match(stdout, /✗ config {3}the configuration is invalid\n {6}THREESCALE_PORTAL_ENDPOINT is required/)
+  })
+})
+
+describe('operate: metrics', () => {
+  let origin: Origin
+  let proxy: TestProxy
+  let sidecar: RunningSidecar
+  const client = new Client()
+  before(async () => {
+    origin = await startOrigin()
+    proxy = await startProxyChain()
+    sidecar = await startSidecar({
+      THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
+      BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
+      HTTPS_PROXY: proxy.url,
+      RESPONSE_HEADERS_TIMEOUT_MS: '300'
+    }, { secrets: [TOKEN, PROXY_PASSWORD] })
+  })
+  after(async () => {
+    await client.close()
+    await sidecar.stop()
+    await proxy.close()
+    await origin.close()
+  })
+
+  it('move as requests flow, and carry no token, path or query', async () => {
+    for (let i = 0; i < 5; i++) assert.equal((await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st-secret&user_key=uk-secret`)).status, 200)
+    assert.equal((await client.send(`${sidecar.backendUrl}/transactions.xml`, { method: 'POST', body: 'service_token=st-secret' })).status, 202)
+    assert.equal((await client.send(`${sidecar.portalUrl}/admin/api/services.json`, { headers: { authorization: basicUserinfo(TOKEN) } })).status, 200)
+    assert.equal((await client.send(`${sidecar.backendUrl}/hang`)).status, 504)
+
+    const { status, body } = await get(`${sidecar.adminUrl}/metrics`)
+    assert.equal(status, 200)
+    const p = String(proxy.port)
+    const expected = [
+      'sidecar_requests_total{listener="backend",method_class="read",status="200"} 5',
+      'sidecar_requests_total{listener="backend",method_class="write",status="202"} 1',
+      'sidecar_requests_total{listener="portal",method_class="read",status="200"} 1',
+      'sidecar_requests_total{listener="backend",method_class="read",status="504"} 1',
+      'sidecar_upstream_failures_total{listener="backend",kind="timeout"} 1',
+      'sidecar_request_duration_seconds_count{listener="backend"} 7',
+      'sidecar_requests_in_flight{listener="backend"} 0',
+      `sidecar_proxy_in_use{listener="backend",proxy="127.0.0.1:${p}"} 1`
+    ]
+    for (const line of expected) assert.ok(body.includes(line), `missing: ${line}`)
+    const opened = Number(new RegExp(`sidecar_tunnels_opened_total\\{listener="backend",proxy="127\\.0\\.0\\.1:${p}"\\} (\\d+)`).exec(body)?.[1])
+    const reused = Number(/sidecar_tunnels_reused_total\{listener="backend"\} (\d+)/.exec(body)?.[1])
+    assert.ok(opened >= 1 && opened <= 2, `opened ${opened}`)
+    assert.ok(reused >= 5, `reused ${reused}`)
+    for (const forbidden of [TOKEN, 'st-secret', 'uk-secret', PROXY_PASSWORD, 'transactions', '/admin/', '?']) {
+      assert.ok(!body.includes(forbidden), `metrics contain ${forbidden}`)
+    }
+  })
+})
+
+describe('operate: shutdown', () => {
+  it('reports not ready while draining, before the listeners close', async () => {
+    const origin = await startOrigin()
+    const sidecar = await startSidecar({ THREESCALE_PORTAL_ENDPOINT: origin.url(), BACKEND_ENDPOINT_OVERRIDE: origin.url() })
+    const client = new Client()
+    try {
+      assert.equal((await get(`${sidecar.adminUrl}/readyz`)).status, 200)
+      const slow = client.send(`${sidecar.backendUrl}/slow?ms=800`)
+      // The readiness check above made requests of its own: wait for this one.
+      while (!origin.requests.some((r) => r.url.startsWith('/slow'))) await sleep(10)
+      const exited = sidecar.stop()
+      await sidecar.waitForLog((l) => /draining/.test(l.msg))
+      const ready = await get(`${sidecar.adminUrl}/readyz`)
+      assert.equal(ready.status, 503)
+      assert.match(ready.body, /shutting_down/)
+      assert.equal((await slow).status, 200)
+      assert.equal(await exited, 0)
+    } finally {
+      await client.close()
+      await origin.close()
+    }
+  })
+})
