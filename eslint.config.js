@@ -16,7 +16,7 @@ export default tseslint.config(
     }
   },
   {
-    files: ['bin/**/*.js', 'scripts/**/*.mjs', 'eslint.config.js'],
-    languageOptions: { globals: { process: 'readonly', console: 'readonly' } }
+    files: ['bin/**/*.js', 'scripts/**/*.mjs', 'bench/**/*.mjs', 'eslint.config.js'],
+    languageOptions: { globals: { process: 'readonly', console: 'readonly', performance: 'readonly', fetch: 'readonly', Buffer: 'readonly' } }
   }
 )

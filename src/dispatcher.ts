@@ -1,7 +1,7 @@
 import type { X509Certificate } from 'node:crypto'
 import type { Socket } from 'node:net'
-import { TLSSocket, type PeerCertificate } from 'node:tls'
-import { Agent, Pool, ProxyAgent, buildConnector, type Dispatcher } from 'undici'
+import { createSecureContext, TLSSocket, type PeerCertificate, type SecureContext } from 'node:tls'
+import type { Dispatcher, ProxyAgent as ProxyAgentType, buildConnector as BuildConnector } from 'undici'
 import type { Timeouts } from './config.js'
 import type { ProxyEndpoint } from './egress.js'
 import { ConnectFailure, UpstreamCertificateError, parseAuthSchemes, type Failure, type FailureCode, type TunnelRefusal } from './errors.js'
@@ -10,6 +10,7 @@ import type { RouteMetrics } from './metrics.js'
 import { hostPort } from './redact.js'
 import type { Route } from './routes.js'
 import type { TrustStore } from './trust-store.js'
+import { Agent, Pool, ProxyAgent, buildConnector } from './undici-parts.js'
 
 /** One way to reach a route's upstream: directly, or through one proxy. */
 export interface EgressPath {
@@ -149,6 +150,7 @@ export function buildUpstream (route: Route, options: UpstreamOptions): Upstream
 function buildPath (route: Route, proxy: ProxyEndpoint | undefined, index: number, options: UpstreamOptions, onOpened: (socket: Socket) => void): EgressPath {
   const { timeouts, tls } = options
   let refusal: TunnelRefusal | undefined
+  const contexts = secureContexts(tls)
 
   // Shared by Agent and ProxyAgent: pool sizing, keep-alive and timeouts.
   const poolOptions = {
@@ -161,12 +163,7 @@ function buildPath (route: Route, proxy: ProxyEndpoint | undefined, index: numbe
   }
   // rejectUnauthorized is checked by verifyingConnector after the handshake,
   // where the peer certificate can still be read; no byte is sent before.
-  const upstreamTls = {
-    timeout: timeouts.connectMs,
-    rejectUnauthorized: false,
-    ca: [...tls.trust.ca],
-    ...(tls.clientCert !== undefined ? { cert: tls.clientCert.cert, key: tls.clientCert.key } : {})
-  }
+  const upstreamTls = { timeout: timeouts.connectMs, rejectUnauthorized: false, secureContext: contexts.upstream }
 
   if (proxy === undefined) {
     const connect = verifyingConnector(buildConnector(upstreamTls), tls.verify, onOpened)
@@ -184,7 +181,7 @@ function buildPath (route: Route, proxy: ProxyEndpoint | undefined, index: numbe
     // absolute-form, the way proxies expect plain HTTP (RFC 9112 §3.2.2).
     proxyTunnel: route.upstream.protocol === 'https:',
     // TLS to an https:// proxy, verified (always) against the same store.
-    proxyTls: { timeout: timeouts.connectMs, ca: [...tls.trust.ca] },
+    proxyTls: { timeout: timeouts.connectMs, secureContext: contexts.proxy },
     requestTls: upstreamTls,
     // The client to the proxy: it records a refused CONNECT's status and
     // Proxy-Authenticate, which ProxyAgent otherwise drops, and bounds the
@@ -206,11 +203,31 @@ function buildPath (route: Route, proxy: ProxyEndpoint | undefined, index: numbe
     // The pool per upstream origin: its connect is ProxyAgent's tunnel
     // function, wrapped so the upstream's certificate is verified.
     factory: (origin: string | URL, opts: object) => {
-      const { connect } = opts as { connect: buildConnector.connector }
+      const { connect } = opts as { connect: BuildConnector.connector }
       return new Pool(origin, { ...opts, connect: verifyingConnector(connect, tls.verify, onOpened) })
     }
-  } as ProxyAgent.Options)
+  } as ProxyAgentType.Options)
   return { index, proxy, label: hostPort(proxy.url), dispatcher, lastRefusal: () => refusal }
+}
+
+const contextCache = new WeakMap<UpstreamTls, { upstream: SecureContext, proxy: SecureContext }>()
+
+/**
+ * The TLS contexts (trust store, client certificate), built once and shared
+ * by every connection. Passing `ca` to each tls.connect instead would make
+ * Node parse every CA of the store again for each new connection.
+ */
+function secureContexts (tls: UpstreamTls): { upstream: SecureContext, proxy: SecureContext } {
+  let contexts = contextCache.get(tls)
+  if (contexts === undefined) {
+    const ca = [...tls.trust.ca]
+    contexts = {
+      upstream: createSecureContext({ ca, ...(tls.clientCert !== undefined ? { cert: tls.clientCert.cert, key: tls.clientCert.key } : {}) }),
+      proxy: createSecureContext({ ca })
+    }
+    contextCache.set(tls, contexts)
+  }
+  return contexts
 }
 
 /**
@@ -221,7 +238,7 @@ function buildPath (route: Route, proxy: ProxyEndpoint | undefined, index: numbe
  *   (UPSTREAM_TLS_VERIFY=false, logged loudly at start) skips only this;
  * - every connect-phase error becomes a ConnectFailure (see errors.ts).
  */
-export function verifyingConnector (inner: buildConnector.connector, verify: boolean, onOpened: (socket: Socket) => void): buildConnector.connector {
+export function verifyingConnector (inner: BuildConnector.connector, verify: boolean, onOpened: (socket: Socket) => void): BuildConnector.connector {
   return function connect (opts, callback) {
     inner(opts, (err, socket) => {
       if (err !== null) {

@@ -43,10 +43,12 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
   }
   const routes = buildRoutes(config)
   const metrics = createMetrics(new Map(routes.map((r) => [r.upstream.origin, r.name])))
+  // One object, so every route and every reload shares one TLS context.
+  const upstreamTls = { trust: tls.trust, verify: config.tls.verifyUpstream, clientCert: tls.upstreamClient }
   const upstreamFor = (route: Route): Upstream => buildUpstream(route, {
     timeouts: config.timeouts,
     maxConnections: config.maxConnectionsPerUpstream,
-    tls: { trust: tls.trust, verify: config.tls.verifyUpstream, clientCert: tls.upstreamClient },
+    tls: upstreamTls,
     failoverBackoffMs: config.failoverBackoffMs,
     log: log.child({ listener: route.name }),
     metrics: metrics.forRoute(route.name)

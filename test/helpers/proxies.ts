@@ -126,6 +126,8 @@ function commandExists (cmd: string): boolean {
 export interface Squid extends TestProxy {
   /** Lines of squid's access log. */
   accessLog (): string[]
+  /** squid's main process, for CPU accounting. */
+  readonly pid: number
 }
 
 export interface SquidOptions {
@@ -219,6 +221,7 @@ export async function startSquid (options: SquidOptions = {}): Promise<Squid> {
   const accessLog = (): string[] => safeRead(join(dir, 'access.log')).split('\n').filter((l) => l !== '')
   return {
     port,
+    pid: proc.pid as number,
     url: proxyUrl(port, user, password).replace(/^http:/, options.tls !== undefined ? 'https:' : 'http:'),
     tunnels: () => accessLog().filter((l) => / CONNECT /.test(l) && /\/200 /.test(l)).length,
     authorizations: [],

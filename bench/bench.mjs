@@ -1,0 +1,191 @@
+#!/usr/bin/env node
+// npm run bench: the sidecar's cost on APIcast's hot path (backend authrep),
+// measured on loopback, compared with the same load sent straight to the
+// origin. Prints a table and writes .bench/latest.json (and a dated copy).
+//
+// BENCH_DURATION (s, default 10), BENCH_WARMUP (s, default 3),
+// BENCH_CONCURRENCY (default 1,16,64), BENCH_PROXY (squid | proxy-chain).
+import { spawn } from 'node:child_process'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { connect } from 'node:net'
+import { cpus, totalmem } from 'node:os'
+import { dirname, join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { fileURLToPath } from 'node:url'
+import { createInterface } from 'node:readline'
+import autocannon from 'autocannon'
+import { freePort, haveSquid, startSquid } from '../dist/test/helpers/proxies.js'
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
+const DURATION = Number(process.env.BENCH_DURATION ?? 10)
+const WARMUP = Number(process.env.BENCH_WARMUP ?? 3)
+const LEVELS = (process.env.BENCH_CONCURRENCY ?? '1,16,64').split(',').map(Number)
+const useSquid = (process.env.BENCH_PROXY ?? (haveSquid ? 'squid' : 'proxy-chain')) === 'squid'
+const PATH = '/transactions/authrep.xml?service_token=bench-service-token&service_id=2555417777820&user_key=bench-user-key'
+const CLK_TCK = 100 // Linux USER_HZ: /proc/PID/stat counts CPU time in 1/100 s
+
+const children = []
+let squid
+// Whatever happens, leave no origin, proxy or sidecar behind.
+const cleanUp = () => { for (const c of children) c.kill('SIGTERM'); squid?.close() }
+process.on('exit', cleanUp)
+process.on('uncaughtException', (err) => { process.stderr.write(`bench failed: ${err.stack ?? err}\n`); process.exitCode = 1; cleanUp() })
+process.on('unhandledRejection', (err) => { process.stderr.write(`bench failed: ${err?.stack ?? err}\n`); process.exitCode = 1; cleanUp() })
+
+function child (args, options = {}) {
+  const c = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'], ...options })
+  children.push(c)
+  return c
+}
+async function firstLine (c) {
+  const rl = createInterface({ input: c.stdout })
+  for await (const line of rl) return JSON.parse(line)
+  throw new Error('child exited before it printed its address')
+}
+function cpuTicks (pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return Number(fields[11]) + Number(fields[12]) // utime + stime
+}
+function statusKb (pid, field) {
+  return Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0)
+}
+async function waitForPort (port, timeoutMs = 20_000) {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const up = await new Promise((resolve) => {
+      const s = connect(port, '127.0.0.1')
+      s.once('connect', () => { s.destroy(); resolve(true) })
+      s.once('error', () => resolve(false))
+    })
+    if (up) return
+    if (Date.now() > deadline) throw new Error(`nothing listens on ${port}`)
+    await sleep(5)
+  }
+}
+async function tunnelsOpened (adminPort) {
+  const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text()
+  return [...text.matchAll(/^sidecar_tunnels_opened_total\{listener="backend"[^}]*\} (\d+)/gm)].reduce((n, m) => n + Number(m[1]), 0)
+}
+/**
+ * Drive `url` with autocannon. Its own latency histogram keeps whole
+ * milliseconds, so each response time (a float, in ms) is also collected
+ * here for sub-millisecond percentiles.
+ */
+async function load (url, connections, seconds, tlsOptions) {
+  const times = []
+  const result = await new Promise((resolve, reject) => {
+    const instance = autocannon({ url, connections, duration: seconds, pipelining: 1, tlsOptions, servername: tlsOptions ? 'backend.test' : undefined }, (err, res) => err ? reject(err) : resolve(res))
+    instance.on('response', (_client, status, _bytes, ms) => { if (status < 300) times.push(ms) })
+  })
+  times.sort((a, b) => a - b)
+  const at = (q) => times.length === 0 ? NaN : times[Math.min(times.length - 1, Math.floor(q * times.length))]
+  return {
+    requests: result.requests.total,
+    rps: result.requests.total / seconds,
+    p50: at(0.5),
+    p99: at(0.99),
+    p999: at(0.999),
+    errors: result.errors + result.timeouts + result.non2xx
+  }
+}
+
+// 1. The origin, and the proxy (squid when installed).
+const origin = child([join(ROOT, 'bench', 'origin.mjs')])
+const { port: originPort, caFile } = await firstLine(origin)
+let proxyUrl
+let proxyPid
+if (useSquid) {
+  squid = await startSquid()
+  proxyUrl = squid.url
+  proxyPid = squid.pid
+} else {
+  const proxy = child([join(ROOT, 'bench', 'proxy.mjs')])
+  proxyUrl = (await firstLine(proxy)).url
+  proxyPid = proxy.pid
+}
+
+// 2. The sidecar as shipped: the CLI, default (info) logging, to /dev/null.
+const [portalPort, backendPort, adminPort] = [await freePort(), await freePort(), await freePort()]
+const launched = performance.now()
+const sidecar = spawn(process.execPath, [join(ROOT, 'dist', 'src', 'cli.js')], {
+  env: {
+    PATH: process.env.PATH,
+    THREESCALE_PORTAL_ENDPOINT: `https://portal.test:${originPort}`,
+    BACKEND_ENDPOINT_OVERRIDE: `https://backend.test:${originPort}`,
+    HTTPS_PROXY: proxyUrl,
+    CA_BUNDLE: caFile,
+    PORTAL_LISTEN_PORT: String(portalPort),
+    BACKEND_LISTEN_PORT: String(backendPort),
+    ADMIN_LISTEN_PORT: String(adminPort),
+    // SIDECAR_ENV="NAME=value;NAME=value": extra settings to compare runs.
+    ...(process.env.SIDECAR_ENV ? Object.fromEntries(process.env.SIDECAR_ENV.split(';').map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])) : {})
+  },
+  stdio: ['ignore', 'ignore', 'inherit']
+})
+children.push(sidecar)
+sidecar.once('exit', (code) => { if (code !== 0 && code !== null) throw new Error(`the sidecar exited with ${code} at start`) })
+await Promise.all([waitForPort(portalPort), waitForPort(backendPort)])
+const startupMs = performance.now() - launched
+await sleep(500)
+const idleRssMb = statusKb(sidecar.pid, 'VmRSS') / 1024
+const startupPeakRssMb = statusKb(sidecar.pid, 'VmHWM') / 1024
+
+// 3. For each concurrency: warm up, then measure through the sidecar and
+//    straight to the origin (the ceiling: no proxy, no sidecar).
+const sidecarUrl = `http://127.0.0.1:${backendPort}${PATH}`
+const directUrl = `https://127.0.0.1:${originPort}${PATH}`
+const directTls = { ca: readFileSync(caFile) }
+const runs = []
+for (const c of LEVELS) {
+  await load(sidecarUrl, c, WARMUP)
+  await load(directUrl, c, Math.min(WARMUP, 2), directTls)
+  // Peak RSS of this run alone: writing 5 to clear_refs resets VmHWM
+  // (otherwise the start-up transient, loading the trust store, would count).
+  writeFileSync(`/proc/${sidecar.pid}/clear_refs`, '5')
+  const tunnelsBefore = await tunnelsOpened(adminPort)
+  const cpuBefore = cpuTicks(sidecar.pid)
+  const proxyCpuBefore = useSquid ? cpuTicks(proxyPid) : undefined
+  const via = await load(sidecarUrl, c, DURATION)
+  const cpuMs = (cpuTicks(sidecar.pid) - cpuBefore) * 1000 / CLK_TCK
+  const proxyCpuMs = useSquid ? (cpuTicks(proxyPid) - proxyCpuBefore) * 1000 / CLK_TCK : undefined
+  const tunnels = await tunnelsOpened(adminPort) - tunnelsBefore
+  const peakRssMb = statusKb(sidecar.pid, 'VmHWM') / 1024
+  const direct = await load(directUrl, c, DURATION, directTls)
+  runs.push({
+    concurrency: c,
+    sidecar: { ...via, cpuUsPerRequest: cpuMs * 1000 / via.requests, proxyCpuUsPerRequest: proxyCpuMs !== undefined ? proxyCpuMs * 1000 / via.requests : undefined, tunnelsOpened: tunnels, peakRssMb },
+    direct,
+    throughputOfCeiling: via.rps / direct.rps,
+    addedLatencyMs: { p50: via.p50 - direct.p50, p99: via.p99 - direct.p99 }
+  })
+  process.stderr.write(`  concurrency ${c} done\n`)
+}
+
+// 4. Report.
+const f = (n, d = 0) => n === undefined ? '-' : n.toFixed(d)
+const rows = [['conc', 'path', 'req/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'errors', 'CPU µs/req', 'proxy µs/req', 'CONNECTs', 'run peak RSS MB', '% of ceiling']]
+for (const r of runs) {
+  rows.push([String(r.concurrency), 'sidecar', f(r.sidecar.rps), f(r.sidecar.p50, 3), f(r.sidecar.p99, 3), f(r.sidecar.p999, 3), String(r.sidecar.errors), f(r.sidecar.cpuUsPerRequest), f(r.sidecar.proxyCpuUsPerRequest), String(r.sidecar.tunnelsOpened), f(r.sidecar.peakRssMb, 1), `${f(r.throughputOfCeiling * 100)}%`])
+  rows.push(['', 'direct', f(r.direct.rps), f(r.direct.p50, 3), f(r.direct.p99, 3), f(r.direct.p999, 3), String(r.direct.errors), '', '', '', '', ''])
+}
+const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)))
+const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'CPU'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`
+const out = [
+  `apicast-sidecar-proxy benchmark: GET authrep through the sidecar and ${useSquid ? 'squid' : 'proxy-chain'} (Basic auth) to a TLS origin, vs. straight to the origin`,
+  `machine: ${machine}; ${DURATION} s per run after ${WARMUP} s warm-up; sidecar logging at info`,
+  `start-up (launch to both listeners accepting): ${f(startupMs)} ms; idle RSS ${f(idleRssMb, 1)} MB (peak during start-up ${f(startupPeakRssMb, 1)} MB)`,
+  '',
+  ...rows.map((row) => row.map((cell, i) => cell.padEnd(widths[i])).join('  ')),
+  '',
+  ...runs.filter((r) => r.concurrency === 1).map((r) => `added latency at concurrency 1: p50 +${f(r.addedLatencyMs.p50, 3)} ms, p99 +${f(r.addedLatencyMs.p99, 3)} ms`)
+]
+process.stdout.write(out.join('\n') + '\n')
+
+const report = { date: new Date().toISOString(), machine, proxy: useSquid ? 'squid' : 'proxy-chain', durationS: DURATION, startupMs, idleRssMb, startupPeakRssMb, runs }
+mkdirSync(join(ROOT, '.bench'), { recursive: true })
+writeFileSync(join(ROOT, '.bench', 'latest.json'), JSON.stringify(report, null, 2))
+writeFileSync(join(ROOT, '.bench', `bench-${report.date.replace(/[:.]/g, '-')}.json`), JSON.stringify(report, null, 2))
+process.stdout.write('results: .bench/latest.json\n')
+
+cleanUp()

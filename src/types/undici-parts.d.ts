@@ -1,0 +1,26 @@
+// Types for the undici files src/undici-parts.ts loads one by one; they are
+// undici's own classes, declared by undici's index.d.ts.
+declare module 'undici/lib/dispatcher/agent.js' {
+  import { Agent } from 'undici'
+  export default Agent
+}
+declare module 'undici/lib/dispatcher/pool.js' {
+  import { Pool } from 'undici'
+  export default Pool
+}
+declare module 'undici/lib/dispatcher/proxy-agent.js' {
+  import { ProxyAgent } from 'undici'
+  export default ProxyAgent
+}
+declare module 'undici/lib/core/connect.js' {
+  import { buildConnector } from 'undici'
+  export default buildConnector
+}
+declare module 'undici/lib/dispatcher/dispatcher.js' {
+  const Dispatcher: { prototype: object }
+  export default Dispatcher
+}
+declare module 'undici/lib/api/index.js' {
+  const api: object
+  export default api
+}
