@@ -7,14 +7,13 @@
 // BENCH_CONCURRENCY (default 1,16,64), BENCH_PROXY (squid | proxy-chain).
 import { spawn } from 'node:child_process'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { connect } from 'node:net'
 import { cpus, totalmem } from 'node:os'
 import { dirname, join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
 import autocannon from 'autocannon'
-import { freePort, haveSquid, startSquid } from '../dist/test/helpers/proxies.js'
+import { freePort, haveSquid, startSquid, waitForPort } from '../dist/test/helpers/proxies.js'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 const DURATION = Number(process.env.BENCH_DURATION ?? 10)
@@ -49,19 +48,6 @@ function cpuTicks (pid) {
 }
 function statusKb (pid, field) {
   return Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0)
-}
-async function waitForPort (port, timeoutMs = 20_000) {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const up = await new Promise((resolve) => {
-      const s = connect(port, '127.0.0.1')
-      s.once('connect', () => { s.destroy(); resolve(true) })
-      s.once('error', () => resolve(false))
-    })
-    if (up) return
-    if (Date.now() > deadline) throw new Error(`nothing listens on ${port}`)
-    await sleep(5)
-  }
 }
 async function tunnelsOpened (adminPort) {
   const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text()
@@ -125,7 +111,8 @@ const sidecar = spawn(process.execPath, [join(ROOT, 'dist', 'src', 'cli.js')], {
 })
 children.push(sidecar)
 sidecar.once('exit', (code) => { if (code !== 0 && code !== null) throw new Error(`the sidecar exited with ${code} at start`) })
-await Promise.all([waitForPort(portalPort), waitForPort(backendPort)])
+const up = await Promise.all([waitForPort(portalPort, 20_000), waitForPort(backendPort, 20_000)])
+if (!up.every(Boolean)) throw new Error('the sidecar did not start listening')
 const startupMs = performance.now() - launched
 await sleep(500)
 const idleRssMb = statusKb(sidecar.pid, 'VmRSS') / 1024

@@ -1,13 +1,11 @@
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
-import { connect } from 'node:net'
 import { describe, it } from 'node:test'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { promisify } from 'node:util'
 import { Client } from '../helpers/client.js'
 import { startOrigin } from '../helpers/origin.js'
 import { testCa } from '../helpers/pki.js'
-import { freePort, PROXY_PASSWORD, startProxyChain } from '../helpers/proxies.js'
+import { freePort, PROXY_PASSWORD, startProxyChain, waitForPort } from '../helpers/proxies.js'
 
 const run = promisify(execFile)
 /** Set by .ci/run after it built the image with scripts/container/build-image.sh. */
@@ -17,20 +15,6 @@ const skip = IMAGE === undefined ? 'SIDECAR_IMAGE is not set (.ci/run builds the
 async function podman (...args: string[]): Promise<string> {
   const { stdout } = await run('podman', args, { maxBuffer: 16 * 1024 * 1024 })
   return stdout.trim()
-}
-
-async function waitForPort (port: number, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const up = await new Promise<boolean>((resolve) => {
-      const s = connect(port, '127.0.0.1')
-      s.once('connect', () => { s.destroy(); resolve(true) })
-      s.once('error', () => resolve(false))
-    })
-    if (up) return
-    if (Date.now() > deadline) throw new Error(`nothing listens on ${port}`)
-    await sleep(100)
-  }
 }
 
 describe('the container image', { skip }, () => {
@@ -59,7 +43,7 @@ describe('the container image', { skip }, () => {
           '-e', `BACKEND_ENDPOINT_OVERRIDE=${origin.url('backend.test')}`,
           '-e', `HTTPS_PROXY=${proxy.url}`,
           IMAGE as string)
-        await waitForPort(backendPort)
+        assert.ok(await waitForPort(backendPort), 'the container never listened')
 
         const uid = await podman('exec', container, 'id', '-u')
         assert.notEqual(uid, '0')

@@ -206,7 +206,7 @@ export async function startSquid (options: SquidOptions = {}): Promise<Squid> {
     const c = spawn(SQUID, ['-f', conf, '-N', '-d', '1'], { stdio: ['ignore', 'ignore', 'pipe'] })
     let stderr = ''
     c.stderr?.on('data', (d: Buffer) => { stderr += d.toString() })
-    const up = await waitForPort(port, c, 15_000)
+    const up = await waitForPort(port, 15_000, () => c.exitCode === null)
     if (up) {
       child = c
     } else {
@@ -244,17 +244,22 @@ function safeRead (path: string): string {
   }
 }
 
-async function waitForPort (port: number, child: ChildProcess, timeoutMs: number): Promise<boolean> {
+/**
+ * Wait until something accepts TCP connections on 127.0.0.1:`port`.
+ * Resolves false on timeout, or as soon as `alive()` says the process that
+ * should listen has gone.
+ */
+export async function waitForPort (port: number, timeoutMs = 15_000, alive: () => boolean = () => true): Promise<boolean> {
   const deadline = Date.now() + timeoutMs
   while (Date.now() < deadline) {
-    if (child.exitCode !== null) return false
+    if (!alive()) return false
     const ok = await new Promise<boolean>((resolve) => {
       const s = netConnect(port, '127.0.0.1')
       s.once('connect', () => { s.destroy(); resolve(true) })
       s.once('error', () => resolve(false))
     })
     if (ok) return true
-    await sleep(100)
+    await sleep(20)
   }
   return false
 }
