@@ -10,10 +10,12 @@ FROM ${BASE_IMAGE} AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund --loglevel=error
-COPY tsconfig.json tsconfig.build.json ./
+COPY tsconfig.json ./
+COPY scripts/bundle.mjs ./scripts/bundle.mjs
 COPY src ./src
-RUN node node_modules/typescript/bin/tsc -p tsconfig.build.json \
- && npm prune --omit=dev --no-audit --no-fund --loglevel=error
+# One CommonJS file holding the sidecar and its production dependencies:
+# no node_modules in the runtime image, and less memory than the ESM tree.
+RUN node scripts/bundle.mjs
 
 FROM ${BASE_IMAGE}
 ARG VERSION=0.1.0
@@ -30,9 +32,7 @@ ENV NODE_ENV=production \
 WORKDIR /app
 # Owned by root and only readable: the process never writes outside /tmp.
 # Group 0 can read, so OpenShift's arbitrary UID (always in group 0) works.
-COPY --from=build /src/package.json ./package.json
-COPY --from=build /src/node_modules ./node_modules
-COPY --from=build /src/dist/src ./dist/src
+COPY --from=build /src/dist/bundle/apicast-sidecar-proxy.cjs ./apicast-sidecar-proxy.cjs
 RUN chmod -R g=u,o-w /app
 
 USER 10001:0
@@ -42,4 +42,4 @@ HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
   CMD ["node", "-e", "require('http').get('http://127.0.0.1:' + (process.env.ADMIN_LISTEN_PORT || 9092) + '/healthz', (r) => process.exit(r.statusCode === 200 ? 0 : 1)).on('error', () => process.exit(1))"]
 # node is PID 1 and handles SIGTERM itself: it drains and exits 0.
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["node", "/app/dist/src/cli.js"]
+ENTRYPOINT ["node", "/app/apicast-sidecar-proxy.cjs"]

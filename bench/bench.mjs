@@ -91,10 +91,11 @@ if (useSquid) {
   proxyPid = proxy.pid
 }
 
-// 2. The sidecar as shipped: the CLI, default (info) logging, to /dev/null.
+// 2. The sidecar as shipped in the image: the one-file bundle (npm run
+//    build:bundle), default (info) logging, to /dev/null.
 const [portalPort, backendPort, adminPort] = [await freePort(), await freePort(), await freePort()]
 const launched = performance.now()
-const sidecar = spawn(process.execPath, [join(ROOT, 'dist', 'src', 'cli.js')], {
+const sidecar = spawn(process.execPath, [join(ROOT, 'dist', 'bundle', 'apicast-sidecar-proxy.cjs')], {
   env: {
     PATH: process.env.PATH,
     THREESCALE_PORTAL_ENDPOINT: `https://portal.test:${originPort}`,

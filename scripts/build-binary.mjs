@@ -2,8 +2,8 @@
 // npm run build:binary — one self-contained executable (a Node single
 // executable application) for hosts without Node, e.g. RHEL with systemd.
 //
-// 1. esbuild bundles src/cli.ts and its dependencies into one CommonJS file
-//    (inside a SEA, require() only loads built-in modules);
+// 1. scripts/bundle.mjs bundles src/cli.ts and its dependencies into one
+//    CommonJS file (inside a SEA, require() only loads built-in modules);
 // 2. node --experimental-sea-config turns it into a blob;
 // 3. the blob is injected into a copy of this node binary with postject.
 // The blob must come from the same node binary it is injected into.
@@ -11,7 +11,7 @@ import { execFileSync } from 'node:child_process'
 import { chmodSync, copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { build } from 'esbuild'
+import { bundle } from './bundle.mjs'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const out = join(root, 'build')
@@ -22,24 +22,10 @@ const { version } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'))
 rmSync(work, { recursive: true, force: true })
 mkdirSync(work, { recursive: true })
 
-await build({
-  entryPoints: [join(root, 'src', 'cli.ts')],
-  outfile: join(work, 'sidecar.cjs'),
-  bundle: true,
-  platform: 'node',
-  format: 'cjs',
-  target: 'node20',
-  minifySyntax: true,
-  legalComments: 'none',
-  define: { SIDECAR_VERSION: JSON.stringify(version) },
-  // version.ts reads package.json through import.meta only when
-  // SIDECAR_VERSION is not defined, which never happens in the bundle.
-  logOverride: { 'empty-import-meta': 'silent' },
-  logLevel: 'warning'
-})
+const main = await bundle()
 
 writeFileSync(join(work, 'sea-config.json'), JSON.stringify({
-  main: join(work, 'sidecar.cjs'),
+  main,
   output: join(work, 'sea-prep.blob'),
   disableExperimentalSEAWarning: true,
   useCodeCache: true

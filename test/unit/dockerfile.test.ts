@@ -46,7 +46,13 @@ describe('Dockerfile', () => {
       for (const key of ['title', 'description', 'version', 'licenses', 'source']) assert.match(labels, new RegExp(`org\\.opencontainers\\.image\\.${key}=`))
     }],
     ['bakes in no secret', () => assert.doesNotMatch(TEXT, /(_proxy|PROXY|TOKEN|PASSWORD|_KEY)=/)],
-    ['ships no dev dependencies', () => assert.match(TEXT, /npm prune --omit=dev/)]
+    ['ships the one-file bundle and no node_modules (so no dev dependencies)', () => {
+      const copies = args('COPY')
+      // dockerfile-ast leaves flags out of the arguments: the one COPY is --from=build.
+      assert.deepEqual(copies, ['/src/dist/bundle/apicast-sidecar-proxy.cjs ./apicast-sidecar-proxy.cjs'])
+      assert.match(TEXT, /^COPY --from=build \/src\/dist\/bundle\/apicast-sidecar-proxy\.cjs /m)
+      assert.match(args('ENTRYPOINT').at(-1) ?? '', /apicast-sidecar-proxy\.cjs/)
+    }]
   ]
   for (const [name, check] of policy) it(name, check)
 
