@@ -58,11 +58,12 @@ async function tunnelsOpened (adminPort) {
  * milliseconds, so each response time (a float, in ms) is also collected
  * here for sub-millisecond percentiles.
  */
-async function load (url, connections, seconds, tlsOptions) {
+async function load (url, connections, seconds, tlsOptions, onTick) {
   const times = []
   const result = await new Promise((resolve, reject) => {
     const instance = autocannon({ url, connections, duration: seconds, pipelining: 1, tlsOptions, servername: tlsOptions ? 'backend.test' : undefined }, (err, res) => err ? reject(err) : resolve(res))
     instance.on('response', (_client, status, _bytes, ms) => { if (status < 300) times.push(ms) })
+    if (onTick !== undefined) instance.on('tick', onTick)
   })
   times.sort((a, b) => a - b)
   const at = (q) => times.length === 0 ? NaN : times[Math.min(times.length - 1, Math.floor(q * times.length))]
@@ -128,16 +129,26 @@ const runs = []
 for (const c of LEVELS) {
   await load(sidecarUrl, c, WARMUP)
   await load(directUrl, c, Math.min(WARMUP, 2), directTls)
+  // autocannon ends a run with every connection busy, and the sidecar
+  // aborts the upstream requests of clients that left (an aborted in-flight
+  // request takes its tunnel down). Let the pool settle, so tunnels opened
+  // in that teardown are not counted against the next run.
+  await sleep(1000)
   // Peak RSS of this run alone: writing 5 to clear_refs resets VmHWM
   // (otherwise the start-up transient, loading the trust store, would count).
   writeFileSync(`/proc/${sidecar.pid}/clear_refs`, '5')
   const tunnelsBefore = await tunnelsOpened(adminPort)
   const cpuBefore = cpuTicks(sidecar.pid)
   const proxyCpuBefore = useSquid ? cpuTicks(proxyPid) : undefined
-  const via = await load(sidecarUrl, c, DURATION)
+  // Tunnels opened while the load runs, sampled every second: the count
+  // after the run would include the run's own teardown (see above).
+  let tunnelsDuring = tunnelsBefore
+  const via = await load(sidecarUrl, c, DURATION, undefined, () => {
+    tunnelsOpened(adminPort).then((n) => { tunnelsDuring = Math.max(tunnelsDuring, n) }, () => {})
+  })
   const cpuMs = (cpuTicks(sidecar.pid) - cpuBefore) * 1000 / CLK_TCK
   const proxyCpuMs = useSquid ? (cpuTicks(proxyPid) - proxyCpuBefore) * 1000 / CLK_TCK : undefined
-  const tunnels = await tunnelsOpened(adminPort) - tunnelsBefore
+  const tunnels = tunnelsDuring - tunnelsBefore
   const peakRssMb = statusKb(sidecar.pid, 'VmHWM') / 1024
   const direct = await load(directUrl, c, DURATION, directTls)
   runs.push({
