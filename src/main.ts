@@ -88,6 +88,7 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
       .catch((err: unknown) => { throw new ListenError({ name: 'admin', address: config.admin.address, port: config.admin.port }, err) })
     log.info({ listener: 'admin', listen: `${admin.address.address}:${admin.address.port}`, port: admin.address.port },
       `admin http://${admin.address.address}:${admin.address.port} serves /healthz, /readyz and /metrics`)
+    log.flush() // the start-up lines, at once
   } catch (err) {
     await shutdown()
     throw err
@@ -280,7 +281,7 @@ export async function main (argv: readonly string[], env: NodeJS.ProcessEnv): Pr
     sidecar = await startSidecar(config, tls, log, { reloadConfig: () => loadConfig(env) })
   } catch (err) {
     log.fatal(err instanceof ListenError ? err.message : `start-up failed: ${String(err)}`)
-    log.flush()
+    await flushed(log)
     return 1
   }
 
@@ -294,6 +295,7 @@ export async function main (argv: readonly string[], env: NodeJS.ProcessEnv): Pr
       }
       stopping = true
       log.info(`${signal} received: draining (up to SHUTDOWN_GRACE_MS=${config.timeouts.shutdownGraceMs})`)
+      log.flush()
       sidecar.shutdown().then(() => {
         log.info('stopped')
         resolve(0)
@@ -304,5 +306,10 @@ export async function main (argv: readonly string[], env: NodeJS.ProcessEnv): Pr
     }
     process.on('SIGTERM', stop)
     process.on('SIGINT', stop)
-  }).finally(() => { log.flush() })
+  }).finally(async () => { await flushed(log) })
+}
+
+/** Wait until every buffered log line is written: the process exits next. */
+async function flushed (log: Logger): Promise<void> {
+  await new Promise<void>((resolve) => { log.flush(() => { resolve() }) })
 }

@@ -34,8 +34,9 @@ describe('proxy failover (FALLBACK_PROXIES)', () => {
       const warning = await sidecar.waitForLog((l) => l.level === 'warn' && /failing over/.test(l.msg))
       assert.match(warning.msg, new RegExp(`proxy 127\\.0\\.0\\.1:${first.port} failed \\(cannot reach the proxy`))
       assert.match(warning.msg, new RegExp(`failing over to 127\\.0\\.0\\.1:${second.port}`))
-      const line = sidecar.logs().filter((l) => l.msg === 'request').at(-1)
-      assert.equal(line?.proxy, `127.0.0.1:${second.port}`)
+      // Request lines are written in batches (at least every second): wait for one.
+      const line = await sidecar.waitForLog((l) => l.msg === 'request' && l.listener === 'backend')
+      assert.equal(line.proxy, `127.0.0.1:${second.port}`)
       assert.equal(sidecar.logs().filter((l) => /failing over/.test(l.msg) && l.listener === 'backend').length, 1, 'the failover is logged once, not per request')
     } finally {
       await client.close()
