@@ -7,8 +7,9 @@ import { HttpProxyAgent } from 'http-proxy-agent'
 import { HttpsProxyAgent } from 'https-proxy-agent'
 import { basicTokenHeader } from './access-token.js'
 import { chainTop, isPublicChain } from './dispatcher.js'
-import type { ProxyEndpoint } from './egress.js'
-import { parseAuthSchemes } from './errors.js'
+import { proxyAuthorization, type ProxyEndpoint } from './egress.js'
+import { isTlsCode, parseAuthSchemes } from './errors.js'
+import { joinPath } from './rewrite.js'
 import { hostPort } from './redact.js'
 import type { Route } from './routes.js'
 import type { TrustStore } from './trust-store.js'
@@ -159,16 +160,15 @@ interface Probe {
 async function probe (route: Route, proxy: ProxyEndpoint | undefined, path: string, token: string | undefined, options: DiagnoseOptions): Promise<Probe> {
   const upstream = route.upstream
   const https = upstream.protocol === 'https:'
-  const proxyAuth = proxy !== undefined && (proxy.username !== '' || proxy.password !== '')
-    ? { 'Proxy-Authorization': 'Basic ' + Buffer.from(`${proxy.username}:${proxy.password}`, 'utf8').toString('base64') }
-    : undefined
+  const authorization = proxy !== undefined ? proxyAuthorization(proxy) : undefined
+  const proxyAuth = authorization !== undefined ? { 'Proxy-Authorization': authorization } : undefined
   const agent = proxy === undefined
     ? undefined
     : https
       ? new HttpsProxyAgent(proxy.url, { ca: [...options.trust.ca], headers: proxyAuth, keepAlive: false })
       : new HttpProxyAgent(proxy.url, { ca: [...options.trust.ca], headers: proxyAuth, keepAlive: false })
 
-  let fullPath = joinPrefix(upstream.pathname, path)
+  let fullPath = joinPath(upstream.pathname, path)
   const headers: Record<string, string> = { 'user-agent': 'apicast-sidecar-proxy doctor', accept: '*/*', connection: 'close' }
   if (token !== undefined && route.tokenPolicy.kind === 'access_token') {
     if (route.tokenPolicy.location === 'header') headers.authorization = basicTokenHeader(token)
@@ -314,7 +314,7 @@ function httpStep (route: Route, res: IncomingMessage, path: string, ms: number)
 
 function failedExchange (err: unknown, route: Route, proxy: ProxyEndpoint | undefined, tunnelled: boolean): Step {
   const code = codeOf(err)
-  const tlsError = /CERT|SSL|TLS|SELF_SIGNED|UNABLE_TO/.test(code)
+  const tlsError = isTlsCode(code)
   if (proxy !== undefined && !tunnelled && route.upstream.protocol === 'https:') {
     return {
       name: tlsError ? 'proxy' : 'connect',
@@ -329,10 +329,6 @@ function failedExchange (err: unknown, route: Route, proxy: ProxyEndpoint | unde
     detail: `the request to ${hostPort(route.upstream)} failed (${code})`,
     fix: tlsError ? 'check the upstream certificate and CA_BUNDLE' : 'the upstream closed the connection or did not answer in time; check the endpoint and, for mutual TLS, UPSTREAM_TLS_CERT/KEY'
   }
-}
-
-function joinPrefix (prefix: string, path: string): string {
-  return prefix === '/' || prefix === '' ? path : prefix.replace(/\/$/, '') + path
 }
 
 function codeOf (err: unknown): string {

@@ -3,7 +3,7 @@ import type { Socket } from 'node:net'
 import { createSecureContext, TLSSocket, type PeerCertificate, type SecureContext } from 'node:tls'
 import type { Dispatcher, ProxyAgent as ProxyAgentType, buildConnector as BuildConnector } from 'undici'
 import type { Timeouts } from './config.js'
-import type { ProxyEndpoint } from './egress.js'
+import { proxyAuthorization, type ProxyEndpoint } from './egress.js'
 import { ConnectFailure, UpstreamCertificateError, parseAuthSchemes, type Failure, type FailureCode, type TunnelRefusal } from './errors.js'
 import type { Logger } from './logger.js'
 import type { RouteMetrics } from './metrics.js'
@@ -170,9 +170,7 @@ function buildPath (route: Route, proxy: ProxyEndpoint | undefined, index: numbe
     return { index, proxy, label: 'direct', dispatcher: new Agent({ ...poolOptions, connect }), lastRefusal: () => undefined }
   }
 
-  const token = proxy.username !== '' || proxy.password !== ''
-    ? 'Basic ' + Buffer.from(`${proxy.username}:${proxy.password}`, 'utf8').toString('base64')
-    : undefined
+  const token = proxyAuthorization(proxy)
   const dispatcher = new ProxyAgent({
     ...poolOptions,
     uri: proxy.url.href,

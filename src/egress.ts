@@ -56,6 +56,12 @@ export function parseProxyUrl (raw: string): ProxyEndpoint {
   return { url: bare, username, password }
 }
 
+/** The `Proxy-Authorization: Basic` value for `proxy`, or undefined without credentials. */
+export function proxyAuthorization (proxy: ProxyEndpoint): string | undefined {
+  if (proxy.username === '' && proxy.password === '') return undefined
+  return 'Basic ' + Buffer.from(`${proxy.username}:${proxy.password}`, 'utf8').toString('base64')
+}
+
 /** A proxy value without a scheme means http://, as in curl and Go. */
 export function withDefaultScheme (raw: string): string {
   const value = raw.trim()

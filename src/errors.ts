@@ -273,7 +273,8 @@ const TLS_VERIFY_CODES = new Set([
   'PATH_LENGTH_EXCEEDED', 'INVALID_PURPOSE', 'HOSTNAME_MISMATCH', 'UND_ERR_PRX_TLS', 'EPROTO'
 ])
 
-function isTlsCode (code: string): boolean {
+/** True for a Node/OpenSSL error code that means a TLS handshake or verification failure. */
+export function isTlsCode (code: string): boolean {
   return code.startsWith('ERR_SSL_') || code.startsWith('ERR_TLS_') || code.includes('CERT') || TLS_VERIFY_CODES.has(code)
 }
 
