@@ -4,11 +4,13 @@
 // origin. Prints a table and writes .bench/latest.json (and a dated copy).
 //
 // BENCH_DURATION (s, default 10), BENCH_WARMUP (s, default 3),
-// BENCH_CONCURRENCY (default 1,16,64), BENCH_PROXY (squid | proxy-chain).
-import { spawn } from 'node:child_process'
+// BENCH_CONCURRENCY (default 1,16,64), BENCH_PROXY (squid | proxy-chain),
+// BENCH_TOOL (wrk where it is installed, otherwise autocannon).
+import { execFile, execFileSync, spawn } from 'node:child_process'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus, totalmem } from 'node:os'
 import { dirname, join } from 'node:path'
+import { clearInterval, setInterval } from 'node:timers'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
@@ -21,6 +23,10 @@ const WARMUP = Number(process.env.BENCH_WARMUP ?? 3)
 const LEVELS = (process.env.BENCH_CONCURRENCY ?? '1,16,64').split(',').map(Number)
 const useSquid = (process.env.BENCH_PROXY ?? (haveSquid ? 'squid' : 'proxy-chain')) === 'squid'
 const PATH = '/transactions/authrep.xml?service_token=bench-service-token&service_id=2555417777820&user_key=bench-user-key'
+const haveWrk = (() => { try { execFileSync('wrk', ['--version'], { stdio: 'ignore' }); return true } catch (err) { return err.status === 1 } })()
+const TOOL = process.env.BENCH_TOOL ?? (haveWrk ? 'wrk' : 'autocannon')
+if (TOOL !== 'wrk' && TOOL !== 'autocannon') throw new Error(`BENCH_TOOL must be wrk or autocannon, not ${TOOL}`)
+if (TOOL === 'wrk' && !haveWrk) throw new Error('BENCH_TOOL=wrk, but wrk is not installed (apt-get install -y wrk)')
 const CLK_TCK = 100 // Linux USER_HZ: /proc/PID/stat counts CPU time in 1/100 s
 
 const children = []
@@ -58,12 +64,11 @@ async function tunnelsOpened (adminPort) {
  * milliseconds, so each response time (a float, in ms) is also collected
  * here for sub-millisecond percentiles.
  */
-async function load (url, connections, seconds, tlsOptions, onTick) {
+async function autocannonLoad (url, connections, seconds, tlsOptions) {
   const times = []
   const result = await new Promise((resolve, reject) => {
     const instance = autocannon({ url, connections, duration: seconds, pipelining: 1, tlsOptions, servername: tlsOptions ? 'backend.test' : undefined }, (err, res) => err ? reject(err) : resolve(res))
     instance.on('response', (_client, status, _bytes, ms) => { if (status < 300) times.push(ms) })
-    if (onTick !== undefined) instance.on('tick', onTick)
   })
   times.sort((a, b) => a - b)
   const at = (q) => times.length === 0 ? NaN : times[Math.min(times.length - 1, Math.floor(q * times.length))]
@@ -74,6 +79,36 @@ async function load (url, connections, seconds, tlsOptions, onTick) {
     p99: at(0.99),
     p999: at(0.999),
     errors: result.errors + result.timeouts + result.non2xx
+  }
+}
+
+// wrk keeps latencies in microseconds; its Lua `done` hook prints them as one
+// JSON line. One thread: wrk in C needs far less than a core for this load.
+const WRK_SCRIPT = join(ROOT, 'bench', 'wrk-report.lua')
+async function wrkLoad (url, connections, seconds) {
+  const stdout = await new Promise((resolve, reject) => {
+    execFile('wrk', ['-t1', `-c${connections}`, `-d${seconds}s`, '-s', WRK_SCRIPT, url], (err, out) => err ? reject(err) : resolve(out))
+  })
+  const line = stdout.split('\n').find((l) => l.startsWith('{"wrk":'))
+  if (line === undefined) throw new Error(`wrk printed no report:\n${stdout}`)
+  const r = JSON.parse(line).wrk
+  return {
+    requests: r.requests,
+    rps: r.requests / (r.durationUs / 1e6),
+    p50: r.p50Us / 1000,
+    p99: r.p99Us / 1000,
+    p999: r.p999Us / 1000,
+    errors: r.connectErrors + r.readErrors + r.writeErrors + r.timeouts + r.non2xx
+  }
+}
+
+/** Load `url` for `seconds` with the chosen tool; `onTick` runs each second meanwhile. */
+async function load (url, connections, seconds, tlsOptions, onTick) {
+  const timer = onTick !== undefined ? setInterval(onTick, 1000) : undefined
+  try {
+    return TOOL === 'wrk' ? await wrkLoad(url, connections, seconds) : await autocannonLoad(url, connections, seconds, tlsOptions)
+  } finally {
+    clearInterval(timer)
   }
 }
 
@@ -172,7 +207,7 @@ const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length
 const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'CPU'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`
 const out = [
   `apicast-sidecar-proxy benchmark: GET authrep through the sidecar and ${useSquid ? 'squid' : 'proxy-chain'} (Basic auth) to a TLS origin, vs. straight to the origin`,
-  `machine: ${machine}; ${DURATION} s per run after ${WARMUP} s warm-up; sidecar logging at info`,
+  `machine: ${machine}; load tool ${TOOL}; ${DURATION} s per run after ${WARMUP} s warm-up; sidecar logging at info`,
   `start-up (launch to both listeners accepting): ${f(startupMs)} ms; idle RSS ${f(idleRssMb, 1)} MB (peak during start-up ${f(startupPeakRssMb, 1)} MB)`,
   '',
   ...rows.map((row) => row.map((cell, i) => cell.padEnd(widths[i])).join('  ')),
@@ -181,7 +216,7 @@ const out = [
 ]
 process.stdout.write(out.join('\n') + '\n')
 
-const report = { date: new Date().toISOString(), machine, proxy: useSquid ? 'squid' : 'proxy-chain', durationS: DURATION, startupMs, idleRssMb, startupPeakRssMb, runs }
+const report = { date: new Date().toISOString(), machine, tool: TOOL, proxy: useSquid ? 'squid' : 'proxy-chain', durationS: DURATION, startupMs, idleRssMb, startupPeakRssMb, runs }
 mkdirSync(join(ROOT, '.bench'), { recursive: true })
 writeFileSync(join(ROOT, '.bench', 'latest.json'), JSON.stringify(report, null, 2))
 writeFileSync(join(ROOT, '.bench', `bench-${report.date.replace(/[:.]/g, '-')}.json`), JSON.stringify(report, null, 2))
