@@ -221,5 +221,11 @@ mkdirSync(join(ROOT, '.bench'), { recursive: true })
 writeFileSync(join(ROOT, '.bench', 'latest.json'), JSON.stringify(report, null, 2))
 writeFileSync(join(ROOT, '.bench', `bench-${report.date.replace(/[:.]/g, '-')}.json`), JSON.stringify(report, null, 2))
 process.stdout.write('results: .bench/latest.json\n')
+// Figures from a run with failed requests are not a measure of the sidecar.
+const failed = runs.filter((r) => r.sidecar.errors > 0 || r.sidecar.requests === 0 || r.direct.errors > 0)
+if (failed.length > 0) {
+  process.stderr.write(`bench: requests failed at concurrency ${failed.map((r) => r.concurrency).join(', ')}; the figures are not valid\n`)
+  process.exitCode = 1
+}
 
 cleanUp()
