@@ -140,6 +140,8 @@ export interface SquidOptions {
   readonly sslBump?: { readonly ca: CertificateAuthority, readonly originCaFile: string }
   /** Serve the proxy itself over TLS (https_port) with this certificate. */
   readonly tls?: { readonly cert: string, readonly key: string }
+  /** Listen on this port (default: a free one): to restart a proxy where the sidecar expects it. */
+  readonly port?: number
 }
 
 /**
@@ -152,7 +154,7 @@ export async function startSquid (options: SquidOptions = {}): Promise<Squid> {
   const { user = PROXY_USER, password = PROXY_PASSWORD } = options
   const dir = mkdtempSync(join(tmpdir(), 'sidecar-squid-'))
   chmodSync(dir, 0o777) // squid drops privileges to the proxy user
-  const port = await freePort()
+  const port = options.port ?? await freePort()
   const listen: string[] = []
   if (options.sslBump !== undefined) {
     writeFileSync(join(dir, 'bump.pem'), options.sslBump.ca.certPem + options.sslBump.ca.keyPem, { mode: 0o644 })
