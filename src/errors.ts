@@ -40,6 +40,13 @@ export interface Failure {
   readonly message: string
   /** What to check or change. */
   readonly hint: string
+  /**
+   * The connection was reset or closed under the request (ECONNRESET, EPIPE,
+   * "other side closed"): a glitch of one connection that a fresh one may not
+   * have, as opposed to a refusal, a timeout or a certificate that will fail
+   * the same way again.
+   */
+  readonly transient: boolean
 }
 
 /**
@@ -183,6 +190,10 @@ export function classifyUpstreamError (err: unknown, ctx: FailureContext): Failu
   const code = errorCode(cause)
   const viaProxy = ctx.proxy !== undefined
 
+  const transient = RESET_CODES.has(code)
+  const failure = (failureCode: FailureCode, ctx: FailureContext, detail: string, variant?: Variant): Failure =>
+    ({ ...describeFailure(failureCode, ctx, detail, variant), transient })
+
   if (cause instanceof UpstreamCertificateError) {
     if (!UNKNOWN_ISSUER.has(cause.reason)) return failure('tls_untrusted', ctx, `${cause.reason} (issued by ${cause.issuer})`)
     return failure('tls_untrusted', ctx, `issued by ${cause.issuer}, which the trust store does not know (${cause.reason})`,
@@ -230,7 +241,7 @@ export function classifyUpstreamError (err: unknown, ctx: FailureContext): Failu
   return failure('upstream_error', ctx, code !== '' ? `${code}: ${messageOf(cause)}` : messageOf(cause))
 }
 
-function failure (code: FailureCode, ctx: FailureContext, detail: string, variant?: Variant): Failure {
+function describeFailure (code: FailureCode, ctx: FailureContext, detail: string, variant?: Variant): Omit<Failure, 'transient'> {
   const entry = FAILURES[code]
   return { code, status: entry.status, ...entry.describe(ctx, detail, variant) }
 }

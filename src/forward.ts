@@ -7,6 +7,7 @@ import { withoutHopByHop } from './hop-by-hop.js'
 import type { Logger } from './logger.js'
 import type { RouteMetrics } from './metrics.js'
 import { redactPath } from './redact.js'
+import { shouldRetry } from './retry.js'
 import { buildUpstreamRequest, type RequestError } from './rewrite.js'
 import type { Route } from './routes.js'
 
@@ -38,8 +39,11 @@ export interface ForwardContext {
  * Bodies stream both ways with backpressure and are never held whole.
  *
  * A failure before any byte reached the upstream (the proxy unreachable or
- * refusing the tunnel) moves the request to the next proxy, if there is one;
- * nothing else is ever retried, so a usage report is never sent twice.
+ * refusing the tunnel) moves the request to the next proxy, if there is one.
+ * A connection reset or closed under the request is sent again once on a
+ * fresh connection when that cannot count twice (see shouldRetry): before
+ * any byte was written, or a GET/HEAD whose response had not begun. A usage
+ * report that may have reached 3scale is never sent again.
  */
 export function createForwarder (ctx: ForwardContext): (req: IncomingMessage, res: ServerResponse) => void {
   return function forward (req, res) {
@@ -68,12 +72,21 @@ export function createForwarder (ctx: ForwardContext): (req: IncomingMessage, re
     }
 
     const tried = new Set<number>()
+    let retried = false
     const attempt = (path: EgressPath): void => {
       tried.add(path.index)
-      const relay = new ResponseRelay(ctx, route, req, res, started, path, upstream.paths.length > 1, (failure) => {
-        const next = upstream.failover(path, failure, tried)
-        if (next === undefined) return false
-        attempt(next)
+      const relay = new ResponseRelay(ctx, route, req, res, started, path, upstream.paths.length > 1, (failure, beforeWrite, responseStarted) => {
+        const next = beforeWrite ? upstream.failover(path, failure, tried) : undefined
+        if (next !== undefined) {
+          attempt(next)
+          return true
+        }
+        if (!shouldRetry({ method: outgoing.method, hasBody, failure, beforeWrite, responseStarted, retried })) return false
+        retried = true
+        ctx.metrics.retried(beforeWrite ? 'connect' : 'sent')
+        ctx.log.info({ method: req.method, path: redactPath(req.url ?? ''), error: failure.code, proxy: path.label },
+          `retrying once on a fresh connection: ${failure.message}` + (beforeWrite ? ' (before any byte was sent)' : ' (no response had begun)'))
+        attempt(path)
         return true
       })
       path.dispatcher.dispatch(options, relay)
@@ -105,13 +118,15 @@ function refuse (ctx: ForwardContext, req: IncomingMessage, res: ServerResponse,
  * undici handler (new API) for one attempt: copies the upstream response to
  * APIcast as it arrives (status, headers minus hop-by-hop, body chunk by
  * chunk, pausing undici while the client socket is full) and writes the one
- * completion log line per request. `retry` is offered connect-phase failures
- * only; it returns true when another attempt took the request over.
+ * completion log line per request. `retry` is offered every failure before
+ * APIcast got a status line; it returns true when another attempt took the
+ * request over.
  */
 class ResponseRelay implements Dispatcher.DispatchHandler {
   #controller: Dispatcher.DispatchController | undefined
   #bytesOut = 0
   #done = false
+  #responseStarted = false
   readonly #onClose = (): void => {
     // APIcast went away: abort the upstream request, so neither the tunnel
     // nor 3scale keeps working for nobody.
@@ -128,7 +143,7 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
     private readonly started: number,
     private readonly path: EgressPath,
     private readonly logProxy: boolean,
-    private readonly retry: (failure: Failure) => boolean
+    private readonly retry: (failure: Failure, beforeWrite: boolean, responseStarted: boolean) => boolean
   ) {
     res.once('close', this.#onClose)
     res.on('drain', this.#onDrain)
@@ -140,6 +155,7 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
   }
 
   onResponseStart (_controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[]>, statusMessage?: string): void {
+    this.#responseStarted = true
     const out = withoutHopByHop(headers)
     if (this.ctx.draining()) out.connection = 'close'
     if (statusMessage !== undefined && statusMessage !== '') {
@@ -180,8 +196,7 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
       this.ctx.log.error({ ...this.#line(this.res.statusCode), error: failure.code }, `response interrupted: ${failure.message}; ${failure.hint}`)
       return
     }
-    // Connect-phase only: no byte of this request reached the upstream.
-    if (err instanceof ConnectFailure && this.retry(failure)) return
+    if (this.retry(failure, err instanceof ConnectFailure, this.#responseStarted)) return
     this.ctx.metrics.failed(failure.code)
     this.#sendFailure(failure)
     this.ctx.log.error({ ...this.#line(failure.status), error: failure.code }, `${failure.message}; ${failure.hint}`)

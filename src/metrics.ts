@@ -20,6 +20,8 @@ export interface RouteMetrics {
   started (): void
   finished (method: string | undefined, status: number, seconds: number): void
   failed (code: FailureCode): void
+  /** A request sent again after a reset: `connect` when nothing had been written, `sent` for a GET/HEAD with no response yet. */
+  retried (phase: 'connect' | 'sent'): void
   tunnelOpened (proxy: string): void
   proxyInUse (proxy: string, all: readonly string[]): void
 }
@@ -60,6 +62,7 @@ export function createMetrics (originToRoute: ReadonlyMap<string, string>): Metr
     registers: [registry]
   })
   const failures = new Counter({ name: 'sidecar_upstream_failures_total', help: 'Requests the sidecar answered 502/504 for, by listener and kind.', labelNames: ['listener', 'kind'], registers: [registry] })
+  const retries = new Counter({ name: 'sidecar_upstream_retries_total', help: 'Requests sent again once on a fresh connection after a reset, by listener and phase (connect: nothing had been written; sent: a GET/HEAD with no response yet).', labelNames: ['listener', 'phase'], registers: [registry] })
   const inFlight = new Gauge({ name: 'sidecar_requests_in_flight', help: 'Requests being forwarded now, by listener.', labelNames: ['listener'], registers: [registry] })
   const opened = new Counter({ name: 'sidecar_tunnels_opened_total', help: 'Upstream connections (CONNECT tunnels when proxied) opened, by listener and proxy.', labelNames: ['listener', 'proxy'], registers: [registry] })
   const reused = new Counter({ name: 'sidecar_tunnels_reused_total', help: 'Requests sent on an already open upstream connection, by listener.', labelNames: ['listener'], registers: [registry] })
@@ -89,6 +92,7 @@ export function createMetrics (originToRoute: ReadonlyMap<string, string>): Metr
           durationChild.observe(seconds)
         },
         failed: (code) => { failures.labels(route, FAILURE_KIND[code]).inc() },
+        retried: (phase) => { retries.labels(route, phase).inc() },
         tunnelOpened: (proxy) => { opened.labels(route, proxy).inc() },
         proxyInUse: (proxy, all) => {
           for (const p of all) proxyInUse.labels(route, p).set(p === proxy ? 1 : 0)

@@ -26,7 +26,7 @@ async function expectFailure (env: Record<string, string>, path: string, want: E
     assert.equal(res.status, want.status, res.text())
     assert.equal(res.headers['x-sidecar-error'], want.code)
     assert.match(res.headers['content-type'] as string, /^text\/plain/)
-    const line = await sidecar.waitForLog((l) => l.error === want.code)
+    const line = await sidecar.waitForLog((l) => l.error === want.code && l.level !== 'info')
     assert.equal(line.level, 'error')
     assert.equal(line.status, want.status)
     for (const re of want.log) assert.match(line.msg, re)

@@ -18,7 +18,7 @@ function sysError (code: string, syscall = 'connect'): NodeJS.ErrnoException {
 }
 
 describe('classifyUpstreamError', () => {
-  const cases: Array<{ name: string, err: unknown, ctx: FailureContext, code: string, status: number, message: RegExp }> = [
+  const cases: Array<{ name: string, err: unknown, ctx: FailureContext, code: string, status: number, message: RegExp, transient?: boolean }> = [
     { name: 'proxy refuses TCP', err: new ConnectFailure(sysError('ECONNREFUSED')), ctx: ctx(proxied), code: 'proxy_unreachable', status: 502, message: /proxy\.corp:3128 \(ECONNREFUSED\)/ },
     { name: 'proxy name does not resolve', err: new ConnectFailure(sysError('ENOTFOUND', 'getaddrinfo')), ctx: ctx(proxied), code: 'proxy_unreachable', status: 502, message: /does not resolve/ },
     { name: 'happy-eyeballs AggregateError', err: new ConnectFailure(new AggregateError([sysError('ECONNREFUSED'), sysError('ECONNREFUSED')])), ctx: ctx(proxied), code: 'proxy_unreachable', status: 502, message: /ECONNREFUSED/ },
@@ -27,7 +27,7 @@ describe('classifyUpstreamError', () => {
     { name: '407 to an absolute-form request', err: new undiciErrors.InvalidArgumentError('Proxy Authentication Required (407)'), ctx: ctx(proxied), code: 'proxy_auth_required', status: 502, message: /407/ },
     { name: 'CONNECT refused 403', err: new ConnectFailure(new undiciErrors.RequestAbortedError('Proxy response (403) !== 200 when HTTP Tunneling')), ctx: ctx(proxied), code: 'tunnel_refused', status: 502, message: /CONNECT answered 403/ },
     { name: 'CONNECT refused 503', err: new undiciErrors.RequestAbortedError('Proxy response (503) !== 200 when HTTP Tunneling'), ctx: ctx(proxied), code: 'tunnel_refused', status: 502, message: /CONNECT answered 503/ },
-    { name: 'tunnel closed during set-up', err: new ConnectFailure(new undiciErrors.SocketError('other side closed')), ctx: ctx(proxied), code: 'tunnel_refused', status: 502, message: /before the tunnel and TLS handshake completed/ },
+    { name: 'tunnel closed during set-up', err: new ConnectFailure(new undiciErrors.SocketError('other side closed')), ctx: ctx(proxied), code: 'tunnel_refused', status: 502, message: /before the tunnel and TLS handshake completed/, transient: true },
     { name: 'direct DNS failure', err: new ConnectFailure(sysError('ENOTFOUND', 'getaddrinfo')), ctx: ctx(direct), code: 'dns', status: 502, message: /cannot resolve su1\.3scale\.net \(ENOTFOUND\)/ },
     { name: 'direct EAI_AGAIN', err: new ConnectFailure(sysError('EAI_AGAIN', 'getaddrinfo')), ctx: ctx(direct), code: 'dns', status: 502, message: /EAI_AGAIN/ },
     { name: 'direct connection refused', err: new ConnectFailure(sysError('ECONNREFUSED')), ctx: ctx(direct), code: 'upstream_unreachable', status: 502, message: /su1\.3scale\.net:443 directly/ },
@@ -38,8 +38,8 @@ describe('classifyUpstreamError', () => {
     { name: 'CONNECT reply timeout', err: new ConnectFailure(new undiciErrors.HeadersTimeoutError()), ctx: ctx(proxied), code: 'timeout', status: 504, message: /opening the tunnel through proxy\.corp:3128/ },
     { name: 'response headers timeout', err: new undiciErrors.HeadersTimeoutError(), ctx: ctx(proxied), code: 'timeout', status: 504, message: /RESPONSE_HEADERS_TIMEOUT_MS=60000/ },
     { name: 'body idle timeout', err: new undiciErrors.BodyTimeoutError(), ctx: ctx(proxied), code: 'timeout', status: 504, message: /IDLE_TIMEOUT_MS=60000/ },
-    { name: 'reset after sending', err: new undiciErrors.SocketError('other side closed'), ctx: ctx(proxied), code: 'reset', status: 502, message: /through proxy\.corp:3128 to su1\.3scale\.net:443 was closed or reset/ },
-    { name: 'ECONNRESET direct', err: sysError('ECONNRESET', 'read'), ctx: ctx(direct), code: 'reset', status: 502, message: /ECONNRESET/ },
+    { name: 'reset after sending', err: new undiciErrors.SocketError('other side closed'), ctx: ctx(proxied), code: 'reset', status: 502, message: /through proxy\.corp:3128 to su1\.3scale\.net:443 was closed or reset/, transient: true },
+    { name: 'ECONNRESET direct', err: sysError('ECONNRESET', 'read'), ctx: ctx(direct), code: 'reset', status: 502, message: /ECONNRESET/, transient: true },
     { name: 'anything else', err: new Error('surprise'), ctx: ctx(direct), code: 'upstream_error', status: 502, message: /surprise/ }
   ]
   for (const c of cases) {
@@ -49,6 +49,7 @@ describe('classifyUpstreamError', () => {
       assert.equal(got.status, c.status)
       assert.match(got.message, c.message)
       assert.ok(got.hint.length > 20, 'every failure says what to check')
+      assert.equal(got.transient, c.transient ?? false, 'only a reset or closed connection is worth a fresh one')
       assert.doesNotMatch(got.message + got.hint, /u:p@|:p@/)
     })
   }
