@@ -31,6 +31,24 @@ const REDACT_PATHS = [
  * (flushed at exit by main).
  */
 export function createLogger (level: LogLevel, destination?: DestinationStream): Logger {
+  // One flush in flight at a time: sonic-boom adds a drain listener per
+  // flush() while a write is pending, so flushing every error line of an
+  // outage (one per failed request) piled up listeners and warnings. Lines
+  // logged meanwhile are flushed when it completes.
+  let flushing = false
+  let again = false
+  const flushNow = (logger: Logger): void => {
+    if (flushing) {
+      again = true
+      return
+    }
+    flushing = true
+    again = false
+    logger.flush(() => {
+      flushing = false
+      if (again) flushNow(logger)
+    })
+  }
   return pino({
     level,
     base: { service: 'apicast-sidecar-proxy' },
@@ -42,7 +60,7 @@ export function createLogger (level: LogLevel, destination?: DestinationStream):
     hooks: {
       logMethod (args, method, level) {
         method.apply(this, args)
-        if (level >= 40) this.flush()
+        if (level >= 40) flushNow(this)
       }
     }
   }, destination ?? batchedStdout())
