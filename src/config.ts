@@ -46,6 +46,15 @@ export interface Config {
   readonly fallbackProxies: readonly ProxyEndpoint[]
   /** How long a failed proxy is skipped before it is tried again. */
   readonly failoverBackoffMs: number
+  /**
+   * Last good portal configuration responses, served when the portal cannot
+   * be reached. undefined when STALE_CONFIG_MAX_AGE=0.
+   */
+  readonly staleConfig: { readonly maxAgeMs: number, readonly maxBytes: number } | undefined
+  /** Requests one listener forwards at once; past it, 503 at once. */
+  readonly maxConcurrentRequests: number
+  /** Limits on APIcast's side of a listener: slow or stuck clients. */
+  readonly client: { readonly headersTimeoutMs: number, readonly requestTimeoutMs: number }
   /** The proxy variables that were set, scheme-less values already given `http://`. */
   readonly proxyEnv: ProxyEnv
   /**
@@ -101,6 +110,14 @@ const listenPort = makeValidator<number>((input) => {
   return n
 })
 
+const wholeNumber = makeValidator<number>((input) => {
+  const n = Number(input)
+  if (!/^\d+$/.test(input.trim()) || !Number.isSafeInteger(n)) {
+    throw new EnvError(`"${input}" is not a whole number (0 or more)`)
+  }
+  return n
+})
+
 const positiveInt = makeValidator<number>((input) => {
   const n = Number(input)
   if (!/^\d+$/.test(input.trim()) || !Number.isSafeInteger(n) || n < 1) {
@@ -141,6 +158,11 @@ const SPEC = {
   FALLBACK_PROXIES: str({ default: undefined }),
   PROXY_FAILOVER_BACKOFF_MS: positiveInt({ default: 30_000 }),
   SHUTDOWN_GRACE_MS: positiveInt({ default: 10_000 }),
+  STALE_CONFIG_MAX_AGE: wholeNumber({ default: 86_400 }),
+  STALE_CONFIG_MAX_BYTES: positiveInt({ default: 32 * 1024 * 1024 }),
+  MAX_CONCURRENT_REQUESTS: positiveInt({ default: 1024 }),
+  CLIENT_HEADERS_TIMEOUT_MS: positiveInt({ default: 10_000 }),
+  CLIENT_REQUEST_TIMEOUT_MS: positiveInt({ default: 30_000 }),
   CA_BUNDLE: str({ default: undefined }),
   SSL_CERT_FILE: str({ default: undefined }),
   SSL_CERT_DIR: str({ default: undefined }),
@@ -226,6 +248,10 @@ export function loadConfig (env: Readonly<Record<string, string | undefined>>, r
   }
   const upstreamClient = pairOfFiles('UPSTREAM_TLS_CERT', cleaned.UPSTREAM_TLS_CERT, 'UPSTREAM_TLS_KEY', cleaned.UPSTREAM_TLS_KEY, problems)
   const listenTls = pairOfFiles('LISTEN_TLS_CERT', cleaned.LISTEN_TLS_CERT, 'LISTEN_TLS_KEY', cleaned.LISTEN_TLS_KEY, problems)
+  if (cleaned.CLIENT_HEADERS_TIMEOUT_MS !== undefined && cleaned.CLIENT_REQUEST_TIMEOUT_MS !== undefined &&
+      cleaned.CLIENT_HEADERS_TIMEOUT_MS > cleaned.CLIENT_REQUEST_TIMEOUT_MS) {
+    problems.push(`CLIENT_HEADERS_TIMEOUT_MS (${cleaned.CLIENT_HEADERS_TIMEOUT_MS}) must not exceed CLIENT_REQUEST_TIMEOUT_MS (${cleaned.CLIENT_REQUEST_TIMEOUT_MS}): the headers are part of the request`)
+  }
 
   if (problems.length > 0 || portal === undefined || backend === undefined) {
     throw new ConfigError(problems)
@@ -257,6 +283,11 @@ export function loadConfig (env: Readonly<Record<string, string | undefined>>, r
     maxConnectionsPerUpstream: cleaned.UPSTREAM_MAX_CONNECTIONS,
     fallbackProxies,
     failoverBackoffMs: cleaned.PROXY_FAILOVER_BACKOFF_MS,
+    staleConfig: cleaned.STALE_CONFIG_MAX_AGE > 0
+      ? Object.freeze({ maxAgeMs: cleaned.STALE_CONFIG_MAX_AGE * 1000, maxBytes: cleaned.STALE_CONFIG_MAX_BYTES })
+      : undefined,
+    maxConcurrentRequests: cleaned.MAX_CONCURRENT_REQUESTS,
+    client: Object.freeze({ headersTimeoutMs: cleaned.CLIENT_HEADERS_TIMEOUT_MS, requestTimeoutMs: cleaned.CLIENT_REQUEST_TIMEOUT_MS }),
     proxyEnv: Object.freeze(proxyEnv),
     secretFiles: Object.freeze(secretFiles),
     tls: Object.freeze({

@@ -10,6 +10,7 @@ import { redactPath } from './redact.js'
 import { shouldRetry } from './retry.js'
 import { buildUpstreamRequest, type RequestError } from './rewrite.js'
 import type { Route } from './routes.js'
+import type { StaleConfigCache, StaleHit } from './stale-config.js'
 
 /** Status logged when APIcast went away before the response was complete (nginx's convention). */
 const CLIENT_CLOSED = 499
@@ -30,7 +31,20 @@ export interface ForwardContext {
   readonly log: Logger
   /** True once shutdown has begun: responses then close their connection. */
   readonly draining: () => boolean
+  /** Last good configuration responses (portal listener only; undefined when off). */
+  readonly staleConfig?: StaleConfigCache | undefined
+  /** Requests forwarded at once; past it, 503 at once. */
+  readonly maxConcurrent: number
 }
+
+/** A request's entry in the stale-config cache. */
+interface StaleSlot {
+  readonly cache: StaleConfigCache
+  readonly key: string
+}
+
+/** Upstream statuses that count as the portal failing (RFC 5861's stale-if-error). */
+const PORTAL_ERROR_STATUS: ReadonlySet<number> = new Set([500, 502, 503, 504])
 
 /**
  * The request handler of one listener. It only wires the three parts
@@ -46,12 +60,19 @@ export interface ForwardContext {
  * report that may have reached 3scale is never sent again.
  */
 export function createForwarder (ctx: ForwardContext): (req: IncomingMessage, res: ServerResponse) => void {
+  let inFlight = 0
   return function forward (req, res) {
     const started = performance.now()
     if (ctx.draining()) res.shouldKeepAlive = false
     const { route, upstream } = ctx.live
+    if (inFlight >= ctx.maxConcurrent) {
+      overloaded(ctx, req, res, started)
+      return
+    }
+    inFlight++
     ctx.metrics.started()
     res.once('close', () => {
+      inFlight--
       ctx.metrics.finished(req.method, res.headersSent ? res.statusCode : CLIENT_CLOSED, (performance.now() - started) / 1000)
     })
 
@@ -61,6 +82,8 @@ export function createForwarder (ctx: ForwardContext): (req: IncomingMessage, re
       return
     }
     const { outgoing } = rewritten
+    const staleKey = ctx.staleConfig?.key(outgoing.method, pathOf(req.url ?? ''), outgoing.path, outgoing.headers.authorization)
+    const stale = staleKey !== undefined && ctx.staleConfig !== undefined ? { cache: ctx.staleConfig, key: staleKey } : undefined
     const hasBody = req.headers['transfer-encoding'] !== undefined ||
       (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0')
     const options: Dispatcher.DispatchOptions = {
@@ -75,7 +98,7 @@ export function createForwarder (ctx: ForwardContext): (req: IncomingMessage, re
     let retried = false
     const attempt = (path: EgressPath): void => {
       tried.add(path.index)
-      const relay = new ResponseRelay(ctx, route, req, res, started, path, upstream.paths.length > 1, (failure, beforeWrite, responseStarted) => {
+      const relay = new ResponseRelay(ctx, route, req, res, started, path, upstream.paths.length > 1, stale, (failure, beforeWrite, responseStarted) => {
         const next = beforeWrite ? upstream.failover(path, failure, tried) : undefined
         if (next !== undefined) {
           attempt(next)
@@ -93,6 +116,31 @@ export function createForwarder (ctx: ForwardContext): (req: IncomingMessage, re
     }
     attempt(upstream.select())
   }
+}
+
+/**
+ * Answer 503 at once: MAX_CONCURRENT_REQUESTS are being forwarded. Queuing
+ * without bound would only hold APIcast's connections and memory while 3scale
+ * or the proxy is slow; APIcast handles a 503 as it handles 3scale's own.
+ */
+function overloaded (ctx: ForwardContext, req: IncomingMessage, res: ServerResponse, started: number): void {
+  const body = `the sidecar is forwarding ${ctx.maxConcurrent} requests already (MAX_CONCURRENT_REQUESTS); try again shortly\n`
+  res.writeHead(503, {
+    'content-type': 'text/plain; charset=utf-8',
+    'content-length': Buffer.byteLength(body),
+    'retry-after': '1',
+    'x-sidecar-error': 'overloaded'
+  })
+  res.end(body)
+  req.resume()
+  ctx.metrics.overloaded()
+  ctx.log.warn({
+    method: req.method,
+    path: redactPath(req.url ?? ''),
+    status: 503,
+    error: 'overloaded',
+    ms: elapsed(started)
+  }, `request refused: ${ctx.maxConcurrent} requests in flight (MAX_CONCURRENT_REQUESTS); the upstream or the proxy is slower than the load, or the limit is too low`)
 }
 
 /** Answer a request the rewrite refused; nothing was sent upstream. */
@@ -127,6 +175,12 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
   #bytesOut = 0
   #done = false
   #responseStarted = false
+  /** The body of a 200 configuration response, collected for the stale cache. */
+  #collected: Buffer[] | undefined
+  #collectedBytes = 0
+  /** A stale response was served instead of the portal's error: the rest of this attempt is ignored. */
+  #servedStale = false
+  #pendingHeaders: Record<string, string | string[]> | undefined
   readonly #onClose = (): void => {
     // APIcast went away: abort the upstream request, so neither the tunnel
     // nor 3scale keeps working for nobody.
@@ -143,6 +197,7 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
     private readonly started: number,
     private readonly path: EgressPath,
     private readonly logProxy: boolean,
+    private readonly stale: StaleSlot | undefined,
     private readonly retry: (failure: Failure, beforeWrite: boolean, responseStarted: boolean) => boolean
   ) {
     res.once('close', this.#onClose)
@@ -156,7 +211,19 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
 
   onResponseStart (_controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[]>, statusMessage?: string): void {
     this.#responseStarted = true
+    if (this.stale !== undefined && PORTAL_ERROR_STATUS.has(statusCode)) {
+      const hit = this.stale.cache.lookup(this.stale.key)
+      if (hit !== undefined) {
+        // The error's body is read and dropped, so the tunnel stays usable.
+        this.#serveStale(hit, `upstream_${statusCode}`, `the portal answered ${statusCode}`)
+        return
+      }
+    }
     const out = withoutHopByHop(headers)
+    if (this.stale !== undefined && statusCode === 200) {
+      this.#collected = []
+      this.#pendingHeaders = out
+    }
     if (this.ctx.draining()) out.connection = 'close'
     if (statusMessage !== undefined && statusMessage !== '') {
       this.res.writeHead(statusCode, statusMessage, out)
@@ -166,17 +233,29 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
   }
 
   onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.#servedStale) return
+    if (this.#collected !== undefined) {
+      this.#collectedBytes += chunk.length
+      if (this.#collectedBytes > (this.stale?.cache.maxBytes ?? 0)) this.#collected = undefined
+      else this.#collected.push(chunk)
+    }
     this.#bytesOut += chunk.length
     if (!this.res.write(chunk)) controller.pause()
   }
 
   onResponseEnd (): void {
+    if (this.#servedStale) return
     this.#finish()
+    if (this.#collected !== undefined && this.stale !== undefined && this.#pendingHeaders !== undefined) {
+      this.stale.cache.store(this.stale.key, this.#pendingHeaders, Buffer.concat(this.#collected, this.#collectedBytes))
+      this.#collected = undefined
+    }
     this.res.end()
     this.ctx.log.info(this.#line(this.res.statusCode), 'request')
   }
 
   onResponseError (_controller: Dispatcher.DispatchController, err: Error): void {
+    if (this.#servedStale) return
     this.#finish()
     if (err instanceof ClientClosedError || (this.res.destroyed && !this.res.headersSent)) {
       this.ctx.log.info({ ...this.#line(CLIENT_CLOSED) }, 'request aborted: the client closed the connection')
@@ -198,6 +277,11 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
     }
     if (this.retry(failure, err instanceof ConnectFailure, this.#responseStarted)) return
     this.ctx.metrics.failed(failure.code)
+    const hit = this.stale?.cache.lookup(this.stale.key)
+    if (hit !== undefined) {
+      this.#serveStale(hit, failure.code, `${failure.message}; ${failure.hint}`)
+      return
+    }
     this.#sendFailure(failure)
     this.ctx.log.error({ ...this.#line(failure.status), error: failure.code }, `${failure.message}; ${failure.hint}`)
   }
@@ -206,6 +290,30 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
     this.#done = true
     this.res.off('close', this.#onClose)
     this.res.off('drain', this.#onDrain)
+  }
+
+  /**
+   * Answer with the last good configuration instead of the portal's failure,
+   * marked stale (Warning 110, Age, X-Sidecar-Stale naming why), so APIcast
+   * can boot or reload through an outage. One warning line per request.
+   */
+  #serveStale (hit: StaleHit, reason: string, why: string): void {
+    this.#servedStale = true
+    this.#finish()
+    const { response, ageSeconds } = hit
+    this.res.writeHead(200, {
+      ...response.headers,
+      'content-length': response.body.length,
+      age: String(ageSeconds),
+      warning: '110 - "Response is Stale"',
+      'x-sidecar-stale': reason,
+      ...(this.ctx.draining() ? { connection: 'close' } : {})
+    })
+    this.res.end(response.body)
+    this.req.resume()
+    this.ctx.metrics.staleServed()
+    this.ctx.log.warn({ ...this.#line(200), stale: true, ageSeconds, error: reason },
+      `served the configuration stored ${ageSeconds} s ago instead of failing: ${why} (STALE_CONFIG_MAX_AGE bounds this)`)
   }
 
   #sendFailure (failure: Failure): void {
@@ -238,6 +346,12 @@ class ClientClosedError extends Error {
   override name = 'ClientClosedError'
   readonly code = 'SIDECAR_CLIENT_CLOSED'
   constructor () { super('the client closed the connection') }
+}
+
+/** The path of an origin-form target, without its query. */
+function pathOf (target: string): string {
+  const q = target.indexOf('?')
+  return q === -1 ? target : target.slice(0, q)
 }
 
 function requestBodyBytes (req: IncomingMessage): number | undefined {

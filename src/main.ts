@@ -2,6 +2,7 @@ import { unwatchFile, watchFile, type Stats } from 'node:fs'
 import { ConfigError, loadConfig, type Config } from './config.js'
 import { buildUpstream, type Upstream } from './dispatcher.js'
 import { createForwarder, type LiveRoute } from './forward.js'
+import { StaleConfigCache } from './stale-config.js'
 import { createLogger, type Logger } from './logger.js'
 import { hostPort } from './redact.js'
 import { createAdminHandler } from './admin.js'
@@ -76,15 +77,24 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
     for (const current of live.values()) {
       const { route } = current
       const routeLog = log.child({ listener: route.name })
-      const handler = createForwarder({ live: current, timeouts: config.timeouts, metrics: metrics.forRoute(route.name), log: routeLog, draining: () => draining })
-      const listener = await startListener(route.listenAddress, route.listenPort, handler, tls.listen).catch((err: unknown) => {
+      const handler = createForwarder({
+        live: current,
+        timeouts: config.timeouts,
+        metrics: metrics.forRoute(route.name),
+        log: routeLog,
+        draining: () => draining,
+        // Configuration is read from the portal only; backend calls are never kept.
+        staleConfig: route.name === 'portal' && config.staleConfig !== undefined ? new StaleConfigCache(config.staleConfig) : undefined,
+        maxConcurrent: config.maxConcurrentRequests
+      })
+      const listener = await startListener(route.listenAddress, route.listenPort, handler, tls.listen, config.client).catch((err: unknown) => {
         throw new ListenError({ name: route.name, address: route.listenAddress, port: route.listenPort }, err)
       })
       listeners.set(route.name, listener)
       logRoute(routeLog, route, listener, config)
     }
     const readiness = createReadiness(live, tls.trust, config)
-    admin = await startListener(config.admin.address, config.admin.port, createAdminHandler({ metrics, readiness, draining: () => draining }))
+    admin = await startListener(config.admin.address, config.admin.port, createAdminHandler({ metrics, readiness, draining: () => draining }), undefined, config.client)
       .catch((err: unknown) => { throw new ListenError({ name: 'admin', address: config.admin.address, port: config.admin.port }, err) })
     log.info({ listener: 'admin', listen: `${admin.address.address}:${admin.address.port}`, port: admin.address.port },
       `admin http://${admin.address.address}:${admin.address.port} serves /healthz, /readyz and /metrics`)

@@ -20,6 +20,10 @@ export interface RouteMetrics {
   started (): void
   finished (method: string | undefined, status: number, seconds: number): void
   failed (code: FailureCode): void
+  /** A configuration response served from the stale cache instead of a failure. */
+  staleServed (): void
+  /** A request refused with 503: MAX_CONCURRENT_REQUESTS in flight. */
+  overloaded (): void
   /** A request sent again after a reset: `connect` when nothing had been written, `sent` for a GET/HEAD with no response yet. */
   retried (phase: 'connect' | 'sent'): void
   tunnelOpened (proxy: string): void
@@ -63,6 +67,8 @@ export function createMetrics (originToRoute: ReadonlyMap<string, string>): Metr
   })
   const failures = new Counter({ name: 'sidecar_upstream_failures_total', help: 'Requests the sidecar answered 502/504 for, by listener and kind.', labelNames: ['listener', 'kind'], registers: [registry] })
   const retries = new Counter({ name: 'sidecar_upstream_retries_total', help: 'Requests sent again once on a fresh connection after a reset, by listener and phase (connect: nothing had been written; sent: a GET/HEAD with no response yet).', labelNames: ['listener', 'phase'], registers: [registry] })
+  const stale = new Counter({ name: 'sidecar_stale_config_served_total', help: 'Configuration responses served from the last good copy because the portal could not answer, by listener.', labelNames: ['listener'], registers: [registry] })
+  const rejected = new Counter({ name: 'sidecar_requests_rejected_total', help: 'Requests answered 503 at once because MAX_CONCURRENT_REQUESTS were in flight, by listener.', labelNames: ['listener'], registers: [registry] })
   const inFlight = new Gauge({ name: 'sidecar_requests_in_flight', help: 'Requests being forwarded now, by listener.', labelNames: ['listener'], registers: [registry] })
   const opened = new Counter({ name: 'sidecar_tunnels_opened_total', help: 'Upstream connections (CONNECT tunnels when proxied) opened, by listener and proxy.', labelNames: ['listener', 'proxy'], registers: [registry] })
   const reused = new Counter({ name: 'sidecar_tunnels_reused_total', help: 'Requests sent on an already open upstream connection, by listener.', labelNames: ['listener'], registers: [registry] })
@@ -93,6 +99,8 @@ export function createMetrics (originToRoute: ReadonlyMap<string, string>): Metr
         },
         failed: (code) => { failures.labels(route, FAILURE_KIND[code]).inc() },
         retried: (phase) => { retries.labels(route, phase).inc() },
+        staleServed: () => { stale.labels(route).inc() },
+        overloaded: () => { rejected.labels(route).inc() },
         tunnelOpened: (proxy) => { opened.labels(route, proxy).inc() },
         proxyInUse: (proxy, all) => {
           for (const p of all) proxyInUse.labels(route, p).set(p === proxy ? 1 : 0)

@@ -23,11 +23,19 @@ const NOT_A_PROXY = 'CONNECT is not supported: this listener forwards only to it
  * connections; rejects if it cannot bind (the caller then exits: the sidecar
  * never runs half alive).
  */
+/** Limits on the client's side: how long it may take to send a request. */
+export interface ClientLimits {
+  readonly headersTimeoutMs: number
+  /** The whole request, body included. */
+  readonly requestTimeoutMs: number
+}
+
 export async function startListener (
   host: string,
   port: number,
   handler: (req: IncomingMessage, res: ServerResponse) => void,
-  tls?: { readonly cert: string, readonly key: string }
+  tls: { readonly cert: string, readonly key: string } | undefined,
+  limits: ClientLimits
 ): Promise<Listener> {
   let inFlight = 0
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
@@ -35,10 +43,21 @@ export async function startListener (
     res.once('close', () => { inFlight-- })
     handler(req, res)
   }
+  // A client that is slow to send its headers or body gets 408 and is
+  // disconnected (node:http does both), so it cannot hold a connection and
+  // a request slot. node:http checks these limits only every
+  // connectionsCheckingInterval (30 s by default): check often enough for
+  // the limit to mean what it says.
+  const serverOptions = {
+    requireHostHeader: false,
+    headersTimeout: limits.headersTimeoutMs,
+    requestTimeout: limits.requestTimeoutMs,
+    connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(limits.headersTimeoutMs / 4)))
+  }
   // HTTPS when LISTEN_TLS_CERT/KEY are set, for APIcast across a network.
   const server: Server = tls !== undefined
-    ? createTlsServer({ cert: tls.cert, key: tls.key, requireHostHeader: false }, onRequest)
-    : createServer({ requireHostHeader: false }, onRequest)
+    ? createTlsServer({ cert: tls.cert, key: tls.key, ...serverOptions }, onRequest)
+    : createServer(serverOptions, onRequest)
   // A CONNECT never reaches the request handler; without this listener
   // node:http would drop the socket without an answer.
   server.on('connect', (_req: IncomingMessage, socket: Socket) => {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
-import { Client } from '../helpers/client.js'
+import { basicUserinfo, Client, rawExchange } from '../helpers/client.js'
 import { startFaultyFront, type FaultyFront } from '../helpers/faults.js'
 import { startOrigin, threescaleHandler, type Handler, type Origin } from '../helpers/origin.js'
 import { PROXY_PASSWORD, proxyUrl, startProxyChain, type TestProxy } from '../helpers/proxies.js'
@@ -123,5 +123,184 @@ describe('safe retries: a reset connection is retried only where it cannot count
     const metrics = (await client.send(`${sidecar.adminUrl}/metrics`)).text()
     assert.match(metrics, /sidecar_upstream_retries_total\{listener="backend",phase="sent"\} [1-9]/)
     assert.match(metrics, /sidecar_upstream_retries_total\{listener="backend",phase="connect"\} [1-9]/)
+  })
+})
+
+describe('stale-if-error: the last good configuration keeps APIcast booting through an outage', () => {
+  const TOKEN = 'portal-token-STALE-1'
+  const client = new Client()
+  after(async () => { await client.close() })
+
+  /** Origin whose portal answers `portalStatus` (200 = normally) for configuration paths. */
+  async function setUp (env: Record<string, string> = {}): Promise<{ origin: Origin, proxy: TestProxy, front: FaultyFront, sidecar: RunningSidecar, portal: { status: number }, stop: () => Promise<void> }> {
+    const portal = { status: 200 }
+    const origin = await startOrigin({
+      handler: (req, res, seen) => {
+        if (portal.status !== 200 && (req.url ?? '').startsWith('/admin/api/')) {
+          res.writeHead(portal.status, { 'content-type': 'text/html' })
+          res.end('<h1>Service Unavailable</h1>')
+          return
+        }
+        threescaleHandler(req, res, seen)
+      }
+    })
+    const proxy = await startProxyChain()
+    const front = await startFaultyFront(proxy.port)
+    const sidecar = await startSidecar({
+      THREESCALE_PORTAL_ENDPOINT: `https://${TOKEN}@portal.test:${origin.port}`,
+      BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
+      HTTPS_PROXY: proxyUrl(front.port),
+      ...env
+    }, { secrets: [...secrets, TOKEN] })
+    return {
+      origin,
+      proxy,
+      front,
+      sidecar,
+      portal,
+      stop: async () => {
+        assert.equal(await sidecar.stop(), 0)
+        await front.close()
+        await proxy.close()
+        await origin.close()
+      }
+    }
+  }
+  const CONFIG = '/admin/api/services.json'
+  const BODY = '{"services":[{"service":{"id":2555417777820,"name":"API"}}]}'
+
+  it('the proxy goes down: the stored configuration is served, marked stale, with one warning naming why', async () => {
+    const t = await setUp()
+    try {
+      const fresh = await client.send(t.sidecar.portalUrl + CONFIG, { headers: { authorization: basicUserinfo(TOKEN) } })
+      assert.equal(fresh.status, 200)
+      assert.equal(fresh.headers['x-sidecar-stale'], undefined)
+      await t.front.close() // the proxy is unreachable from here on
+      const stale = await client.send(t.sidecar.portalUrl + CONFIG, { headers: { authorization: basicUserinfo(TOKEN) } })
+      assert.equal(stale.status, 200)
+      assert.equal(stale.text(), BODY)
+      assert.equal(stale.headers['x-sidecar-stale'], 'proxy_unreachable')
+      assert.equal(stale.headers.warning, '110 - "Response is Stale"')
+      assert.match(String(stale.headers.age), /^\d+$/)
+      assert.equal(stale.headers['content-type'], 'application/json; charset=utf-8')
+      const line = await t.sidecar.waitForLog((l) => l.stale === true)
+      assert.equal(line.level, 'warn')
+      assert.match(line.msg, /served the configuration stored \d+ s ago instead of failing: cannot reach the proxy/)
+      assert.equal(line.error, 'proxy_unreachable')
+      // Another token's configuration was never stored: no stale answer for it.
+      const other = await client.send(t.sidecar.portalUrl + CONFIG, { headers: { authorization: basicUserinfo('another-token') } })
+      assert.equal(other.status, 502)
+      // Backend calls are never served from the store.
+      const auth = await client.send(t.sidecar.backendUrl + '/transactions/authrep.xml?service_token=st')
+      assert.equal(auth.status, 502)
+      const metrics = (await client.send(`${t.sidecar.adminUrl}/metrics`)).text()
+      assert.match(metrics, /sidecar_stale_config_served_total\{listener="portal"\} 1/)
+    } finally {
+      await t.stop()
+    }
+  })
+
+  it('the portal answers 503: the stored configuration is served instead', async () => {
+    const t = await setUp()
+    try {
+      assert.equal((await client.send(t.sidecar.portalUrl + CONFIG, { headers: { authorization: basicUserinfo(TOKEN) } })).status, 200)
+      t.portal.status = 503
+      const stale = await client.send(t.sidecar.portalUrl + CONFIG, { headers: { authorization: basicUserinfo(TOKEN) } })
+      assert.equal(stale.status, 200)
+      assert.equal(stale.text(), BODY)
+      assert.equal(stale.headers['x-sidecar-stale'], 'upstream_503')
+      // A path never fetched has nothing stored: 3scale's 503 passes through.
+      const never = await client.send(t.sidecar.portalUrl + '/admin/api/account/proxy_configs/production.json', { headers: { authorization: basicUserinfo(TOKEN) } })
+      assert.equal(never.status, 503)
+      // The portal is back: fresh answers again, and the tunnel was kept.
+      t.portal.status = 200
+      const fresh = await client.send(t.sidecar.portalUrl + CONFIG, { headers: { authorization: basicUserinfo(TOKEN) } })
+      assert.equal(fresh.headers['x-sidecar-stale'], undefined)
+    } finally {
+      await t.stop()
+    }
+  })
+
+  it('STALE_CONFIG_MAX_AGE bounds the age; 0 turns it off', async () => {
+    for (const [maxAge, waitMs] of [['1', 1500], ['0', 0]] as const) {
+      const t = await setUp({ STALE_CONFIG_MAX_AGE: maxAge })
+      try {
+        assert.equal((await client.send(t.sidecar.portalUrl + CONFIG, { headers: { authorization: basicUserinfo(TOKEN) } })).status, 200)
+        await new Promise((resolve) => setTimeout(resolve, waitMs))
+        await t.front.close()
+        const res = await client.send(t.sidecar.portalUrl + CONFIG, { headers: { authorization: basicUserinfo(TOKEN) } })
+        assert.equal(res.status, 502, `STALE_CONFIG_MAX_AGE=${maxAge}`)
+        assert.equal(res.headers['x-sidecar-error'], 'proxy_unreachable')
+      } finally {
+        await t.stop()
+      }
+    }
+  })
+})
+
+describe('bounded resources', () => {
+  const client = new Client()
+  let origin: Origin
+  let proxy: TestProxy
+  before(async () => {
+    origin = await startOrigin()
+    proxy = await startProxyChain()
+  })
+  after(async () => {
+    await client.close()
+    await proxy.close()
+    await origin.close()
+  })
+
+  it('past MAX_CONCURRENT_REQUESTS a request gets 503 at once, and the listener serves again after', async () => {
+    const sidecar = await startSidecar({
+      THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
+      BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
+      HTTPS_PROXY: proxyUrl(proxy.port),
+      MAX_CONCURRENT_REQUESTS: '2'
+    }, { secrets })
+    try {
+      const slow = [1, 2].map(async () => await client.send(`${sidecar.backendUrl}/slow?ms=1500`))
+      await new Promise((resolve) => setTimeout(resolve, 300))
+      const t0 = performance.now()
+      const refused = await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st`)
+      assert.ok(performance.now() - t0 < 1000, 'refused at once, not queued')
+      assert.equal(refused.status, 503)
+      assert.equal(refused.headers['x-sidecar-error'], 'overloaded')
+      assert.equal(refused.headers['retry-after'], '1')
+      for (const r of await Promise.all(slow)) assert.equal(r.status, 200)
+      assert.equal((await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st`)).status, 200)
+      const line = await sidecar.waitForLog((l) => l.error === 'overloaded')
+      assert.match(line.msg, /MAX_CONCURRENT_REQUESTS/)
+    } finally {
+      assert.equal(await sidecar.stop(), 0)
+    }
+  })
+
+  it('a client slow to send headers or body gets 408 and is disconnected; a half-sent report is not completed upstream', async () => {
+    const sidecar = await startSidecar({
+      THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
+      BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
+      HTTPS_PROXY: proxyUrl(proxy.port),
+      CLIENT_HEADERS_TIMEOUT_MS: '400',
+      CLIENT_REQUEST_TIMEOUT_MS: '800'
+    }, { secrets })
+    try {
+      const port = Number(new URL(sidecar.backendUrl).port)
+      let t0 = performance.now()
+      const headersOnly = await rawExchange(port, 'GET /transactions/authrep.xml HTTP/1.1\r\nHost: x\r\n', 5000)
+      assert.match(headersOnly, /^HTTP\/1\.1 408 /)
+      assert.ok(performance.now() - t0 < 3000, 'disconnected near the limit, not after node\'s 30 s check interval')
+      const before = origin.requests.length
+      t0 = performance.now()
+      const halfBody = await rawExchange(port, 'POST /transactions.xml?case=slow-body HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nservice_token=st', 5000)
+      assert.ok(performance.now() - t0 < 3000)
+      assert.match(halfBody, /^HTTP\/1\.1 408 /)
+      await new Promise((resolve) => setTimeout(resolve, 300))
+      const seen = origin.requests.slice(before).filter((r) => r.url.includes('case=slow-body'))
+      assert.ok(seen.every((r) => !r.complete), 'the report never arrived whole, so 3scale cannot count it')
+    } finally {
+      assert.equal(await sidecar.stop(), 0)
+    }
   })
 })

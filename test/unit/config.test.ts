@@ -27,7 +27,27 @@ describe('loadConfig', () => {
     assert.equal(c.logLevel, 'info')
     assert.deepEqual(c.timeouts, { connectMs: 10000, responseHeadersMs: 60000, idleMs: 60000, keepAliveMs: 30000, shutdownGraceMs: 10000 })
     assert.equal(c.maxConnectionsPerUpstream, 64)
+    assert.deepEqual(c.staleConfig, { maxAgeMs: 86_400_000, maxBytes: 32 * 1024 * 1024 })
+    assert.equal(c.maxConcurrentRequests, 1024)
+    assert.deepEqual(c.client, { headersTimeoutMs: 10_000, requestTimeoutMs: 30_000 })
     assert.ok(Object.isFrozen(c))
+  })
+
+  it('STALE_CONFIG_MAX_AGE=0 turns the stale configuration off; other values are seconds', () => {
+    assert.equal(loadConfig({ ...minimal, STALE_CONFIG_MAX_AGE: '0' }).staleConfig, undefined)
+    assert.deepEqual(loadConfig({ ...minimal, STALE_CONFIG_MAX_AGE: '600', STALE_CONFIG_MAX_BYTES: '1000' }).staleConfig, { maxAgeMs: 600_000, maxBytes: 1000 })
+  })
+
+  it('checks the resilience limits, all problems at once', () => {
+    const problems = problemsOf({
+      ...minimal,
+      STALE_CONFIG_MAX_AGE: '-5',
+      MAX_CONCURRENT_REQUESTS: '0',
+      STALE_CONFIG_MAX_BYTES: 'lots'
+    })
+    assert.deepEqual(problems.map((p) => p.split(' ')[0]).sort(), ['MAX_CONCURRENT_REQUESTS', 'STALE_CONFIG_MAX_AGE', 'STALE_CONFIG_MAX_BYTES'])
+    assert.deepEqual(problemsOf({ ...minimal, CLIENT_HEADERS_TIMEOUT_MS: '5000', CLIENT_REQUEST_TIMEOUT_MS: '1000' }),
+      ['CLIENT_HEADERS_TIMEOUT_MS (5000) must not exceed CLIENT_REQUEST_TIMEOUT_MS (1000): the headers are part of the request'])
   })
 
   it('takes the token from the portal URL userinfo and removes it from the endpoint', () => {
