@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs'
+import { accessSync, constants, readFileSync, statSync } from 'node:fs'
 import { bool, customCleanEnv, makeValidator, str, EnvError, EnvMissingError } from 'envalid'
 import { hasControlCharacter } from './access-token.js'
 import { NoProxyError, parseNoProxy } from './no-proxy.js'
@@ -50,7 +50,7 @@ export interface Config {
    * Last good portal configuration responses, served when the portal cannot
    * be reached. undefined when STALE_CONFIG_MAX_AGE=0.
    */
-  readonly staleConfig: { readonly maxAgeMs: number, readonly maxBytes: number } | undefined
+  readonly staleConfig: { readonly maxAgeMs: number, readonly maxBytes: number, readonly dir: string | undefined } | undefined
   /** Requests one listener forwards at once; past it, 503 at once. */
   readonly maxConcurrentRequests: number
   /** Limits on APIcast's side of a listener: slow or stuck clients. */
@@ -160,6 +160,7 @@ const SPEC = {
   SHUTDOWN_GRACE_MS: positiveInt({ default: 10_000 }),
   STALE_CONFIG_MAX_AGE: wholeNumber({ default: 86_400 }),
   STALE_CONFIG_MAX_BYTES: positiveInt({ default: 32 * 1024 * 1024 }),
+  STALE_CONFIG_DIR: str({ default: undefined }),
   MAX_CONCURRENT_REQUESTS: positiveInt({ default: 1024 }),
   CLIENT_HEADERS_TIMEOUT_MS: positiveInt({ default: 10_000 }),
   CLIENT_REQUEST_TIMEOUT_MS: positiveInt({ default: 30_000 }),
@@ -248,6 +249,7 @@ export function loadConfig (env: Readonly<Record<string, string | undefined>>, r
   }
   const upstreamClient = pairOfFiles('UPSTREAM_TLS_CERT', cleaned.UPSTREAM_TLS_CERT, 'UPSTREAM_TLS_KEY', cleaned.UPSTREAM_TLS_KEY, problems)
   const listenTls = pairOfFiles('LISTEN_TLS_CERT', cleaned.LISTEN_TLS_CERT, 'LISTEN_TLS_KEY', cleaned.LISTEN_TLS_KEY, problems)
+  if (cleaned.STALE_CONFIG_DIR !== undefined) checkWritableDir('STALE_CONFIG_DIR', cleaned.STALE_CONFIG_DIR, problems)
   if (cleaned.CLIENT_HEADERS_TIMEOUT_MS !== undefined && cleaned.CLIENT_REQUEST_TIMEOUT_MS !== undefined &&
       cleaned.CLIENT_HEADERS_TIMEOUT_MS > cleaned.CLIENT_REQUEST_TIMEOUT_MS) {
     problems.push(`CLIENT_HEADERS_TIMEOUT_MS (${cleaned.CLIENT_HEADERS_TIMEOUT_MS}) must not exceed CLIENT_REQUEST_TIMEOUT_MS (${cleaned.CLIENT_REQUEST_TIMEOUT_MS}): the headers are part of the request`)
@@ -284,7 +286,7 @@ export function loadConfig (env: Readonly<Record<string, string | undefined>>, r
     fallbackProxies,
     failoverBackoffMs: cleaned.PROXY_FAILOVER_BACKOFF_MS,
     staleConfig: cleaned.STALE_CONFIG_MAX_AGE > 0
-      ? Object.freeze({ maxAgeMs: cleaned.STALE_CONFIG_MAX_AGE * 1000, maxBytes: cleaned.STALE_CONFIG_MAX_BYTES })
+      ? Object.freeze({ maxAgeMs: cleaned.STALE_CONFIG_MAX_AGE * 1000, maxBytes: cleaned.STALE_CONFIG_MAX_BYTES, dir: cleaned.STALE_CONFIG_DIR })
       : undefined,
     maxConcurrentRequests: cleaned.MAX_CONCURRENT_REQUESTS,
     client: Object.freeze({ headersTimeoutMs: cleaned.CLIENT_HEADERS_TIMEOUT_MS, requestTimeoutMs: cleaned.CLIENT_REQUEST_TIMEOUT_MS }),
@@ -338,6 +340,22 @@ function readFallbackProxies (value: string | undefined, problems: string[]): Pr
     }
   })
   return out
+}
+
+/** A directory the sidecar can write to, or a problem naming why not. */
+function checkWritableDir (setting: string, path: string, problems: string[]): void {
+  try {
+    if (!statSync(path).isDirectory()) {
+      problems.push(`${setting} ${path} is not a directory`)
+      return
+    }
+    accessSync(path, constants.W_OK | constants.X_OK)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    problems.push(code === 'ENOENT'
+      ? `${setting} ${path} does not exist; create it (an emptyDir volume in a pod) or unset ${setting} to keep the configuration in memory only`
+      : `${setting} ${path} is not writable by this user (${code ?? String(err)})`)
+  }
 }
 
 /** Two settings that only make sense together (a certificate and its key). */

@@ -3,6 +3,7 @@ import { ConfigError, loadConfig, type Config } from './config.js'
 import { buildUpstream, type Upstream } from './dispatcher.js'
 import { createForwarder, type LiveRoute } from './forward.js'
 import { StaleConfigCache } from './stale-config.js'
+import { StaleConfigDir } from './stale-config-dir.js'
 import { createLogger, type Logger } from './logger.js'
 import { hostPort } from './redact.js'
 import { createAdminHandler } from './admin.js'
@@ -55,6 +56,7 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
     metrics: metrics.forRoute(route.name)
   })
 
+  const staleStores: StaleConfigCache[] = []
   const live = new Map<RouteName, LiveRoute>()
   for (const route of routes) live.set(route.name, { route, upstream: upstreamFor(route) })
   const listeners = new Map<RouteName, Listener>()
@@ -70,6 +72,8 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
     await Promise.all([...listeners.values()].map(async (l) => { await l.close(config.timeouts.shutdownGraceMs) }))
     await admin?.close(0)
     await Promise.all([...live.values()].map(async (l) => { await l.upstream.destroy() }))
+    // The last configuration responses reach STALE_CONFIG_DIR before exit.
+    await Promise.all(staleStores.map(async (s) => { await s.idle() }))
     metrics.close()
   }
 
@@ -84,7 +88,7 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
         log: routeLog,
         draining: () => draining,
         // Configuration is read from the portal only; backend calls are never kept.
-        staleConfig: route.name === 'portal' && config.staleConfig !== undefined ? new StaleConfigCache(config.staleConfig) : undefined,
+        staleConfig: route.name === 'portal' ? staleConfigCache(config, routeLog, staleStores) : undefined,
         maxConcurrent: config.maxConcurrentRequests
       })
       const listener = await startListener(route.listenAddress, route.listenPort, handler, tls.listen, config.client).catch((err: unknown) => {
@@ -112,6 +116,28 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
   }
 
   return { config, listeners, admin, live, shutdown }
+}
+
+/** The portal's stale-config store, restored from STALE_CONFIG_DIR when set; undefined when off. */
+function staleConfigCache (config: Config, log: Logger, all: StaleConfigCache[]): StaleConfigCache | undefined {
+  const settings = config.staleConfig
+  if (settings === undefined) return undefined
+  let failing = false
+  const dir = settings.dir !== undefined
+    ? new StaleConfigDir(settings.dir, (err) => {
+      // Said once: the store in memory still works.
+      if (!failing) log.warn(`cannot write to STALE_CONFIG_DIR ${settings.dir ?? ''}: ${err instanceof Error ? err.message : String(err)}; the last good configuration is kept in memory only`)
+      failing = true
+    })
+    : undefined
+  const cache = new StaleConfigCache({ maxAgeMs: settings.maxAgeMs, maxBytes: settings.maxBytes, dir })
+  all.push(cache)
+  if (dir !== undefined) {
+    const { loaded, skipped } = cache.restore()
+    log.info({ staleConfigDir: dir.path, loaded }, `stale configuration: ${loaded} stored response(s) restored from STALE_CONFIG_DIR ${dir.path}` +
+      (skipped.length > 0 ? `; unreadable, ignored: ${skipped.join(', ')}` : ''))
+  }
+  return cache
 }
 
 /**

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto'
+import type { StaleConfigDir } from './stale-config-dir.js'
 
 /**
  * Portal paths APIcast loads its configuration from: the services list, a
@@ -36,6 +37,8 @@ export interface StaleConfigOptions {
   /** Bound on the bodies kept, in bytes; a larger response is not kept. */
   readonly maxBytes: number
   readonly now?: () => number
+  /** Write entries through to this directory, and start from what it holds. */
+  readonly dir?: StaleConfigDir | undefined
 }
 
 /**
@@ -50,12 +53,41 @@ export class StaleConfigCache {
   readonly #maxAgeMs: number
   readonly #maxBytes: number
   readonly #now: () => number
+  readonly #dir: StaleConfigDir | undefined
   #bytes = 0
 
   constructor (options: StaleConfigOptions) {
     this.#maxAgeMs = options.maxAgeMs
     this.#maxBytes = options.maxBytes
     this.#now = options.now ?? Date.now
+    this.#dir = options.dir
+  }
+
+  /**
+   * Take in what the directory holds (newest first, while it fits and is
+   * young enough); drop the files that are too old or do not fit. Returns
+   * what was loaded and the unreadable files, for the start-up line.
+   */
+  restore (): { loaded: number, skipped: string[] } {
+    if (this.#dir === undefined) return { loaded: 0, skipped: [] }
+    const { entries, skipped } = this.#dir.load()
+    const now = this.#now()
+    // Newest first from load(); insert oldest first so eviction order stays "least recently stored".
+    const kept: typeof entries = []
+    let bytes = 0
+    for (const e of entries) {
+      if (now - e.response.storedAt > this.#maxAgeMs || bytes + e.response.body.length > this.#maxBytes) {
+        this.#dir.remove(e.key)
+        continue
+      }
+      bytes += e.response.body.length
+      kept.push(e)
+    }
+    for (const e of kept.reverse()) {
+      this.#entries.set(e.key, e.response)
+      this.#bytes += e.response.body.length
+    }
+    return { loaded: kept.length, skipped }
   }
 
   /**
@@ -69,6 +101,9 @@ export class StaleConfigCache {
     return createHash('sha256').update(target).update('\n').update(String(authorization ?? '')).digest('hex')
   }
 
+  /** Resolves once every write to STALE_CONFIG_DIR asked for so far is done (for shutdown). */
+  async idle (): Promise<void> { await this.#dir?.idle() }
+
   /** The largest body worth collecting. */
   get maxBytes (): number { return this.#maxBytes }
 
@@ -77,18 +112,19 @@ export class StaleConfigCache {
 
   store (key: string, headers: Record<string, string | string[]>, body: Buffer): boolean {
     if (body.length > this.#maxBytes) return false
-    this.#delete(key)
+    this.#forget(key)
     const kept: Record<string, string | string[]> = {}
     for (const [name, value] of Object.entries(headers)) {
       if (name === 'set-cookie' || name === 'content-length' || name === 'age') continue
       kept[name] = value
     }
-    this.#entries.set(key, { headers: kept, body, storedAt: this.#now() })
+    const stored: StoredResponse = { headers: kept, body, storedAt: this.#now() }
+    this.#entries.set(key, stored)
     this.#bytes += body.length
-    for (const [oldest, entry] of this.#entries) {
+    this.#dir?.save(key, stored)
+    for (const oldest of this.#entries.keys()) {
       if (this.#bytes <= this.#maxBytes) break
-      this.#entries.delete(oldest)
-      this.#bytes -= entry.body.length
+      this.#delete(oldest)
     }
     return true
   }
@@ -105,10 +141,17 @@ export class StaleConfigCache {
     return { response, ageSeconds: Math.max(0, Math.floor(ageMs / 1000)) }
   }
 
-  #delete (key: string): void {
+  /** Drop `key` from memory only: a new version of it is about to be written. */
+  #forget (key: string): void {
     const old = this.#entries.get(key)
     if (old === undefined) return
     this.#entries.delete(key)
     this.#bytes -= old.body.length
+  }
+
+  #delete (key: string): void {
+    if (!this.#entries.has(key)) return
+    this.#forget(key)
+    this.#dir?.remove(key)
   }
 }

@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict'
+import { mkdtempSync, readdirSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { basicUserinfo, Client, rawExchange } from '../helpers/client.js'
 import { startFaultyFront, type FaultyFront } from '../helpers/faults.js'
@@ -218,6 +221,37 @@ describe('stale-if-error: the last good configuration keeps APIcast booting thro
       assert.equal(fresh.headers['x-sidecar-stale'], undefined)
     } finally {
       await t.stop()
+    }
+  })
+
+  it('with STALE_CONFIG_DIR, a sidecar restarted during the outage still serves the last good configuration', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sidecar-stale-dir-'))
+    const t = await setUp({ STALE_CONFIG_DIR: dir })
+    let second: RunningSidecar | undefined
+    try {
+      assert.equal((await client.send(t.sidecar.portalUrl + CONFIG, { headers: { authorization: basicUserinfo(TOKEN) } })).status, 200)
+      assert.equal(await t.sidecar.stop(), 0)
+      const files = readdirSync(dir)
+      assert.equal(files.length, 1)
+      assert.match(files[0] ?? '', /^[0-9a-f]{64}\.json$/)
+      assert.equal(statSync(join(dir, files[0] ?? '')).mode & 0o777, 0o600)
+      await t.front.close() // the outage begins; then the sidecar restarts
+      second = await startSidecar({
+        THREESCALE_PORTAL_ENDPOINT: `https://${TOKEN}@portal.test:${t.origin.port}`,
+        BACKEND_ENDPOINT_OVERRIDE: t.origin.url('backend.test'),
+        HTTPS_PROXY: proxyUrl(t.front.port),
+        STALE_CONFIG_DIR: dir
+      }, { secrets: [...secrets, TOKEN] })
+      const restored = await second.waitForLog((l) => /restored from STALE_CONFIG_DIR/.test(l.msg))
+      assert.equal(restored.loaded, 1)
+      const stale = await client.send(second.portalUrl + CONFIG, { headers: { authorization: basicUserinfo(TOKEN) } })
+      assert.equal(stale.status, 200)
+      assert.equal(stale.text(), BODY)
+      assert.equal(stale.headers['x-sidecar-stale'], 'proxy_unreachable')
+    } finally {
+      if (second !== undefined) assert.equal(await second.stop(), 0)
+      await t.proxy.close()
+      await t.origin.close()
     }
   })
 

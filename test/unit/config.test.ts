@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { tmpdir } from 'node:os'
 import { describe, it } from 'node:test'
 import { ConfigError, loadConfig } from '../../src/config.js'
 
@@ -27,7 +28,7 @@ describe('loadConfig', () => {
     assert.equal(c.logLevel, 'info')
     assert.deepEqual(c.timeouts, { connectMs: 10000, responseHeadersMs: 60000, idleMs: 60000, keepAliveMs: 30000, shutdownGraceMs: 10000 })
     assert.equal(c.maxConnectionsPerUpstream, 64)
-    assert.deepEqual(c.staleConfig, { maxAgeMs: 86_400_000, maxBytes: 32 * 1024 * 1024 })
+    assert.deepEqual(c.staleConfig, { maxAgeMs: 86_400_000, maxBytes: 32 * 1024 * 1024, dir: undefined })
     assert.equal(c.maxConcurrentRequests, 1024)
     assert.deepEqual(c.client, { headersTimeoutMs: 10_000, requestTimeoutMs: 30_000 })
     assert.ok(Object.isFrozen(c))
@@ -35,7 +36,14 @@ describe('loadConfig', () => {
 
   it('STALE_CONFIG_MAX_AGE=0 turns the stale configuration off; other values are seconds', () => {
     assert.equal(loadConfig({ ...minimal, STALE_CONFIG_MAX_AGE: '0' }).staleConfig, undefined)
-    assert.deepEqual(loadConfig({ ...minimal, STALE_CONFIG_MAX_AGE: '600', STALE_CONFIG_MAX_BYTES: '1000' }).staleConfig, { maxAgeMs: 600_000, maxBytes: 1000 })
+    assert.deepEqual(loadConfig({ ...minimal, STALE_CONFIG_MAX_AGE: '600', STALE_CONFIG_MAX_BYTES: '1000' }).staleConfig, { maxAgeMs: 600_000, maxBytes: 1000, dir: undefined })
+    assert.equal(loadConfig({ ...minimal, STALE_CONFIG_DIR: tmpdir() }).staleConfig?.dir, tmpdir())
+  })
+
+  it('STALE_CONFIG_DIR must be an existing directory', () => {
+    assert.deepEqual(problemsOf({ ...minimal, STALE_CONFIG_DIR: '/nonexistent/stale' }),
+      ['STALE_CONFIG_DIR /nonexistent/stale does not exist; create it (an emptyDir volume in a pod) or unset STALE_CONFIG_DIR to keep the configuration in memory only'])
+    assert.deepEqual(problemsOf({ ...minimal, STALE_CONFIG_DIR: '/etc/hostname' }), ['STALE_CONFIG_DIR /etc/hostname is not a directory'])
   })
 
   it('checks the resilience limits, all problems at once', () => {

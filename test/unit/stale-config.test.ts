@@ -1,5 +1,9 @@
 import assert from 'node:assert/strict'
+import { mkdirSync, mkdtempSync, readdirSync, statSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { describe, it } from 'node:test'
+import { StaleConfigDir } from '../../src/stale-config-dir.js'
 import { isConfigPath, StaleConfigCache } from '../../src/stale-config.js'
 
 describe('isConfigPath: APIcast configuration reads are kept, nothing else', () => {
@@ -79,5 +83,75 @@ describe('StaleConfigCache', () => {
     assert.equal(cache.store('d', {}, body('x'.repeat(11))), false)
     assert.equal(cache.lookup('d'), undefined)
     assert.equal(cache.size, 2)
+  })
+})
+
+describe('StaleConfigCache with STALE_CONFIG_DIR', () => {
+  const key = (c: string): string => c.repeat(64)
+  const tempDir = (): string => mkdtempSync(join(tmpdir(), 'sidecar-stale-'))
+  const noError = (err: unknown): void => { throw err }
+
+  it('writes entries through, mode 0600, named by key, and a new cache restores them', async () => {
+    const path = tempDir()
+    const dir = new StaleConfigDir(path, noError)
+    const first = new StaleConfigCache({ maxAgeMs: 60_000, maxBytes: 1024, dir })
+    first.store(key('a'), { 'content-type': 'application/json' }, Buffer.from('{"a":1}'))
+    first.store(key('b'), {}, Buffer.from('bbb'))
+    await dir.idle()
+    assert.deepEqual(readdirSync(path).sort(), [`${key('a')}.json`, `${key('b')}.json`])
+    assert.equal(statSync(join(path, `${key('a')}.json`)).mode & 0o777, 0o600)
+
+    const second = new StaleConfigCache({ maxAgeMs: 60_000, maxBytes: 1024, dir: new StaleConfigDir(path, noError) })
+    assert.deepEqual(second.restore(), { loaded: 2, skipped: [] })
+    assert.equal(second.lookup(key('a'))?.response.body.toString(), '{"a":1}')
+    assert.deepEqual(second.lookup(key('a'))?.response.headers, { 'content-type': 'application/json' })
+    assert.equal(second.bytes, 10)
+  })
+
+  it('restores only what is young enough and fits, removes the rest and half-written files, and skips unreadable ones', async () => {
+    const path = tempDir()
+    let now = 1_000_000
+    const dir = new StaleConfigDir(path, noError)
+    const writer = new StaleConfigCache({ maxAgeMs: 60_000, maxBytes: 1024, dir, now: () => now })
+    writer.store(key('a'), {}, Buffer.from('old'))
+    now += 50_000
+    writer.store(key('b'), {}, Buffer.from('x'.repeat(8)))
+    now += 1_000
+    writer.store(key('c'), {}, Buffer.from('y'.repeat(8)))
+    await dir.idle()
+    writeFileSync(join(path, `${key('d')}.json`), 'not json')
+    writeFileSync(join(path, 'unrelated.txt'), 'left alone')
+    mkdirSync(join(path, '.tmp-crashed')) // a write cut short by a crash
+
+    now += 20_000 // a is 71 s old now: past maxAge
+    const readerDir = new StaleConfigDir(path, noError)
+    const reader = new StaleConfigCache({ maxAgeMs: 60_000, maxBytes: 10, dir: readerDir, now: () => now })
+    assert.deepEqual(reader.restore(), { loaded: 1, skipped: [`${key('d')}.json`] })
+    assert.equal(reader.lookup(key('c'))?.response.body.toString(), 'y'.repeat(8), 'the newest that fits')
+    assert.equal(reader.lookup(key('b')), undefined, 'did not fit beside the newer one')
+    assert.equal(reader.lookup(key('a')), undefined, 'too old')
+    await readerDir.idle()
+    assert.deepEqual(readdirSync(path).sort(), [`${key('c')}.json`, `${key('d')}.json`, 'unrelated.txt'].sort())
+  })
+
+  it('an entry evicted or expired in memory is removed from the directory too', async () => {
+    const path = tempDir()
+    const dir = new StaleConfigDir(path, noError)
+    const cache = new StaleConfigCache({ maxAgeMs: 60_000, maxBytes: 6, dir })
+    cache.store(key('a'), {}, Buffer.from('aaaa'))
+    cache.store(key('b'), {}, Buffer.from('bbbb'))
+    await dir.idle()
+    assert.deepEqual(readdirSync(path), [`${key('b')}.json`])
+  })
+
+  it('a write that fails is reported once through onError; the entry stays in memory', async () => {
+    const path = join(tempDir(), 'gone')
+    const errors: unknown[] = []
+    const dir = new StaleConfigDir(path, (err) => { errors.push(err) })
+    const cache = new StaleConfigCache({ maxAgeMs: 60_000, maxBytes: 100, dir })
+    cache.store(key('a'), {}, Buffer.from('a'))
+    await dir.idle()
+    assert.equal(errors.length, 1)
+    assert.equal(cache.lookup(key('a'))?.response.body.toString(), 'a')
   })
 })
