@@ -3,6 +3,7 @@ import { bool, customCleanEnv, makeValidator, str, EnvError, EnvMissingError } f
 import { hasControlCharacter } from './access-token.js'
 import { NoProxyError, parseNoProxy } from './no-proxy.js'
 import type { TrustSettings } from './trust-store.js'
+import type { ProxyAuthScheme } from './tunnel-client.js'
 import { PROXY_VARIABLES, parseProxyUrl, ProxyUrlError, withDefaultScheme, type ProxyEndpoint, type ProxyEnv } from './egress.js'
 
 export type AccessTokenLocation = 'query' | 'header'
@@ -46,6 +47,8 @@ export interface Config {
   readonly fallbackProxies: readonly ProxyEndpoint[]
   /** How long a failed proxy is skipped before it is tried again. */
   readonly failoverBackoffMs: number
+  /** PROXY_AUTH_SCHEME: `auto` answers the proxy's challenge; `basic` or `digest` forces one. */
+  readonly proxyAuthScheme: ProxyAuthScheme
   /**
    * Last good portal configuration responses, served when the portal cannot
    * be reached. undefined when STALE_CONFIG_MAX_AGE=0.
@@ -157,6 +160,7 @@ const SPEC = {
   UPSTREAM_MAX_CONNECTIONS: positiveInt({ default: 64 }),
   FALLBACK_PROXIES: str({ default: undefined }),
   PROXY_FAILOVER_BACKOFF_MS: positiveInt({ default: 30_000 }),
+  PROXY_AUTH_SCHEME: oneOf<ProxyAuthScheme>(['auto', 'basic', 'digest'])({ default: 'auto' }),
   SHUTDOWN_GRACE_MS: positiveInt({ default: 10_000 }),
   STALE_CONFIG_MAX_AGE: wholeNumber({ default: 86_400 }),
   STALE_CONFIG_MAX_BYTES: positiveInt({ default: 32 * 1024 * 1024 }),
@@ -285,6 +289,7 @@ export function loadConfig (env: Readonly<Record<string, string | undefined>>, r
     maxConnectionsPerUpstream: cleaned.UPSTREAM_MAX_CONNECTIONS,
     fallbackProxies,
     failoverBackoffMs: cleaned.PROXY_FAILOVER_BACKOFF_MS,
+    proxyAuthScheme: cleaned.PROXY_AUTH_SCHEME,
     staleConfig: cleaned.STALE_CONFIG_MAX_AGE > 0
       ? Object.freeze({ maxAgeMs: cleaned.STALE_CONFIG_MAX_AGE * 1000, maxBytes: cleaned.STALE_CONFIG_MAX_BYTES, dir: cleaned.STALE_CONFIG_DIR })
       : undefined,

@@ -1,10 +1,11 @@
 import { lookup } from 'node:dns/promises'
-import { request as httpRequest, type IncomingMessage } from 'node:http'
+import { request as httpRequest, type ClientRequestArgs, type IncomingMessage } from 'node:http'
 import { request as httpsRequest } from 'node:https'
 import { connect as netConnect } from 'node:net'
-import { TLSSocket } from 'node:tls'
+import type { Duplex } from 'node:stream'
+import { connect as tlsConnect, TLSSocket } from 'node:tls'
 import { HttpProxyAgent } from 'http-proxy-agent'
-import { HttpsProxyAgent } from 'https-proxy-agent'
+import type { buildConnector as BuildConnectorType } from 'undici'
 import { basicTokenHeader } from './access-token.js'
 import { chainTop, isPublicChain } from './dispatcher.js'
 import { proxyAuthorization, type ProxyEndpoint } from './egress.js'
@@ -13,6 +14,8 @@ import { joinPath } from './rewrite.js'
 import { hostPort } from './redact.js'
 import type { Route } from './routes.js'
 import type { TrustStore } from './trust-store.js'
+import { TunnelClient, type ProxyAuthScheme } from './tunnel-client.js'
+import { buildConnector } from './undici-parts.js'
 
 /**
  * Step-by-step checks of one route's whole path, shared by /readyz and
@@ -49,6 +52,8 @@ export interface DiagnoseOptions {
   /** Also make an authenticated portal call with the configured token (doctor). */
   readonly authenticated: boolean
   readonly clientCert?: { readonly cert: string, readonly key: string } | undefined
+  /** PROXY_AUTH_SCHEME, answered the way the forwarding path answers it. */
+  readonly proxyAuthScheme?: ProxyAuthScheme
 }
 
 /** Paths that answer without credentials with 3scale's own 403. */
@@ -162,11 +167,21 @@ async function probe (route: Route, proxy: ProxyEndpoint | undefined, path: stri
   const https = upstream.protocol === 'https:'
   const authorization = proxy !== undefined ? proxyAuthorization(proxy) : undefined
   const proxyAuth = authorization !== undefined ? { 'Proxy-Authorization': authorization } : undefined
-  const agent = proxy === undefined
-    ? undefined
-    : https
-      ? new HttpsProxyAgent(proxy.url, { ca: [...options.trust.ca], headers: proxyAuth, keepAlive: false })
-      : new HttpProxyAgent(proxy.url, { ca: [...options.trust.ca], headers: proxyAuth, keepAlive: false })
+  // An http upstream goes to the proxy in absolute-form (http-proxy-agent);
+  // an https one through a tunnel opened by the same TunnelClient as the
+  // forwarding path, so Digest proxies are checked as they are used.
+  const agent = proxy !== undefined && !https
+    ? new HttpProxyAgent(proxy.url, { ca: [...options.trust.ca], headers: proxyAuth, keepAlive: false })
+    : undefined
+  const tunnel = proxy !== undefined && https
+    ? new TunnelClient(buildConnector({ timeout: options.timeoutMs, ca: [...options.trust.ca] } as BuildConnectorType.BuildOptions), proxy.url, {
+      username: proxy.username,
+      password: proxy.password,
+      scheme: options.proxyAuthScheme ?? 'auto',
+      replyTimeoutMs: options.timeoutMs,
+      onRefused: () => {}
+    })
+    : undefined
 
   let fullPath = joinPath(upstream.pathname, path)
   const headers: Record<string, string> = { 'user-agent': 'apicast-sidecar-proxy doctor', accept: '*/*', connection: 'close' }
@@ -188,6 +203,7 @@ async function probe (route: Route, proxy: ProxyEndpoint | undefined, path: stri
         method: 'GET',
         headers,
         agent,
+        ...(tunnel !== undefined ? { createConnection: tunnelConnection(tunnel, upstream, options, (reply) => { connect = reply }) } : {}),
         ca: [...options.trust.ca],
         servername: upstream.hostname,
         // Verified below, where the certificate can be named; a token is
@@ -229,11 +245,42 @@ async function probe (route: Route, proxy: ProxyEndpoint | undefined, path: stri
     steps.push(httpStep(route, res, fullPath, elapsed(started)))
     return { steps, status: res.statusCode }
   } catch (err) {
+    if (err instanceof TunnelRefused && proxy !== undefined && connect !== undefined) {
+      steps.push(refusedConnect(proxy, upstream, connect.statusCode, connect.headers['proxy-authenticate']))
+      return { steps, status: undefined }
+    }
     steps.push(failedExchange(err, route, proxy, connect !== undefined))
     return { steps, status: undefined }
   } finally {
     agent?.destroy()
+    await tunnel?.close()
   }
+}
+
+/**
+ * node:http's createConnection for a request through `tunnel`: CONNECT
+ * (answering the proxy's challenge), then TLS to the upstream over it,
+ * unverified here; probe() checks the chain so it can name the issuer.
+ */
+function tunnelConnection (tunnel: TunnelClient, upstream: URL, options: DiagnoseOptions, onReply: (reply: { statusCode: number, headers: Record<string, string | string[] | undefined> }) => void): NonNullable<ClientRequestArgs['createConnection']> {
+  return (opts, oncreate) => {
+    tunnel.connect({ path: hostPort(upstream), headers: {} } as unknown as Parameters<TunnelClient['connect']>[0]).then(({ statusCode, headers, socket }) => {
+      onReply({ statusCode, headers })
+      if (statusCode !== 200) {
+        socket.destroy()
+        oncreate(new TunnelRefused(statusCode), socket)
+        return
+      }
+      oncreate(null, tlsConnect({ socket, servername: (opts as { servername?: string }).servername ?? upstream.hostname, ca: [...options.trust.ca], rejectUnauthorized: false, ...(options.clientCert ?? {}) }))
+    }, (err: Error) => { oncreate(err, undefined as unknown as Duplex) })
+    return undefined
+  }
+}
+
+/** The proxy answered CONNECT with something other than 200 (the reply is in `connect`). */
+class TunnelRefused extends Error {
+  override name = 'TunnelRefused'
+  constructor (readonly statusCode: number) { super(`CONNECT answered ${statusCode}`) }
 }
 
 function refusedConnect (proxy: ProxyEndpoint, upstream: URL, status: number, authenticate: string | string[] | undefined): Step {

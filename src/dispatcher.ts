@@ -8,6 +8,7 @@ import { ConnectFailure, UpstreamCertificateError, parseAuthSchemes, type Failur
 import type { Logger } from './logger.js'
 import type { RouteMetrics } from './metrics.js'
 import { hostPort } from './redact.js'
+import { TunnelClient, type ProxyAuthScheme } from './tunnel-client.js'
 import type { Route } from './routes.js'
 import type { TrustStore } from './trust-store.js'
 import { Agent, Pool, ProxyAgent, buildConnector } from './undici-parts.js'
@@ -59,6 +60,8 @@ export interface UpstreamOptions {
   readonly tls: UpstreamTls
   /** How long a failed proxy is skipped before it is tried again. */
   readonly failoverBackoffMs: number
+  /** PROXY_AUTH_SCHEME: which challenge to answer, or the proxy's choice. */
+  readonly proxyAuthScheme: ProxyAuthScheme
   readonly log: Logger
   readonly metrics?: RouteMetrics
 }
@@ -170,41 +173,38 @@ function buildPath (route: Route, proxy: ProxyEndpoint | undefined, index: numbe
     return { index, proxy, label: 'direct', dispatcher: new Agent({ ...poolOptions, connect }), lastRefusal: () => undefined }
   }
 
-  const token = proxyAuthorization(proxy)
+  const tunnel = route.upstream.protocol === 'https:'
+  // Only an http upstream is sent to the proxy in absolute-form, with
+  // ProxyAgent's own (Basic) header; tunnels authenticate in TunnelClient.
+  const token = tunnel ? undefined : proxyAuthorization(proxy)
   const dispatcher = new ProxyAgent({
     ...poolOptions,
     uri: proxy.url.href,
     ...(token !== undefined ? { token } : {}),
     // An https upstream is tunnelled with CONNECT; an http one is sent in
     // absolute-form, the way proxies expect plain HTTP (RFC 9112 §3.2.2).
-    proxyTunnel: route.upstream.protocol === 'https:',
+    proxyTunnel: tunnel,
     // TLS to an https:// proxy, verified (always) against the same store.
     proxyTls: { timeout: timeouts.connectMs, secureContext: contexts.proxy },
     requestTls: upstreamTls,
-    // The client to the proxy: it records a refused CONNECT's status and
-    // Proxy-Authenticate, which ProxyAgent otherwise drops, and bounds the
-    // wait for the CONNECT reply.
-    clientFactory: (origin: URL, opts: object) => {
-      const pool = new Pool(origin, { ...opts, headersTimeout: timeouts.connectMs, bodyTimeout: timeouts.connectMs })
-      const connect = pool.connect.bind(pool) as (o: Dispatcher.ConnectOptions) => Promise<Dispatcher.ConnectData>
-      Object.assign(pool, {
-        connect: async (params: Dispatcher.ConnectOptions) => {
-          const data = await connect(params)
-          if (data.statusCode !== 200) {
-            refusal = { statusCode: data.statusCode, schemes: parseAuthSchemes(data.headers['proxy-authenticate']) }
-          }
-          return data
-        }
-      })
-      return pool
-    },
+    // The client to the proxy: it sends CONNECT, answers the proxy's
+    // authentication challenge (Basic, Digest), bounds the wait for each
+    // reply, and records a refused CONNECT's status and Proxy-Authenticate,
+    // which ProxyAgent otherwise drops.
+    clientFactory: (_origin: URL, opts: object) => new TunnelClient((opts as { connect: BuildConnector.connector }).connect, proxy.url, {
+      username: proxy.username,
+      password: proxy.password,
+      scheme: options.proxyAuthScheme,
+      replyTimeoutMs: timeouts.connectMs,
+      onRefused: (statusCode, headers) => { refusal = { statusCode, schemes: parseAuthSchemes(headers['proxy-authenticate']) } }
+    }),
     // The pool per upstream origin: its connect is ProxyAgent's tunnel
     // function, wrapped so the upstream's certificate is verified.
     factory: (origin: string | URL, opts: object) => {
       const { connect } = opts as { connect: BuildConnector.connector }
       return new Pool(origin, { ...opts, connect: verifyingConnector(connect, tls.verify, onOpened) })
     }
-  } as ProxyAgentType.Options)
+  } as unknown as ProxyAgentType.Options)
   return { index, proxy, label: hostPort(proxy.url), dispatcher, lastRefusal: () => refusal }
 }
 

@@ -54,6 +54,7 @@ async function diagnose (env: NodeJS.ProcessEnv): Promise<DoctorReport> {
       reports.push(await diagnoseRoute(route, proxy, {
         trust: tls.trust,
         timeoutMs: config.timeouts.connectMs,
+        proxyAuthScheme: config.proxyAuthScheme,
         authenticated: true,
         clientCert: tls.upstreamClient
       }))

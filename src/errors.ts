@@ -101,7 +101,7 @@ export const FAILURES: Readonly<Record<FailureCode, { status: 502 | 504, describ
       message: `proxy authentication failed: ${proxyName(ctx)} answered CONNECT with 407 Proxy Authentication Required${offered(ctx)}`,
       hint: ctx.proxy !== undefined && ctx.proxy.username === ''
         ? 'the proxy URL has no credentials; set them as http://user:password@host:port in https_proxy (percent-encode @ : % in them)'
-        : 'check the user and password in https_proxy (percent-encode @ : % in them as %40 %3A %25) and that the proxy accepts Basic'
+        : authHint(ctx)
     })
   },
   tunnel_refused: {
@@ -254,6 +254,18 @@ const UNKNOWN_ISSUER = new Set([
 
 function proxyName (ctx: FailureContext): string {
   return ctx.proxy !== undefined ? hostPort(ctx.proxy.url) : '(none)'
+}
+
+/** Schemes the sidecar answers (TunnelClient). */
+const SPOKEN = new Set(['basic', 'digest'])
+
+function authHint (ctx: FailureContext): string {
+  const schemes = ctx.refusal?.statusCode === 407 ? ctx.refusal.schemes : []
+  const check = 'check the user and password in https_proxy (percent-encode @ : % in them as %40 %3A %25)'
+  if (schemes.length === 0 || schemes.some((s) => SPOKEN.has(s.toLowerCase()))) {
+    return `${check}; the sidecar answers Basic and Digest challenges (PROXY_AUTH_SCHEME forces one)`
+  }
+  return `the proxy asks only for ${schemes.join(', ')}, which this sidecar does not answer yet: use a proxy account that allows Basic or Digest, or a local helper such as cntlm or px in front of the proxy`
 }
 
 function offered (ctx: FailureContext): string {

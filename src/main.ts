@@ -52,6 +52,7 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
     maxConnections: config.maxConnectionsPerUpstream,
     tls: upstreamTls,
     failoverBackoffMs: config.failoverBackoffMs,
+    proxyAuthScheme: config.proxyAuthScheme,
     log: log.child({ listener: route.name }),
     metrics: metrics.forRoute(route.name)
   })

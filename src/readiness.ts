@@ -22,6 +22,7 @@ export function createReadiness (live: ReadonlyMap<string, LiveRoute>, trust: Tr
       const report = await diagnoseRoute(route, upstream.active().proxy, {
         trust,
         timeoutMs: config.timeouts.connectMs,
+        proxyAuthScheme: config.proxyAuthScheme,
         authenticated: false
       })
       return [name, report] as const

@@ -10,6 +10,7 @@
  */
 import api from 'undici/lib/api/index.js'
 import buildConnector from 'undici/lib/core/connect.js'
+import errors from 'undici/lib/core/errors.js'
 import Agent from 'undici/lib/dispatcher/agent.js'
 import Dispatcher from 'undici/lib/dispatcher/dispatcher.js'
 import Pool from 'undici/lib/dispatcher/pool.js'
@@ -19,4 +20,4 @@ import ProxyAgent from 'undici/lib/dispatcher/proxy-agent.js'
 // methods (connect, request…). ProxyAgent opens tunnels with connect().
 if (!('connect' in Dispatcher.prototype)) Object.assign(Dispatcher.prototype, api)
 
-export { Agent, buildConnector, Pool, ProxyAgent }
+export { Agent, buildConnector, errors, Pool, ProxyAgent }

@@ -24,3 +24,7 @@ declare module 'undici/lib/api/index.js' {
   const api: object
   export default api
 }
+declare module 'undici/lib/core/errors.js' {
+  import { errors } from 'undici'
+  export default errors
+}

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { createServer, connect as netConnect, type AddressInfo } from 'node:net'
@@ -110,6 +111,7 @@ export async function startSilentServer (): Promise<{ port: number, close: () =>
 
 export const SQUID = '/usr/sbin/squid'
 const NCSA = '/usr/lib/squid/basic_ncsa_auth'
+const DIGEST = '/usr/lib/squid/digest_file_auth'
 const CERTGEN = '/usr/lib/squid/security_file_certgen'
 /** squid tests run when Debian's squid (and htpasswd) are installed, as .ci/run does. */
 export const haveSquid = existsSync(SQUID) && existsSync(NCSA) && commandExists('htpasswd')
@@ -142,6 +144,8 @@ export interface SquidOptions {
   readonly tls?: { readonly cert: string, readonly key: string }
   /** Listen on this port (default: a free one): to restart a proxy where the sidecar expects it. */
   readonly port?: number
+  /** The authentication squid asks for (default basic, with basic_ncsa_auth; digest uses digest_file_auth). */
+  readonly auth?: 'basic' | 'digest'
 }
 
 /**
@@ -176,6 +180,21 @@ export async function startSquid (options: SquidOptions = {}): Promise<Squid> {
   }
   execFileSync('htpasswd', ['-bc', join(dir, 'passwd'), user, password], { stdio: 'ignore' })
   chmodSync(join(dir, 'passwd'), 0o644)
+  // user:realm:HA1 (digest_file_auth -c): a plain user:password line cannot hold a ':' in the password.
+  const ha1 = createHash('md5').update(`${user}:sidecar-test:${password}`).digest('hex')
+  writeFileSync(join(dir, 'digest-passwd'), `${user}:sidecar-test:${ha1}\n`, { mode: 0o644 })
+  const auth = options.auth === 'digest'
+    ? [
+        `auth_param digest program ${DIGEST} -c ${dir}/digest-passwd`,
+        'auth_param digest children 2 startup=1 idle=1',
+        'auth_param digest realm sidecar-test',
+        'auth_param digest nonce_max_count 1000'
+      ]
+    : [
+        `auth_param basic program ${NCSA} ${dir}/passwd`,
+        'auth_param basic children 2 startup=1 idle=1',
+        'auth_param basic realm sidecar-test'
+      ]
   writeFileSync(join(dir, 'hosts'), '127.0.0.1 portal.test backend.test forbidden.test localhost\n')
   const conf = join(dir, 'squid.conf')
   writeFileSync(conf, [
@@ -191,9 +210,7 @@ export async function startSquid (options: SquidOptions = {}): Promise<Squid> {
     'pinger_enable off',
     'shutdown_lifetime 0 seconds',
     'logfile_rotate 0',
-    `auth_param basic program ${NCSA} ${dir}/passwd`,
-    'auth_param basic children 2 startup=1 idle=1',
-    'auth_param basic realm sidecar-test',
+    ...auth,
     'acl authed proxy_auth REQUIRED',
     'acl forbidden dstdomain forbidden.test',
     'http_access deny forbidden',

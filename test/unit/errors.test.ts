@@ -55,6 +55,19 @@ describe('classifyUpstreamError', () => {
   }
 })
 
+describe('the 407 hint follows the schemes the proxy offers', () => {
+  const hint = (schemes: string[]): string => classifyUpstreamError(
+    new ConnectFailure(new undiciErrors.RequestAbortedError('Proxy response (407) !== 200 when HTTP Tunneling')),
+    ctx(proxied, { statusCode: 407, schemes })).hint
+  it('Basic or Digest offered: check the credentials', () => {
+    assert.match(hint(['Digest']), /check the user and password in https_proxy.*answers Basic and Digest/)
+    assert.match(hint(['NTLM', 'Basic']), /check the user and password/)
+  })
+  it('only schemes the sidecar does not answer: say so, and name the way round', () => {
+    assert.match(hint(['Negotiate', 'NTLM']), /asks only for Negotiate, NTLM, which this sidecar does not answer yet.*cntlm or px/)
+  })
+})
+
 describe('parseAuthSchemes', () => {
   const cases: Array<[string | string[] | undefined, string[]]> = [
     [undefined, []],

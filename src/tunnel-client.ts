@@ -1,0 +1,212 @@
+import type { IncomingHttpHeaders } from 'node:http'
+import type { Socket } from 'node:net'
+import { parseProxyResponse } from 'https-proxy-agent/dist/parse-proxy-response.js'
+import type { buildConnector as BuildConnector, Dispatcher } from 'undici'
+import { errors } from './undici-parts.js'
+import { basicAuthorization, canAnswerDigest, digestAuthorization, parseChallenges, type Challenge } from './proxy-auth.js'
+
+/** Proxy authentication schemes the sidecar speaks; `auto` takes the proxy's challenge. */
+export type ProxyAuthScheme = 'auto' | 'basic' | 'digest'
+
+export interface TunnelClientOptions {
+  readonly username: string
+  readonly password: string
+  readonly scheme: ProxyAuthScheme
+  /** Limit for the CONNECT reply, each round. */
+  readonly replyTimeoutMs: number
+  /** Told of every CONNECT answered with something other than 200. */
+  readonly onRefused: (statusCode: number, headers: IncomingHttpHeaders) => void
+}
+
+/** What ProxyAgent reads of a CONNECT. */
+interface ConnectResult {
+  readonly statusCode: number
+  readonly headers: IncomingHttpHeaders
+  readonly socket: Socket
+}
+
+interface Reply {
+  readonly statusCode: number
+  readonly headers: IncomingHttpHeaders
+  /** Bytes read past the end of the headers (part of a 407 body). */
+  readonly rest: Buffer
+}
+
+/**
+ * The client ProxyAgent opens its tunnels with (its `clientFactory`): it
+ * sends CONNECT on a connection from `connector` (TCP, or TLS to an https://
+ * proxy) and answers the proxy's 407 challenge:
+ * - Basic: sent at once when the URL has credentials and the scheme is
+ *   `basic` or `auto`, as before (no extra round trip);
+ * - Digest (RFC 7616: MD5, SHA-256, SHA-512/256, their -sess forms,
+ *   qop=auth): answered once per challenge; the nonce is then reused with a
+ *   growing nonce count, so later tunnels need no extra round trip.
+ * It never answers the same challenge twice: a wrong password ends in the
+ * 407, which ProxyAgent turns into the `proxy_auth_required` failure.
+ * ProxyAgent keeps the pooling, TLS to the upstream and keep-alive.
+ */
+export class TunnelClient {
+  #digest: { challenge: Challenge, nc: number } | undefined
+  readonly #sockets = new Set<Socket>()
+  #closed = false
+
+  constructor (private readonly connector: BuildConnector.connector, private readonly proxy: URL, private readonly options: TunnelClientOptions) {}
+
+  async connect (params: Dispatcher.ConnectOptions & { path: string, headers?: Record<string, string> }): Promise<ConnectResult> {
+    if (this.#closed) throw new errors.ClientDestroyedError()
+    const target = params.path
+    let socket = await this.#open(params.signal)
+    let authorization = this.#firstAuthorization(target)
+    let answered: string | undefined
+    for (let round = 0; ; round++) {
+      const reply = await this.#exchange(socket, target, params.headers ?? {}, authorization, params.signal)
+      if (reply.statusCode === 200) {
+        this.#sockets.delete(socket)
+        return { statusCode: 200, headers: reply.headers, socket }
+      }
+      const next = reply.statusCode === 407 && round < 2 ? this.#answer(reply.headers['proxy-authenticate'], target, answered) : undefined
+      if (next === undefined) {
+        this.options.onRefused(reply.statusCode, reply.headers)
+        this.#sockets.delete(socket)
+        return { statusCode: reply.statusCode, headers: reply.headers, socket }
+      }
+      answered = next.scheme
+      authorization = next.authorization
+      // A new connection for the next round unless this one is kept and its 407 body can be skipped.
+      if (!(await this.#reusable(socket, reply))) {
+        socket.destroy()
+        this.#sockets.delete(socket)
+        socket = await this.#open(params.signal)
+      }
+    }
+  }
+
+  async close (): Promise<void> {
+    this.#closed = true
+    for (const s of this.#sockets) s.destroy()
+  }
+
+  async destroy (): Promise<void> {
+    await this.close()
+  }
+
+  #firstAuthorization (target: string): string | undefined {
+    const { username, password, scheme } = this.options
+    if (username === '' && password === '') return undefined
+    if (scheme === 'digest' || (scheme === 'auto' && this.#digest !== undefined)) {
+      // A nonce already answered: use it again, with the next nonce count.
+      if (this.#digest === undefined) return undefined
+      this.#digest.nc++
+      return digestAuthorization({ challenge: this.#digest.challenge, username, password, method: 'CONNECT', uri: target, nc: this.#digest.nc })
+    }
+    return basicAuthorization(username, password)
+  }
+
+  /** The answer to a 407, or undefined when there is none worth sending. */
+  #answer (header: string | string[] | undefined, target: string, answered: string | undefined): { scheme: string, authorization: string } | undefined {
+    const { username, password, scheme } = this.options
+    if (username === '' && password === '') return undefined
+    const challenges = parseChallenges(header)
+    const digest = challenges.find(canAnswerDigest)
+    if (digest !== undefined && (scheme === 'auto' || scheme === 'digest')) {
+      // Answer a Digest challenge once, or again only if the proxy says our nonce was merely stale.
+      if (answered === 'digest' && digest.params.stale?.toLowerCase() !== 'true') return undefined
+      this.#digest = { challenge: digest, nc: 1 }
+      return { scheme: 'digest', authorization: digestAuthorization({ challenge: digest, username, password, method: 'CONNECT', uri: target, nc: 1 }) }
+    }
+    const basic = challenges.some((c) => c.scheme === 'basic')
+    if (basic && answered === undefined && scheme === 'auto' && this.#digest !== undefined) {
+      // We led with a remembered Digest nonce the proxy no longer takes, and it offers Basic.
+      this.#digest = undefined
+      return { scheme: 'basic', authorization: basicAuthorization(username, password) }
+    }
+    return undefined
+  }
+
+  async #open (signal: Dispatcher.ConnectOptions['signal']): Promise<Socket> {
+    const url = this.proxy
+    const socket = await new Promise<Socket>((resolve, reject) => {
+      this.connector({
+        hostname: url.hostname.replace(/^\[|\]$/g, ''),
+        host: url.host,
+        protocol: url.protocol,
+        port: url.port !== '' ? url.port : (url.protocol === 'https:' ? '443' : '80'),
+        servername: url.hostname,
+        localAddress: null
+      } as unknown as BuildConnector.Options, (err, s) => {
+        if (err !== null) reject(err)
+        else resolve(s as Socket)
+      })
+    })
+    this.#sockets.add(socket)
+    socket.once('close', () => this.#sockets.delete(socket))
+    if ((signal as AbortSignal | undefined)?.aborted === true) {
+      socket.destroy()
+      throw new errors.RequestAbortedError()
+    }
+    return socket
+  }
+
+  /** Send one CONNECT and read the reply's head, within replyTimeoutMs. */
+  async #exchange (socket: Socket, target: string, headers: Record<string, string>, authorization: string | undefined, signal: Dispatcher.ConnectOptions['signal']): Promise<Reply> {
+    let head = `CONNECT ${target} HTTP/1.1\r\n`
+    const lines: Record<string, string> = { host: target, ...headers }
+    for (const [name, value] of Object.entries(lines)) {
+      if (name.toLowerCase() !== 'proxy-authorization') head += `${name}: ${value}\r\n`
+    }
+    if (authorization !== undefined) head += `proxy-authorization: ${authorization}\r\n`
+    socket.write(head + '\r\n')
+    const abortSignal = signal as AbortSignal | undefined
+    let timer: NodeJS.Timeout | undefined
+    const onAbort = (): void => { socket.destroy(new errors.RequestAbortedError()) }
+    abortSignal?.addEventListener('abort', onAbort, { once: true })
+    try {
+      const timeout = new Promise<never>((_resolve, reject) => {
+        timer = setTimeout(() => {
+          socket.destroy()
+          reject(new errors.HeadersTimeoutError())
+        }, this.options.replyTimeoutMs)
+      })
+      const { connect, buffered } = await Promise.race([parseProxyResponse(socket), timeout]).catch((err: unknown) => {
+        // The proxy closed before answering: the same error undici gives.
+        if (err instanceof Error && /ended before receiving CONNECT response/.test(err.message)) throw new errors.SocketError('other side closed')
+        throw err
+      })
+      const end = buffered.indexOf('\r\n\r\n')
+      return { statusCode: connect.statusCode, headers: connect.headers, rest: buffered.subarray(end + 4) }
+    } finally {
+      clearTimeout(timer)
+      abortSignal?.removeEventListener('abort', onAbort)
+    }
+  }
+
+  /**
+   * True when the next round can go on `socket`: the proxy keeps it open
+   * and the 407's body has a length, which is then read and dropped.
+   */
+  async #reusable (socket: Socket, reply: Reply): Promise<boolean> {
+    const connection = String(reply.headers.connection ?? reply.headers['proxy-connection'] ?? '').toLowerCase()
+    const length = Number(reply.headers['content-length'])
+    if (connection.includes('close') || !Number.isInteger(length) || reply.headers['transfer-encoding'] !== undefined) return false
+    let left = length - reply.rest.length
+    while (left > 0) {
+      const chunk = await new Promise<Buffer | null>((resolve) => {
+        const read = (): void => {
+          const c = socket.read() as Buffer | null
+          if (c !== null) {
+            socket.off('close', closed)
+            resolve(c)
+          } else {
+            socket.once('readable', read)
+          }
+        }
+        const closed = (): void => { socket.off('readable', read); resolve(null) }
+        socket.once('close', closed)
+        read()
+      })
+      if (chunk === null) return false
+      left -= chunk.length
+    }
+    return left === 0 && !socket.destroyed
+  }
+}

@@ -1,0 +1,97 @@
+import assert from 'node:assert/strict'
+import { after, before, describe, it } from 'node:test'
+import { Client, runConcurrently } from '../helpers/client.js'
+import { startOrigin, type Origin } from '../helpers/origin.js'
+import { haveSquid, PROXY_PASSWORD, PROXY_USER, proxyUrl, startSquid, type Squid } from '../helpers/proxies.js'
+import { testCa } from '../helpers/pki.js'
+import { runCli, startSidecar } from '../helpers/sidecar.js'
+
+const skip = haveSquid ? false : 'squid-openssl and apache2-utils are not installed (.ci/run installs them)'
+
+describe('proxy authentication: Digest, through squid with digest_file_auth', { skip }, () => {
+  let origin: Origin
+  let squid: Squid
+  const client = new Client()
+
+  before(async () => {
+    origin = await startOrigin()
+    squid = await startSquid({ auth: 'digest' })
+  })
+  after(async () => {
+    await client.close()
+    await squid.close()
+    await origin.close()
+  })
+
+  const lines = (re: RegExp): number => squid.accessLog().filter((l) => re.test(l)).length
+
+  for (const scheme of ['auto', 'digest'] as const) {
+    it(`PROXY_AUTH_SCHEME=${scheme}: answers the challenge, then reuses its tunnels: 1,000 requests at concurrency 8`, async () => {
+      const tunnelsBefore = lines(/\/200 .* CONNECT /)
+      const challengesBefore = lines(/TCP_DENIED\/407 .* CONNECT /)
+      const secrets = [PROXY_PASSWORD, encodeURIComponent(PROXY_PASSWORD), Buffer.from(`${PROXY_USER}:${PROXY_PASSWORD}`).toString('base64')]
+      const sidecar = await startSidecar({
+        THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
+        BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
+        HTTPS_PROXY: squid.url,
+        PROXY_AUTH_SCHEME: scheme,
+        UPSTREAM_MAX_CONNECTIONS: '8'
+      }, { secrets })
+      try {
+        await runConcurrently(1000, 8, async (i) => {
+          const res = await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st&i=${i}`)
+          assert.equal(res.status, 200, res.text())
+        })
+      } finally {
+        assert.equal(await sidecar.stop(), 0)
+      }
+      // squid writes a tunnel's line when it closes: after the sidecar stopped.
+      await new Promise((resolve) => setTimeout(resolve, 300))
+      const opened = lines(/\/200 .* CONNECT /) - tunnelsBefore
+      assert.ok(opened >= 1 && opened <= 8, `${opened} tunnels for 1,000 requests`)
+      const challenges = lines(/TCP_DENIED\/407 .* CONNECT /) - challengesBefore
+      assert.ok(challenges >= 1 && challenges <= 8, `${challenges} challenges: at most one per tunnel`)
+    })
+  }
+
+  it('/readyz and doctor check the path the same way: ready, every step passes', async () => {
+    const ca = await testCa()
+    const env = {
+      THREESCALE_PORTAL_ENDPOINT: `https://digest-doctor-token@portal.test:${origin.port}`,
+      BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
+      HTTPS_PROXY: squid.url
+    }
+    const sidecar = await startSidecar(env, { secrets: [PROXY_PASSWORD, 'digest-doctor-token'] })
+    try {
+      const ready = await client.send(`${sidecar.adminUrl}/readyz`)
+      assert.equal(ready.status, 200, ready.text())
+    } finally {
+      assert.equal(await sidecar.stop(), 0)
+    }
+    const doctor = await runCli({ ...env, NODE_EXTRA_CA_CERTS: ca.certFile }, ['doctor'])
+    assert.equal(doctor.code, 0, doctor.stdout)
+    assert.match(doctor.stdout, /✓ CONNECT/)
+    assert.ok(!doctor.stdout.includes(PROXY_PASSWORD))
+  })
+
+  it('a wrong password: 502 proxy_auth_required naming Digest, one challenge answered, no loop', async () => {
+    const deniedBefore = lines(/TCP_DENIED\/407 .* CONNECT /)
+    const sidecar = await startSidecar({
+      THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
+      BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
+      HTTPS_PROXY: proxyUrl(squid.port, PROXY_USER, 'not-the-password'),
+      PROXY_AUTH_SCHEME: 'digest'
+    }, { secrets: ['not-the-password'] })
+    try {
+      const res = await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st`)
+      assert.equal(res.status, 502)
+      assert.equal(res.headers['x-sidecar-error'], 'proxy_auth_required')
+      const line = await sidecar.waitForLog((l) => l.error === 'proxy_auth_required' && l.level === 'error')
+      assert.match(line.msg, /407 Proxy Authentication Required; it offers Digest/)
+    } finally {
+      assert.equal(await sidecar.stop(), 0)
+    }
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    assert.ok(lines(/TCP_DENIED\/407 .* CONNECT /) - deniedBefore <= 2, 'the challenge, and the one wrong answer: nothing more')
+  })
+})

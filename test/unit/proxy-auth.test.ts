@@ -1,0 +1,58 @@
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { basicAuthorization, canAnswerDigest, digestAuthorization, parseChallenges, type Challenge } from '../../src/proxy-auth.js'
+
+describe('parseChallenges', () => {
+  const cases: Array<[string | string[] | undefined, Challenge[]]> = [
+    [undefined, []],
+    ['Basic realm="Squid proxy"', [{ scheme: 'basic', params: { realm: 'Squid proxy' } }]],
+    ['Basic realm="a, b", charset="UTF-8"', [{ scheme: 'basic', params: { realm: 'a, b', charset: 'UTF-8' } }]],
+    [['NTLM', 'Negotiate', 'Basic realm="x"'], [{ scheme: 'ntlm', params: {} }, { scheme: 'negotiate', params: {} }, { scheme: 'basic', params: { realm: 'x' } }]],
+    ['NTLM TlRMTVNTUAACAAAADAAMADAAAAA=', [{ scheme: 'ntlm', params: {}, token68: 'TlRMTVNTUAACAAAADAAMADAAAAA=' }]],
+    ['Digest realm="proxy", nonce="abc/+=", qop="auth,auth-int", algorithm=SHA-256, stale=false, Basic realm="proxy"',
+      [{ scheme: 'digest', params: { realm: 'proxy', nonce: 'abc/+=', qop: 'auth,auth-int', algorithm: 'SHA-256', stale: 'false' } }, { scheme: 'basic', params: { realm: 'proxy' } }]],
+    ['Digest realm="with \\"quotes\\""', [{ scheme: 'digest', params: { realm: 'with "quotes"' } }]],
+    ['Negotiate YIIB9wYGKwYBBQUCoIIB==, NTLM', [{ scheme: 'negotiate', params: {}, token68: 'YIIB9wYGKwYBBQUCoIIB==' }, { scheme: 'ntlm', params: {} }]]
+  ]
+  for (const [header, want] of cases) it(JSON.stringify(header), () => assert.deepEqual(parseChallenges(header), want))
+})
+
+describe('digestAuthorization (RFC 7616 §3.9.1 examples)', () => {
+  const challenge = (algorithm: string): Challenge => ({
+    scheme: 'digest',
+    params: { realm: 'http-auth@example.org', qop: 'auth, auth-int', algorithm, nonce: '7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v', opaque: 'FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS' }
+  })
+  const input = { username: 'Mufasa', password: 'Circle of Life', method: 'GET', uri: '/dir/index.html', nc: 1, cnonce: 'f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ' }
+  const cases: Array<[string, string]> = [
+    ['MD5', '8ca523f5e9506fed4657c9700eebdbec'],
+    ['SHA-256', '753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1']
+  ]
+  for (const [algorithm, response] of cases) {
+    it(algorithm, () => {
+      const header = digestAuthorization({ ...input, challenge: challenge(algorithm) })
+      assert.match(header, /^Digest /)
+      assert.match(header, new RegExp(`response="${response}"`))
+      assert.match(header, /qop=auth, nc=00000001, cnonce="f2\/wE4q74E6zIJEtWaHKaf5wv\/H5QzzpXusqGemxURZJ"/)
+      assert.match(header, /opaque="FQhe\/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS"/)
+      assert.doesNotMatch(header, /Circle of Life/)
+    })
+  }
+
+  it('RFC 2069 form when the proxy offers no qop', () => {
+    const header = digestAuthorization({ ...input, challenge: { scheme: 'digest', params: { realm: 'r', nonce: 'n' } } })
+    assert.doesNotMatch(header, /qop=|nc=|cnonce=/)
+  })
+
+  it('canAnswerDigest: known algorithms, qop=auth or none, a nonce', () => {
+    assert.equal(canAnswerDigest(challenge('SHA-256')), true)
+    assert.equal(canAnswerDigest(challenge('MD5-sess')), true)
+    assert.equal(canAnswerDigest({ scheme: 'digest', params: { nonce: 'n', qop: 'auth-int' } }), false)
+    assert.equal(canAnswerDigest({ scheme: 'digest', params: { nonce: 'n', algorithm: 'SHA-1' } }), false)
+    assert.equal(canAnswerDigest({ scheme: 'digest', params: { realm: 'no nonce' } }), false)
+    assert.equal(canAnswerDigest({ scheme: 'basic', params: {} }), false)
+  })
+})
+
+describe('basicAuthorization', () => {
+  it('encodes user:password as UTF-8', () => assert.equal(basicAuthorization('sidecar', 'p@ss:w%rd/#?'), 'Basic ' + Buffer.from('sidecar:p@ss:w%rd/#?').toString('base64')))
+})
