@@ -47,7 +47,7 @@ export interface Config {
   readonly fallbackProxies: readonly ProxyEndpoint[]
   /** How long a failed proxy is skipped before it is tried again. */
   readonly failoverBackoffMs: number
-  /** PROXY_AUTH_SCHEME: `auto` answers the proxy's challenge; `basic` or `digest` forces one. */
+  /** PROXY_AUTH_SCHEME: `auto` answers the proxy's challenge; `basic`, `digest` or `ntlm` forces one. */
   readonly proxyAuthScheme: ProxyAuthScheme
   /**
    * Last good portal configuration responses, served when the portal cannot
@@ -160,7 +160,9 @@ const SPEC = {
   UPSTREAM_MAX_CONNECTIONS: positiveInt({ default: 64 }),
   FALLBACK_PROXIES: str({ default: undefined }),
   PROXY_FAILOVER_BACKOFF_MS: positiveInt({ default: 30_000 }),
-  PROXY_AUTH_SCHEME: oneOf<ProxyAuthScheme>(['auto', 'basic', 'digest'])({ default: 'auto' }),
+  PROXY_AUTH_SCHEME: oneOf<ProxyAuthScheme>(['auto', 'basic', 'digest', 'ntlm'])({ default: 'auto' }),
+  PROXY_USER: str({ default: undefined }),
+  PROXY_PASSWORD: str({ default: undefined }),
   SHUTDOWN_GRACE_MS: positiveInt({ default: 10_000 }),
   STALE_CONFIG_MAX_AGE: wholeNumber({ default: 86_400 }),
   STALE_CONFIG_MAX_BYTES: positiveInt({ default: 32 * 1024 * 1024 }),
@@ -248,8 +250,16 @@ export function loadConfig (env: Readonly<Record<string, string | undefined>>, r
   const proxyEnv = readProxyEnv(proxyFromFile !== undefined ? { ...present, https_proxy: proxyFromFile } : present,
     problems, proxyFromFile !== undefined ? { https_proxy: 'HTTPS_PROXY_FILE' } : {})
   const fallbackProxies = readFallbackProxies(cleaned.FALLBACK_PROXIES, problems)
-  if (proxyPassword !== undefined) {
-    applyProxyPassword(proxyEnv, fallbackProxies, proxyPassword, problems)
+  if (cleaned.PROXY_PASSWORD_FILE !== undefined && cleaned.PROXY_PASSWORD !== undefined) {
+    problems.push('PROXY_PASSWORD and PROXY_PASSWORD_FILE are both set; keep one (the file keeps the password out of the environment)')
+  }
+  const password = proxyPassword ?? cleaned.PROXY_PASSWORD
+  if (password !== undefined || cleaned.PROXY_USER !== undefined) {
+    applyProxyPassword(proxyEnv, fallbackProxies, {
+      user: cleaned.PROXY_USER,
+      password,
+      passwordSetting: proxyPassword !== undefined ? 'PROXY_PASSWORD_FILE' : 'PROXY_PASSWORD'
+    }, problems)
   }
   const upstreamClient = pairOfFiles('UPSTREAM_TLS_CERT', cleaned.UPSTREAM_TLS_CERT, 'UPSTREAM_TLS_KEY', cleaned.UPSTREAM_TLS_KEY, problems)
   const listenTls = pairOfFiles('LISTEN_TLS_CERT', cleaned.LISTEN_TLS_CERT, 'LISTEN_TLS_KEY', cleaned.LISTEN_TLS_KEY, problems)
@@ -431,32 +441,38 @@ function readSecretValue (setting: string, path: string, readSecret: ReadSecret,
 }
 
 /**
- * PROXY_PASSWORD_FILE: the password of every proxy URL that names a user, so
- * the URL itself (in https_proxy, FALLBACK_PROXIES) needs no secret.
+ * PROXY_USER and PROXY_PASSWORD / PROXY_PASSWORD_FILE: the credentials of
+ * every proxy URL (https_proxy, FALLBACK_PROXIES), so the URL itself needs
+ * no secret. PROXY_USER names the user where a URL names none (`DOMAIN\\user`
+ * for NTLM needs no percent-encoding here); the password goes to every URL
+ * that then names a user.
  */
 function applyProxyPassword (
   proxyEnv: Partial<Record<(typeof PROXY_VARIABLES)[number], string>>,
   fallbacks: ProxyEndpoint[],
-  password: string,
+  credentials: { readonly user: string | undefined, readonly password: string | undefined, readonly passwordSetting: string },
   problems: string[]
 ): void {
+  const { user, password } = credentials
   let applied = 0
   for (const name of PROXY_VARIABLES) {
     const value = proxyEnv[name]
     if (value === undefined || name.toLowerCase() === 'no_proxy') continue
     const url = new URL(value)
+    if (url.username === '' && user !== undefined) url.username = encodeURIComponent(user)
     if (url.username === '') continue
-    url.password = encodeURIComponent(password)
+    if (password !== undefined) url.password = encodeURIComponent(password)
     proxyEnv[name] = url.href
     applied++
   }
   for (let i = 0; i < fallbacks.length; i++) {
-    const proxy = fallbacks[i] as ProxyEndpoint
+    let proxy = fallbacks[i] as ProxyEndpoint
+    if (proxy.username === '' && user !== undefined) proxy = { ...proxy, username: user }
     if (proxy.username === '') continue
-    fallbacks[i] = { ...proxy, password }
+    fallbacks[i] = password !== undefined ? { ...proxy, password } : proxy
     applied++
   }
-  if (applied === 0) {
-    problems.push('PROXY_PASSWORD_FILE is set, but no proxy URL names a user (write it as http://user@proxy:port)')
+  if (applied === 0 && password !== undefined) {
+    problems.push(`${credentials.passwordSetting} is set, but no proxy URL names a user (write it as http://user@proxy:port, or set PROXY_USER)`)
   }
 }

@@ -257,15 +257,15 @@ function proxyName (ctx: FailureContext): string {
 }
 
 /** Schemes the sidecar answers (TunnelClient). */
-const SPOKEN = new Set(['basic', 'digest'])
+const SPOKEN = new Set(['basic', 'digest', 'ntlm'])
 
 function authHint (ctx: FailureContext): string {
   const schemes = ctx.refusal?.statusCode === 407 ? ctx.refusal.schemes : []
   const check = 'check the user and password in https_proxy (percent-encode @ : % in them as %40 %3A %25)'
   if (schemes.length === 0 || schemes.some((s) => SPOKEN.has(s.toLowerCase()))) {
-    return `${check}; the sidecar answers Basic and Digest challenges (PROXY_AUTH_SCHEME forces one)`
+    return `${check}; the sidecar answers Basic, Digest and NTLM challenges (PROXY_AUTH_SCHEME forces one; NTLM takes DOMAIN\\user)`
   }
-  return `the proxy asks only for ${schemes.join(', ')}, which this sidecar does not answer yet: use a proxy account that allows Basic or Digest, or a local helper such as cntlm or px in front of the proxy`
+  return `the proxy asks only for ${schemes.join(', ')}, which this sidecar does not answer: Kerberos needs a native library this build does not carry. Ask for NTLM, Digest or Basic to be allowed for this account, or put a local helper such as cntlm or px in front of the proxy`
 }
 
 function offered (ctx: FailureContext): string {

@@ -3,10 +3,10 @@ import type { Socket } from 'node:net'
 import { parseProxyResponse } from 'https-proxy-agent/dist/parse-proxy-response.js'
 import type { buildConnector as BuildConnector, Dispatcher } from 'undici'
 import { errors } from './undici-parts.js'
-import { basicAuthorization, canAnswerDigest, digestAuthorization, parseChallenges, type Challenge } from './proxy-auth.js'
+import { basicAuthorization, canAnswerDigest, digestAuthorization, ntlmAuthenticate, ntlmNegotiate, parseChallenges, type Challenge } from './proxy-auth.js'
 
 /** Proxy authentication schemes the sidecar speaks; `auto` takes the proxy's challenge. */
-export type ProxyAuthScheme = 'auto' | 'basic' | 'digest'
+export type ProxyAuthScheme = 'auto' | 'basic' | 'digest' | 'ntlm'
 
 export interface TunnelClientOptions {
   readonly username: string
@@ -40,13 +40,18 @@ interface Reply {
  *   `basic` or `auto`, as before (no extra round trip);
  * - Digest (RFC 7616: MD5, SHA-256, SHA-512/256, their -sess forms,
  *   qop=auth): answered once per challenge; the nonce is then reused with a
- *   growing nonce count, so later tunnels need no extra round trip.
+ *   growing nonce count, so later tunnels need no extra round trip;
+ * - NTLM: negotiate, challenge and authenticate on the tunnel's own
+ *   connection (NTLM authenticates a connection, not a request); once a
+ *   proxy has asked for NTLM, new tunnels start with the negotiate message.
  * It never answers the same challenge twice: a wrong password ends in the
  * 407, which ProxyAgent turns into the `proxy_auth_required` failure.
  * ProxyAgent keeps the pooling, TLS to the upstream and keep-alive.
  */
 export class TunnelClient {
   #digest: { challenge: Challenge, nc: number } | undefined
+  /** The proxy asked for NTLM: start every tunnel with the negotiate message. */
+  #ntlm = false
   readonly #sockets = new Set<Socket>()
   #closed = false
 
@@ -56,24 +61,28 @@ export class TunnelClient {
     if (this.#closed) throw new errors.ClientDestroyedError()
     const target = params.path
     let socket = await this.#open(params.signal)
-    let authorization = this.#firstAuthorization(target)
-    let answered: string | undefined
+    const first = this.#firstAuthorization(target)
+    let authorization = first?.authorization
+    let answered: string | undefined = first?.scheme
     for (let round = 0; ; round++) {
       const reply = await this.#exchange(socket, target, params.headers ?? {}, authorization, params.signal)
       if (reply.statusCode === 200) {
         this.#sockets.delete(socket)
         return { statusCode: 200, headers: reply.headers, socket }
       }
-      const next = reply.statusCode === 407 && round < 2 ? this.#answer(reply.headers['proxy-authenticate'], target, answered) : undefined
-      if (next === undefined) {
+      const next = reply.statusCode === 407 && round < 3 ? this.#answer(reply.headers['proxy-authenticate'], target, answered) : undefined
+      // NTLM's authenticate message must go on the connection its challenge came on.
+      const sameConnection = next?.scheme === 'ntlm-authenticate'
+      const reusable = next !== undefined && await this.#reusable(socket, reply)
+      if (next === undefined || (sameConnection && !reusable)) {
         this.options.onRefused(reply.statusCode, reply.headers)
         this.#sockets.delete(socket)
         return { statusCode: reply.statusCode, headers: reply.headers, socket }
       }
       answered = next.scheme
       authorization = next.authorization
-      // A new connection for the next round unless this one is kept and its 407 body can be skipped.
-      if (!(await this.#reusable(socket, reply))) {
+      // A new connection for the next round unless this one is kept and its 407 body was skipped.
+      if (!reusable) {
         socket.destroy()
         this.#sockets.delete(socket)
         socket = await this.#open(params.signal)
@@ -90,32 +99,51 @@ export class TunnelClient {
     await this.close()
   }
 
-  #firstAuthorization (target: string): string | undefined {
+  /** What the first CONNECT of a tunnel carries, from the scheme and what the proxy asked for before. */
+  #firstAuthorization (target: string): { scheme: string, authorization: string } | undefined {
     const { username, password, scheme } = this.options
     if (username === '' && password === '') return undefined
+    if (scheme === 'ntlm' || (scheme === 'auto' && this.#ntlm)) return { scheme: 'ntlm-negotiate', authorization: ntlmNegotiate(username) }
     if (scheme === 'digest' || (scheme === 'auto' && this.#digest !== undefined)) {
       // A nonce already answered: use it again, with the next nonce count.
       if (this.#digest === undefined) return undefined
       this.#digest.nc++
-      return digestAuthorization({ challenge: this.#digest.challenge, username, password, method: 'CONNECT', uri: target, nc: this.#digest.nc })
+      return { scheme: 'digest-reused', authorization: digestAuthorization({ challenge: this.#digest.challenge, username, password, method: 'CONNECT', uri: target, nc: this.#digest.nc }) }
     }
-    return basicAuthorization(username, password)
+    return { scheme: 'basic', authorization: basicAuthorization(username, password) }
   }
 
-  /** The answer to a 407, or undefined when there is none worth sending. */
+  /**
+   * The answer to a 407, given what was last sent (`answered`), or undefined
+   * when there is none worth sending: every challenge is answered once.
+   */
   #answer (header: string | string[] | undefined, target: string, answered: string | undefined): { scheme: string, authorization: string } | undefined {
     const { username, password, scheme } = this.options
     if (username === '' && password === '') return undefined
     const challenges = parseChallenges(header)
+    const allowed = (s: ProxyAuthScheme): boolean => scheme === 'auto' || scheme === s
+
+    const ntlm = challenges.find((c) => c.scheme === 'ntlm')
+    if (ntlm !== undefined && allowed('ntlm')) {
+      if (ntlm.token68 !== undefined && answered === 'ntlm-negotiate') {
+        return { scheme: 'ntlm-authenticate', authorization: ntlmAuthenticate(ntlm.token68, username, password) }
+      }
+      if (ntlm.token68 === undefined && answered !== 'ntlm-negotiate' && answered !== 'ntlm-authenticate') {
+        this.#ntlm = true
+        return { scheme: 'ntlm-negotiate', authorization: ntlmNegotiate(username) }
+      }
+      return undefined // the authenticate message was refused: a wrong password
+    }
+
     const digest = challenges.find(canAnswerDigest)
-    if (digest !== undefined && (scheme === 'auto' || scheme === 'digest')) {
+    if (digest !== undefined && allowed('digest')) {
       // Answer a Digest challenge once, or again only if the proxy says our nonce was merely stale.
       if (answered === 'digest' && digest.params.stale?.toLowerCase() !== 'true') return undefined
       this.#digest = { challenge: digest, nc: 1 }
       return { scheme: 'digest', authorization: digestAuthorization({ challenge: digest, username, password, method: 'CONNECT', uri: target, nc: 1 }) }
     }
     const basic = challenges.some((c) => c.scheme === 'basic')
-    if (basic && answered === undefined && scheme === 'auto' && this.#digest !== undefined) {
+    if (basic && answered === 'digest-reused' && scheme === 'auto') {
       // We led with a remembered Digest nonce the proxy no longer takes, and it offers Basic.
       this.#digest = undefined
       return { scheme: 'basic', authorization: basicAuthorization(username, password) }

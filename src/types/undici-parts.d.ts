@@ -28,3 +28,11 @@ declare module 'undici/lib/core/errors.js' {
   import { errors } from 'undici'
   export default errors
 }
+// httpntlm's NTLM message functions (its ntlm.js, plain JavaScript).
+declare module 'httpntlm/ntlm.js' {
+  export interface Type2Message { readonly negotiateFlags: number, readonly serverChallenge: Buffer, readonly targetInfo?: Buffer }
+  export interface NtlmOptions { username: string, password: string, domain: string, workstation: string }
+  export function createType1Message (options: Partial<NtlmOptions>): string
+  export function parseType2Message (raw: string, callback: (err: Error) => void): Type2Message | null
+  export function createType3Message (type2: Type2Message, options: NtlmOptions): string
+}

@@ -112,6 +112,7 @@ export async function startSilentServer (): Promise<{ port: number, close: () =>
 export const SQUID = '/usr/sbin/squid'
 const NCSA = '/usr/lib/squid/basic_ncsa_auth'
 const DIGEST = '/usr/lib/squid/digest_file_auth'
+const NTLM_FAKE = '/usr/lib/squid/ntlm_fake_auth'
 const CERTGEN = '/usr/lib/squid/security_file_certgen'
 /** squid tests run when Debian's squid (and htpasswd) are installed, as .ci/run does. */
 export const haveSquid = existsSync(SQUID) && existsSync(NCSA) && commandExists('htpasswd')
@@ -144,8 +145,8 @@ export interface SquidOptions {
   readonly tls?: { readonly cert: string, readonly key: string }
   /** Listen on this port (default: a free one): to restart a proxy where the sidecar expects it. */
   readonly port?: number
-  /** The authentication squid asks for (default basic, with basic_ncsa_auth; digest uses digest_file_auth). */
-  readonly auth?: 'basic' | 'digest'
+  /** The authentication squid asks for: basic (basic_ncsa_auth, the default), digest (digest_file_auth) or ntlm (ntlm_fake_auth). */
+  readonly auth?: 'basic' | 'digest' | 'ntlm'
 }
 
 /**
@@ -183,7 +184,14 @@ export async function startSquid (options: SquidOptions = {}): Promise<Squid> {
   // user:realm:HA1 (digest_file_auth -c): a plain user:password line cannot hold a ':' in the password.
   const ha1 = createHash('md5').update(`${user}:sidecar-test:${password}`).digest('hex')
   writeFileSync(join(dir, 'digest-passwd'), `${user}:sidecar-test:${ha1}\n`, { mode: 0o644 })
-  const auth = options.auth === 'digest'
+  const auth = options.auth === 'ntlm'
+    ? [
+        // ntlm_fake_auth runs the whole NTLM handshake and accepts any password.
+        `auth_param ntlm program ${NTLM_FAKE}`,
+        'auth_param ntlm children 2 startup=1 idle=1',
+        'auth_param ntlm keep_alive on'
+      ]
+    : options.auth === 'digest'
     ? [
         `auth_param digest program ${DIGEST} -c ${dir}/digest-passwd`,
         'auth_param digest children 2 startup=1 idle=1',

@@ -95,3 +95,52 @@ describe('proxy authentication: Digest, through squid with digest_file_auth', { 
     assert.ok(lines(/TCP_DENIED\/407 .* CONNECT /) - deniedBefore <= 2, 'the challenge, and the one wrong answer: nothing more')
   })
 })
+
+describe('proxy authentication: NTLM, through squid with ntlm_fake_auth', { skip }, () => {
+  let origin: Origin
+  let squid: Squid
+  const client = new Client()
+
+  before(async () => {
+    origin = await startOrigin()
+    squid = await startSquid({ auth: 'ntlm' })
+  })
+  after(async () => {
+    await client.close()
+    await squid.close()
+    await origin.close()
+  })
+
+  const lines = (re: RegExp): number => squid.accessLog().filter((l) => re.test(l)).length
+  const cases: Array<{ name: string, env: Record<string, string>, user: RegExp }> = [
+    { name: 'PROXY_AUTH_SCHEME=auto, credentials in the proxy URL', env: {}, user: / sidecar /i },
+    { name: 'PROXY_AUTH_SCHEME=ntlm, PROXY_USER=CORP\\sidecar and PROXY_PASSWORD', env: { PROXY_AUTH_SCHEME: 'ntlm', PROXY_USER: 'CORP\\sidecar', PROXY_PASSWORD: PROXY_PASSWORD }, user: /sidecar/i }
+  ]
+  for (const c of cases) {
+    it(`${c.name}: the handshake runs on the tunnel's connection, which is then reused`, async () => {
+      const tunnelsBefore = lines(/\/200 .* CONNECT /)
+      const secrets = [PROXY_PASSWORD, encodeURIComponent(PROXY_PASSWORD), Buffer.from(`${PROXY_USER}:${PROXY_PASSWORD}`).toString('base64')]
+      const sidecar = await startSidecar({
+        THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
+        BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
+        HTTPS_PROXY: c.env.PROXY_USER !== undefined ? `http://127.0.0.1:${squid.port}` : squid.url,
+        UPSTREAM_MAX_CONNECTIONS: '8',
+        ...c.env
+      }, { secrets })
+      try {
+        await runConcurrently(1000, 8, async (i) => {
+          const res = await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st&i=${i}`)
+          assert.equal(res.status, 200, res.text())
+        })
+        const ready = await client.send(`${sidecar.adminUrl}/readyz`)
+        assert.equal(ready.status, 200, ready.text())
+      } finally {
+        assert.equal(await sidecar.stop(), 0)
+      }
+      await new Promise((resolve) => setTimeout(resolve, 300))
+      const opened = squid.accessLog().slice(0).filter((l) => /\/200 .* CONNECT /.test(l)).slice(tunnelsBefore)
+      assert.ok(opened.length >= 1 && opened.length <= 10, `${opened.length} tunnels for 1,000 requests (8 pooled, and one per route for /readyz)`)
+      for (const l of opened) assert.match(l, c.user, 'squid logged the NTLM user')
+    })
+  }
+})

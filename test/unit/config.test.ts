@@ -40,6 +40,19 @@ describe('loadConfig', () => {
     assert.equal(loadConfig({ ...minimal, STALE_CONFIG_DIR: tmpdir() }).staleConfig?.dir, tmpdir())
   })
 
+  it('PROXY_USER and PROXY_PASSWORD fill in the proxy URLs; PROXY_PASSWORD and its file exclude each other', () => {
+    const c = loadConfig({ ...minimal, HTTPS_PROXY: 'http://proxy.corp:3128', FALLBACK_PROXIES: 'http://other@proxy2.corp:3128', PROXY_USER: 'CORP\\alice', PROXY_PASSWORD: 'p@ss:w%rd' })
+    const url = new URL(c.proxyEnv.HTTPS_PROXY ?? '')
+    assert.equal(decodeURIComponent(url.username), 'CORP\\alice')
+    assert.equal(decodeURIComponent(url.password), 'p@ss:w%rd')
+    assert.equal(c.fallbackProxies[0]?.username, 'other', 'a URL that names its user keeps it')
+    assert.equal(c.fallbackProxies[0]?.password, 'p@ss:w%rd')
+    const problems = problemsOf({ ...minimal, HTTPS_PROXY: 'http://u@proxy:3128', PROXY_PASSWORD: 'x', PROXY_PASSWORD_FILE: '/nonexistent/pw' })
+    assert.ok(problems.some((p) => /PROXY_PASSWORD and PROXY_PASSWORD_FILE are both set/.test(p)))
+    assert.deepEqual(problemsOf({ ...minimal, HTTPS_PROXY: 'http://proxy:3128', PROXY_PASSWORD: 'x' }),
+      ['PROXY_PASSWORD is set, but no proxy URL names a user (write it as http://user@proxy:port, or set PROXY_USER)'])
+  })
+
   it('STALE_CONFIG_DIR must be an existing directory', () => {
     assert.deepEqual(problemsOf({ ...minimal, STALE_CONFIG_DIR: '/nonexistent/stale' }),
       ['STALE_CONFIG_DIR /nonexistent/stale does not exist; create it (an emptyDir volume in a pod) or unset STALE_CONFIG_DIR to keep the configuration in memory only'])

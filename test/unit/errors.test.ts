@@ -60,11 +60,12 @@ describe('the 407 hint follows the schemes the proxy offers', () => {
     new ConnectFailure(new undiciErrors.RequestAbortedError('Proxy response (407) !== 200 when HTTP Tunneling')),
     ctx(proxied, { statusCode: 407, schemes })).hint
   it('Basic or Digest offered: check the credentials', () => {
-    assert.match(hint(['Digest']), /check the user and password in https_proxy.*answers Basic and Digest/)
+    assert.match(hint(['Digest']), /check the user and password in https_proxy.*answers Basic, Digest and NTLM/)
     assert.match(hint(['NTLM', 'Basic']), /check the user and password/)
   })
   it('only schemes the sidecar does not answer: say so, and name the way round', () => {
-    assert.match(hint(['Negotiate', 'NTLM']), /asks only for Negotiate, NTLM, which this sidecar does not answer yet.*cntlm or px/)
+    assert.match(hint(['Negotiate']), /asks only for Negotiate, which this sidecar does not answer: Kerberos needs a native library.*cntlm or px/)
+    assert.match(hint(['Negotiate', 'NTLM']), /check the user and password/)
   })
 })
 

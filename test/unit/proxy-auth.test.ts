@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { basicAuthorization, canAnswerDigest, digestAuthorization, parseChallenges, type Challenge } from '../../src/proxy-auth.js'
+import { basicAuthorization, canAnswerDigest, digestAuthorization, ntlmAuthenticate, ntlmIdentity, ntlmNegotiate, parseChallenges, type Challenge } from '../../src/proxy-auth.js'
 
 describe('parseChallenges', () => {
   const cases: Array<[string | string[] | undefined, Challenge[]]> = [
@@ -55,4 +55,44 @@ describe('digestAuthorization (RFC 7616 §3.9.1 examples)', () => {
 
 describe('basicAuthorization', () => {
   it('encodes user:password as UTF-8', () => assert.equal(basicAuthorization('sidecar', 'p@ss:w%rd/#?'), 'Basic ' + Buffer.from('sidecar:p@ss:w%rd/#?').toString('base64')))
+})
+
+describe('NTLM messages', () => {
+  it('ntlmIdentity splits DOMAIN\\user', () => {
+    assert.deepEqual(ntlmIdentity('CORP\\alice'), { domain: 'CORP', user: 'alice' })
+    assert.deepEqual(ntlmIdentity('alice'), { domain: '', user: 'alice' })
+    assert.deepEqual(ntlmIdentity('alice@corp.example'), { domain: '', user: 'alice@corp.example' })
+  })
+
+  it('negotiate is a type 1 message naming the domain', () => {
+    const raw = Buffer.from(ntlmNegotiate('CORP\\alice').replace(/^NTLM /, ''), 'base64')
+    assert.equal(raw.subarray(0, 8).toString('latin1'), 'NTLMSSP\0')
+    assert.equal(raw.readUInt32LE(8), 1)
+    assert.ok(raw.includes(Buffer.from('CORP')))
+  })
+
+  it('authenticate answers a type 2 challenge with NTLMv2, never the password itself', () => {
+    // A type 2 message: Unicode, extended security and target info flags, a server challenge, target info (empty AV list).
+    const targetInfo = Buffer.from([0, 0, 0, 0]) // MsvAvEOL
+    const type2 = Buffer.alloc(48 + targetInfo.length)
+    type2.write('NTLMSSP\0', 0, 'latin1')
+    type2.writeUInt32LE(2, 8)
+    type2.writeUInt32LE(0x00000001 | 0x00080000 | 0x00800000, 20)
+    Buffer.from('0123456789abcdef', 'hex').copy(type2, 24)
+    type2.writeUInt16LE(targetInfo.length, 40)
+    type2.writeUInt16LE(targetInfo.length, 42)
+    type2.writeUInt32LE(48, 44)
+    targetInfo.copy(type2, 48)
+    const header = ntlmAuthenticate(type2.toString('base64'), 'CORP\\alice', 'Secret-Pa55')
+    const raw = Buffer.from(header.replace(/^NTLM /, ''), 'base64')
+    assert.equal(raw.readUInt32LE(8), 3)
+    const ntLength = raw.readUInt16LE(20)
+    assert.ok(ntLength > 24, `an NTLMv2 response is longer than NTLMv1's 24 bytes (got ${ntLength})`)
+    assert.ok(raw.includes(Buffer.from('alice', 'utf16le')))
+    assert.ok(!raw.includes(Buffer.from('Secret-Pa55', 'utf16le')) && !raw.includes(Buffer.from('Secret-Pa55')))
+  })
+
+  it('an unreadable challenge is an error, not a crash', () => {
+    assert.throws(() => ntlmAuthenticate(Buffer.from('not ntlm at all').toString('base64'), 'alice', 'pw'))
+  })
 })
