@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { createServer, type AddressInfo } from 'node:net'
 import { after, before, describe, it } from 'node:test'
 import { Client, runConcurrently } from '../helpers/client.js'
 import { startOrigin, type Origin } from '../helpers/origin.js'
@@ -143,4 +144,54 @@ describe('proxy authentication: NTLM, through squid with ntlm_fake_auth', { skip
       for (const l of opened) assert.match(l, c.user, 'squid logged the NTLM user')
     })
   }
+})
+
+describe('proxy authentication: a proxy that refuses every NTLM answer', () => {
+  it('gets one handshake per request, then 502 proxy_auth_required naming NTLM: never a loop', async () => {
+    // ntlm_fake_auth accepts any password, so the refusal comes from a
+    // minimal proxy on a real socket that challenges and then refuses.
+    const type2 = Buffer.alloc(48)
+    type2.write('NTLMSSP\0', 0, 'latin1')
+    type2.writeUInt32LE(2, 8)
+    type2.writeUInt32LE(0x00000001, 20)
+    let connects = 0
+    const proxy = createServer((socket) => {
+      let buffered = ''
+      socket.on('error', () => {})
+      socket.on('data', (d: Buffer) => {
+        buffered += d.toString('latin1')
+        let end: number
+        while ((end = buffered.indexOf('\r\n\r\n')) !== -1) {
+          const head = buffered.slice(0, end)
+          buffered = buffered.slice(end + 4)
+          connects++
+          const auth = /^proxy-authorization: (\S+) ?(\S*)/im.exec(head)
+          const challenge = auth?.[1] === 'NTLM' && Buffer.from(auth[2] ?? '', 'base64').readUInt32LE(8) === 1 ? `NTLM ${type2.toString('base64')}` : 'NTLM'
+          socket.write(`HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: ${challenge}\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n`)
+        }
+      })
+    })
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve))
+    const port = (proxy.address() as AddressInfo).port
+    const sidecar = await startSidecar({
+      THREESCALE_PORTAL_ENDPOINT: 'https://portal.test',
+      BACKEND_ENDPOINT_OVERRIDE: 'https://backend.test',
+      HTTPS_PROXY: `http://127.0.0.1:${port}`,
+      PROXY_USER: 'CORP\\alice',
+      PROXY_PASSWORD: 'wrong-Pa55'
+    }, { secrets: ['wrong-Pa55'] })
+    const client = new Client()
+    try {
+      const res = await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st`)
+      assert.equal(res.status, 502)
+      assert.equal(res.headers['x-sidecar-error'], 'proxy_auth_required')
+      const line = await sidecar.waitForLog((l) => l.error === 'proxy_auth_required' && l.level === 'error')
+      assert.match(line.msg, /it offers NTLM/)
+      assert.ok(connects <= 3, `${connects} CONNECTs: Basic, negotiate, authenticate at most`)
+    } finally {
+      await client.close()
+      assert.equal(await sidecar.stop(), 0)
+      proxy.close()
+    }
+  })
 })
