@@ -9,7 +9,7 @@ import type { buildConnector as BuildConnectorType } from 'undici'
 import { basicTokenHeader } from './access-token.js'
 import { chainTop, isPublicChain } from './dispatcher.js'
 import { proxyAuthorization, type ProxyEndpoint } from './egress.js'
-import { isTlsCode, parseAuthSchemes } from './errors.js'
+import { isTlsCode, parseAuthSchemes, proxyAuthHint } from './errors.js'
 import { joinPath } from './rewrite.js'
 import { hostPort } from './redact.js'
 import type { Route } from './routes.js'
@@ -228,7 +228,7 @@ async function probe (route: Route, proxy: ProxyEndpoint | undefined, path: stri
     res.resume()
     if (connect !== undefined && proxy !== undefined) {
       if (connect.statusCode !== 200) {
-        steps.push(refusedConnect(proxy, upstream, connect.statusCode, connect.headers['proxy-authenticate']))
+        steps.push(refusedConnect(proxy, upstream, connect.statusCode, connect.headers['proxy-authenticate'], options.proxyAuthScheme ?? 'auto'))
         return { steps, status: undefined }
       }
       steps.push({ name: 'connect', ok: true, detail: `${hostPort(proxy.url)} accepted CONNECT ${hostPort(upstream)} (200)` })
@@ -239,14 +239,14 @@ async function probe (route: Route, proxy: ProxyEndpoint | undefined, path: stri
       if (tls.ok !== true) return { steps, status: undefined }
     }
     if (proxy !== undefined && !https && res.statusCode === 407) {
-      steps.push(refusedConnect(proxy, upstream, 407, res.headers['proxy-authenticate']))
+      steps.push(refusedConnect(proxy, upstream, 407, res.headers['proxy-authenticate'], options.proxyAuthScheme ?? 'auto'))
       return { steps, status: undefined }
     }
     steps.push(httpStep(route, res, fullPath, elapsed(started)))
     return { steps, status: res.statusCode }
   } catch (err) {
     if (err instanceof TunnelRefused && proxy !== undefined && connect !== undefined) {
-      steps.push(refusedConnect(proxy, upstream, connect.statusCode, connect.headers['proxy-authenticate']))
+      steps.push(refusedConnect(proxy, upstream, connect.statusCode, connect.headers['proxy-authenticate'], options.proxyAuthScheme ?? 'auto'))
       return { steps, status: undefined }
     }
     steps.push(failedExchange(err, route, proxy, connect !== undefined))
@@ -283,18 +283,14 @@ class TunnelRefused extends Error {
   constructor (readonly statusCode: number) { super(`CONNECT answered ${statusCode}`) }
 }
 
-function refusedConnect (proxy: ProxyEndpoint, upstream: URL, status: number, authenticate: string | string[] | undefined): Step {
+function refusedConnect (proxy: ProxyEndpoint, upstream: URL, status: number, authenticate: string | string[] | undefined, scheme: ProxyAuthScheme): Step {
   const schemes = parseAuthSchemes(authenticate)
   if (status === 407) {
     return {
       name: 'connect',
       ok: false,
       detail: `${hostPort(proxy.url)} answered 407 Proxy Authentication Required; it offers ${schemes.length > 0 ? schemes.join(', ') : 'no scheme'}`,
-      fix: proxy.username === ''
-        ? 'the proxy wants credentials: write them as http://user:password@host:port in https_proxy, or use PROXY_PASSWORD_FILE'
-        : schemes.length > 0 && !schemes.some((s) => s.toLowerCase() === 'basic')
-          ? `the proxy does not offer Basic; this sidecar sends Basic. Ask for Basic to be enabled for this client, or put a local NTLM/Kerberos helper (cntlm, px) in front`
-          : 'check the user and password (percent-encode @ : % in the URL as %40 %3A %25)'
+      fix: proxyAuthHint(proxy, { statusCode: 407, schemes, forced: scheme !== 'auto' ? scheme : undefined })
     }
   }
   return {

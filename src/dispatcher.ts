@@ -196,7 +196,9 @@ function buildPath (route: Route, proxy: ProxyEndpoint | undefined, index: numbe
       password: proxy.password,
       scheme: options.proxyAuthScheme,
       replyTimeoutMs: timeouts.connectMs,
-      onRefused: (statusCode, headers) => { refusal = { statusCode, schemes: parseAuthSchemes(headers['proxy-authenticate']) } }
+      onRefused: (statusCode, headers) => {
+        refusal = { statusCode, schemes: parseAuthSchemes(headers['proxy-authenticate']), forced: options.proxyAuthScheme !== 'auto' ? options.proxyAuthScheme : undefined }
+      }
     }),
     // The pool per upstream origin: its connect is ProxyAgent's tunnel
     // function, wrapped so the upstream's certificate is verified.

@@ -31,6 +31,8 @@ export interface TunnelRefusal {
   readonly statusCode: number
   /** Auth schemes from `Proxy-Authenticate`, e.g. ['Basic', 'NTLM']. */
   readonly schemes: readonly string[]
+  /** PROXY_AUTH_SCHEME, when it forces one ('basic', 'digest', 'ntlm'). */
+  readonly forced?: string | undefined
 }
 
 export interface Failure {
@@ -99,9 +101,7 @@ export const FAILURES: Readonly<Record<FailureCode, { status: 502 | 504, describ
     status: 502,
     describe: (ctx) => ({
       message: `proxy authentication failed: ${proxyName(ctx)} answered CONNECT with 407 Proxy Authentication Required${offered(ctx)}`,
-      hint: ctx.proxy !== undefined && ctx.proxy.username === ''
-        ? 'the proxy URL has no credentials; set them as http://user:password@host:port in https_proxy (percent-encode @ : % in them)'
-        : authHint(ctx)
+      hint: proxyAuthHint(ctx.proxy, ctx.refusal)
     })
   },
   tunnel_refused: {
@@ -259,9 +259,17 @@ function proxyName (ctx: FailureContext): string {
 /** Schemes the sidecar answers (TunnelClient). */
 const SPOKEN = new Set(['basic', 'digest', 'ntlm'])
 
-function authHint (ctx: FailureContext): string {
-  const schemes = ctx.refusal?.statusCode === 407 ? ctx.refusal.schemes : []
+/** What to do about a 407 from `proxy`, from what it offered (failure log lines and doctor). */
+export function proxyAuthHint (proxy: ProxyEndpoint | undefined, refusal: TunnelRefusal | undefined): string {
+  if (proxy !== undefined && proxy.username === '') {
+    return 'the proxy URL has no credentials; set them as http://user:password@host:port in https_proxy (percent-encode @ : % in them), or use PROXY_USER and PROXY_PASSWORD_FILE'
+  }
+  const schemes = refusal?.statusCode === 407 ? refusal.schemes : []
   const check = 'check the user and password in https_proxy (percent-encode @ : % in them as %40 %3A %25)'
+  const forced = refusal?.forced
+  if (forced !== undefined && schemes.length > 0 && !schemes.some((s) => s.toLowerCase() === forced)) {
+    return `PROXY_AUTH_SCHEME=${forced}, but the proxy offers only ${schemes.join(', ')}: set PROXY_AUTH_SCHEME=auto, or to a scheme it offers`
+  }
   if (schemes.length === 0 || schemes.some((s) => SPOKEN.has(s.toLowerCase()))) {
     return `${check}; the sidecar answers Basic, Digest and NTLM challenges (PROXY_AUTH_SCHEME forces one; NTLM takes DOMAIN\\user)`
   }

@@ -63,6 +63,13 @@ describe('the 407 hint follows the schemes the proxy offers', () => {
     assert.match(hint(['Digest']), /check the user and password in https_proxy.*answers Basic, Digest and NTLM/)
     assert.match(hint(['NTLM', 'Basic']), /check the user and password/)
   })
+  it('PROXY_AUTH_SCHEME forcing a scheme the proxy does not offer: say so', () => {
+    const forcedHint = classifyUpstreamError(
+      new ConnectFailure(new undiciErrors.RequestAbortedError('Proxy response (407) !== 200 when HTTP Tunneling')),
+      ctx(proxied, { statusCode: 407, schemes: ['Basic'], forced: 'ntlm' })).hint
+    assert.equal(forcedHint, 'PROXY_AUTH_SCHEME=ntlm, but the proxy offers only Basic: set PROXY_AUTH_SCHEME=auto, or to a scheme it offers')
+  })
+
   it('only schemes the sidecar does not answer: say so, and name the way round', () => {
     assert.match(hint(['Negotiate']), /asks only for Negotiate, which this sidecar does not answer: Kerberos needs a native library.*cntlm or px/)
     assert.match(hint(['Negotiate', 'NTLM']), /check the user and password/)
