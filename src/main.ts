@@ -232,8 +232,10 @@ function logRoute (log: Logger, route: Route, listener: Listener, config: Config
   if (egress.kind === 'proxy') {
     fields.egress = 'proxy'
     fields.proxy = hostPort(egress.proxy.url)
+    // The scheme as it will be used: `auto` answers the proxy's challenge on tunnels; absolute-form is Basic only.
+    const scheme = route.upstream.protocol === 'https:' ? config.proxyAuthScheme : 'basic'
     fields.proxyAuth = egress.proxy.username !== '' || egress.proxy.password !== ''
-      ? `basic (${egress.proxy.username}:***)`
+      ? `${scheme === 'auto' ? 'auto: Basic, Digest or NTLM as the proxy asks' : scheme} (${egress.proxy.username}:***)`
       : 'none'
     via = `via proxy ${egress.proxy.url.protocol}//${hostPort(egress.proxy.url)} (${route.upstream.protocol === 'https:' ? 'CONNECT tunnel' : 'absolute-form'}, proxy auth ${String(fields.proxyAuth)})`
     if (egress.fallbacks.length > 0) {
