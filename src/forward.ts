@@ -61,12 +61,13 @@ const PORTAL_ERROR_STATUS: ReadonlySet<number> = new Set([500, 502, 503, 504])
  */
 export function createForwarder (ctx: ForwardContext): (req: IncomingMessage, res: ServerResponse) => void {
   let inFlight = 0
+  const overloaded = overloadRefuser(ctx)
   return function forward (req, res) {
     const started = performance.now()
     if (ctx.draining()) res.shouldKeepAlive = false
     const { route, upstream } = ctx.live
     if (inFlight >= ctx.maxConcurrent) {
-      overloaded(ctx, req, res, started)
+      overloaded(req, res, started)
       return
     }
     inFlight++
@@ -119,40 +120,35 @@ export function createForwarder (ctx: ForwardContext): (req: IncomingMessage, re
 }
 
 /**
- * Answer 503 at once: MAX_CONCURRENT_REQUESTS are being forwarded. Queuing
- * without bound would only hold APIcast's connections and memory while 3scale
- * or the proxy is slow; APIcast handles a 503 as it handles 3scale's own.
+ * Past MAX_CONCURRENT_REQUESTS: answer 503 at once. Queuing without bound
+ * would only hold APIcast's connections and memory while 3scale or the proxy
+ * is slow; APIcast handles a 503 as it handles 3scale's own. Under overload
+ * every request would log a warning, adding I/O where it hurts most, so the
+ * first refusal is logged and then one line per 10 s with the count.
  */
-function overloaded (ctx: ForwardContext, req: IncomingMessage, res: ServerResponse, started: number): void {
-  const body = `the sidecar is forwarding ${ctx.maxConcurrent} requests already (MAX_CONCURRENT_REQUESTS); try again shortly\n`
-  res.writeHead(503, {
-    'content-type': 'text/plain; charset=utf-8',
-    'content-length': Buffer.byteLength(body),
-    'retry-after': '1',
-    'x-sidecar-error': 'overloaded'
-  })
-  res.end(body)
-  req.resume()
-  ctx.metrics.overloaded()
-  ctx.log.warn({
-    method: req.method,
-    path: redactPath(req.url ?? ''),
-    status: 503,
-    error: 'overloaded',
-    ms: elapsed(started)
-  }, `request refused: ${ctx.maxConcurrent} requests in flight (MAX_CONCURRENT_REQUESTS); the upstream or the proxy is slower than the load, or the limit is too low`)
+function overloadRefuser (ctx: ForwardContext): (req: IncomingMessage, res: ServerResponse, started: number) => void {
+  const message = `${ctx.maxConcurrent} requests in flight (MAX_CONCURRENT_REQUESTS); the upstream or the proxy is slower than the load, or the limit is too low`
+  let lastLogged = -Infinity
+  let unlogged = 0
+  return (req, res, started) => {
+    answerLocally(res, 503, `the sidecar is forwarding ${ctx.maxConcurrent} requests already (MAX_CONCURRENT_REQUESTS); try again shortly`, { 'retry-after': '1', 'x-sidecar-error': 'overloaded' })
+    req.resume()
+    ctx.metrics.overloaded()
+    const now = performance.now()
+    if (now - lastLogged < 10_000) {
+      unlogged++
+      return
+    }
+    ctx.log.warn({ method: req.method, path: redactPath(req.url ?? ''), status: 503, error: 'overloaded', ms: elapsed(started), refusedSinceLastLine: unlogged },
+      `request refused: ${message}` + (unlogged > 0 ? `; ${unlogged} more refused since the last such line` : ''))
+    lastLogged = now
+    unlogged = 0
+  }
 }
 
 /** Answer a request the rewrite refused; nothing was sent upstream. */
 function refuse (ctx: ForwardContext, req: IncomingMessage, res: ServerResponse, error: RequestError, started: number): void {
-  const body = error.message + '\n'
-  res.writeHead(error.statusCode, {
-    ...error.headers,
-    'content-type': 'text/plain; charset=utf-8',
-    'content-length': Buffer.byteLength(body),
-    connection: 'close'
-  })
-  res.end(body)
+  answerLocally(res, error.statusCode, error.message, { ...error.headers, connection: 'close' })
   req.resume()
   ctx.log.warn({
     method: req.method,
@@ -160,6 +156,17 @@ function refuse (ctx: ForwardContext, req: IncomingMessage, res: ServerResponse,
     status: error.statusCode,
     ms: elapsed(started)
   }, `request refused: ${error.message}`)
+}
+
+/** A plain-text answer of the sidecar's own (never one of 3scale's). */
+function answerLocally (res: ServerResponse, status: number, text: string, headers: Record<string, string>): void {
+  const body = text + '\n'
+  res.writeHead(status, {
+    ...headers,
+    'content-type': 'text/plain; charset=utf-8',
+    'content-length': Buffer.byteLength(body)
+  })
+  res.end(body)
 }
 
 /**
@@ -317,14 +324,10 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
   }
 
   #sendFailure (failure: Failure): void {
-    const body = `${failure.message}\n${failure.hint}\n`
-    this.res.writeHead(failure.status, {
-      'content-type': 'text/plain; charset=utf-8',
-      'content-length': Buffer.byteLength(body),
+    answerLocally(this.res, failure.status, `${failure.message}\n${failure.hint}`, {
       'x-sidecar-error': failure.code,
       ...(this.ctx.draining() ? { connection: 'close' } : {})
     })
-    this.res.end(body)
     this.req.resume()
   }
 

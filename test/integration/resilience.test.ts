@@ -302,10 +302,14 @@ describe('bounded resources', () => {
       assert.equal(refused.status, 503)
       assert.equal(refused.headers['x-sidecar-error'], 'overloaded')
       assert.equal(refused.headers['retry-after'], '1')
+      for (let i = 0; i < 3; i++) assert.equal((await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st`)).status, 503)
       for (const r of await Promise.all(slow)) assert.equal(r.status, 200)
       assert.equal((await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st`)).status, 200)
       const line = await sidecar.waitForLog((l) => l.error === 'overloaded')
       assert.match(line.msg, /MAX_CONCURRENT_REQUESTS/)
+      assert.equal(sidecar.logs().filter((l) => l.error === 'overloaded').length, 1, 'one warning, not one per refused request')
+      const metrics = (await client.send(`${sidecar.adminUrl}/metrics`)).text()
+      assert.match(metrics, /sidecar_requests_rejected_total\{listener="backend"\} 4/)
     } finally {
       assert.equal(await sidecar.stop(), 0)
     }
