@@ -30,10 +30,16 @@ ENV NODE_ENV=production \
     LISTEN_ADDRESS=0.0.0.0
 
 WORKDIR /app
-# Owned by root and only readable: the process never writes outside /tmp.
+# Owned by root and only readable: the process never writes outside /tmp
+# (and STALE_CONFIG_DIR, when set).
 # Group 0 can read, so OpenShift's arbitrary UID (always in group 0) works.
 COPY --from=build /src/dist/bundle/apicast-sidecar-proxy.cjs ./apicast-sidecar-proxy.cjs
 RUN chmod -R g=u,o-w /app
+# Where STALE_CONFIG_DIR may point: a volume mounted here starts owned by the
+# sidecar's user (and group 0, for OpenShift). Not set by default: with a
+# read-only root and no volume it could not be written.
+RUN mkdir -p /var/lib/apicast-sidecar-proxy && \
+    chown 10001:0 /var/lib/apicast-sidecar-proxy && chmod 0770 /var/lib/apicast-sidecar-proxy
 
 USER 10001:0
 EXPOSE 9090 9091 9092

@@ -29,17 +29,21 @@ describe('the container image', { skip }, () => {
       const proxy = await startProxyChain()
       const [portalPort, backendPort, adminPort] = [await freePort(), await freePort(), await freePort()]
       const container = `sidecar-test-${process.pid}-${Date.now()}`
+      const state = `${container}-state`
       const client = new Client()
       try {
         await podman('run', '-d', '--name', container, '--network', 'host', '--read-only', '--tmpfs', '/tmp',
           '--cap-drop', 'ALL', '--security-opt', 'no-new-privileges', ...userArgs,
           '-v', `${ca.certFile}:/etc/pki/apicast-sidecar/ca.pem:ro`,
+          // A named volume for the last good configuration, as the README shows.
+          '-v', `${state}:/var/lib/apicast-sidecar-proxy`,
+          '-e', 'STALE_CONFIG_DIR=/var/lib/apicast-sidecar-proxy',
           '-e', 'CA_BUNDLE=/etc/pki/apicast-sidecar/ca.pem',
           '-e', 'LISTEN_ADDRESS=127.0.0.1',
           '-e', `PORTAL_LISTEN_PORT=${portalPort}`,
           '-e', `BACKEND_LISTEN_PORT=${backendPort}`,
           '-e', `ADMIN_LISTEN_PORT=${adminPort}`,
-          '-e', `THREESCALE_PORTAL_ENDPOINT=${origin.url('portal.test')}`,
+          '-e', `THREESCALE_PORTAL_ENDPOINT=https://container-token@portal.test:${origin.port}`,
           '-e', `BACKEND_ENDPOINT_OVERRIDE=${origin.url('backend.test')}`,
           '-e', `HTTPS_PROXY=${proxy.url}`,
           IMAGE as string)
@@ -56,13 +60,20 @@ describe('the container image', { skip }, () => {
         assert.equal(res.status, 200)
         assert.equal(proxy.tunnels(), 1)
 
+        // The configuration read is kept in the volume, whatever the UID.
+        const config = await client.send(`http://127.0.0.1:${portalPort}/admin/api/services.json`)
+        assert.equal(config.status, 200)
+        await new Promise((resolve) => setTimeout(resolve, 300))
+        assert.match(await podman('exec', container, 'ls', '/var/lib/apicast-sidecar-proxy'), /^[0-9a-f]{64}\.json$/)
+
         await podman('stop', '-t', '20', container)
         assert.equal(await podman('inspect', '--format', '{{.State.ExitCode}}', container), '0')
         const logs = await podman('logs', container)
         assert.match(logs, /"msg":"stopped"/)
-        assert.ok(!logs.includes(PROXY_PASSWORD) && !logs.includes(encodeURIComponent(PROXY_PASSWORD)))
+        assert.ok(!logs.includes(PROXY_PASSWORD) && !logs.includes(encodeURIComponent(PROXY_PASSWORD)) && !logs.includes('container-token'))
       } finally {
         await podman('rm', '-f', container).catch(() => '')
+        await podman('volume', 'rm', '-f', state).catch(() => '')
         await client.close()
         await proxy.close()
         await origin.close()
