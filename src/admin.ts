@@ -13,8 +13,10 @@ export interface AdminContext {
  * forwards anything and shares no route with the 9090/9091 listeners.
  */
 export function createAdminHandler (ctx: AdminContext): (req: IncomingMessage, res: ServerResponse) => void {
+  // Set once a readiness check has passed since start (see /readyz?once).
+  let passedOnce = false
   return (req, res) => {
-    const path = (req.url ?? '/').split('?')[0]
+    const [path, query = ''] = (req.url ?? '/').split('?')
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       send(res, 405, { error: 'only GET and HEAD' }, { allow: 'GET, HEAD' })
       return
@@ -30,7 +32,17 @@ export function createAdminHandler (ctx: AdminContext): (req: IncomingMessage, r
           send(res, 503, { status: 'shutting_down', ready: false })
           return
         }
+        // `?once`: ready for good once the whole chain has worked since start.
+        // The pod's readiness probe uses it: a new pod with a wrong password
+        // or CA never becomes ready (the rollout stops), but an outage of the
+        // proxy, shared by every replica, does not take them all out of the
+        // Service at once. Plain /readyz always checks the chain now.
+        if (passedOnce && new URLSearchParams(query).has('once')) {
+          send(res, 200, { status: 'ready', ready: true, once: true, detail: 'the chain has worked since start; GET /readyz for its state now' })
+          return
+        }
         ctx.readiness().then((r) => {
+          if (r.ready) passedOnce = true
           send(res, r.ready ? 200 : 503, { status: r.ready ? 'ready' : 'not_ready', ...r })
         }, (err: unknown) => {
           send(res, 503, { status: 'not_ready', ready: false, error: String(err) })

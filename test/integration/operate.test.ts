@@ -95,6 +95,35 @@ describe('operate: /readyz and doctor name the failing step', () => {
     })
   }
 
+  it('/readyz?once: not ready until the chain has worked; then ready through a proxy outage, while /readyz shows the outage', async () => {
+    const own = await startProxyChain()
+    const sidecar = await startSidecar({
+      THREESCALE_PORTAL_ENDPOINT: `https://${TOKEN}@portal.test:${origin.port}`,
+      BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
+      HTTPS_PROXY: own.url,
+      READINESS_CACHE_MS: '100'
+    }, { secrets: [TOKEN, PROXY_PASSWORD, encodeURIComponent(PROXY_PASSWORD)] })
+    const wrong = await startSidecar({
+      THREESCALE_PORTAL_ENDPOINT: `https://${TOKEN}@portal.test:${origin.port}`,
+      BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
+      HTTPS_PROXY: proxyUrl(proxy.port, 'sidecar', 'wrong-password'),
+      READINESS_CACHE_MS: '100'
+    }, { secrets: [TOKEN, 'wrong-password'] })
+    try {
+      assert.equal((await get(`${wrong.adminUrl}/readyz?once`)).status, 503, 'a wrong password never becomes ready')
+      assert.equal((await get(`${sidecar.adminUrl}/readyz?once`)).status, 200)
+      await own.close() // the proxy every replica shares goes down
+      await sleep(150)
+      assert.equal((await get(`${sidecar.adminUrl}/readyz`)).status, 503, '/readyz shows the outage')
+      const once = await get(`${sidecar.adminUrl}/readyz?once`)
+      assert.equal(once.status, 200, 'the pod stays in the Service')
+      assert.equal((JSON.parse(once.body) as { once?: boolean }).once, true)
+    } finally {
+      assert.equal(await sidecar.stop(), 0)
+      assert.equal(await wrong.stop(), 0)
+    }
+  })
+
   it('doctor --json gives the same report as JSON', async () => {
     const { code, stdout } = await runCli({
       THREESCALE_PORTAL_ENDPOINT: `https://${TOKEN}@portal.test:${origin.port}`,

@@ -377,7 +377,7 @@ for (const { source, load } of DEPLOYMENTS) {
       ['apicast', 'readinessProbe', 'httpGet /status/ready :8090'],
       ['apicast', 'livenessProbe', 'httpGet /status/live :8090'],
       // The admin listener serves the probes; the forwarding listeners stay on loopback.
-      ['sidecar', 'readinessProbe', 'httpGet /readyz :9092'],
+      ['sidecar', 'readinessProbe', 'httpGet /readyz?once :9092'],
       ['sidecar', 'livenessProbe', 'httpGet /healthz :9092'],
       ['sidecar', 'startupProbe', 'httpGet /healthz :9092']
     ]
