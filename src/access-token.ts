@@ -6,6 +6,7 @@
  * `Authorization: Basic base64("TOKEN:")`; 3scale accepts the token in either
  * half of the Basic credentials, so both are read here.
  */
+import { basicAuthorization } from './proxy-auth.js'
 
 export type BasicToken =
   | { kind: 'none' }
@@ -50,7 +51,7 @@ export function readBasicToken (authorization: string | undefined): BasicToken {
 
 /** The Authorization value that carries `token` the way APIcast sends it. */
 export function basicTokenHeader (token: string): string {
-  return 'Basic ' + Buffer.from(token + ':', 'utf8').toString('base64')
+  return basicAuthorization(token, '')
 }
 
 /** True when a raw query string (without `?`) already has an `access_token`. */

@@ -1,5 +1,6 @@
 import { getProxyForUrl } from 'proxy-from-env'
 import { isLoopback, matchesNoProxy, parseNoProxy } from './no-proxy.js'
+import { basicAuthorization } from './proxy-auth.js'
 
 /** The proxy variables, in the spellings proxy-from-env reads. */
 export const PROXY_VARIABLES = [
@@ -59,7 +60,7 @@ export function parseProxyUrl (raw: string): ProxyEndpoint {
 /** The `Proxy-Authorization: Basic` value for `proxy`, or undefined without credentials. */
 export function proxyAuthorization (proxy: ProxyEndpoint): string | undefined {
   if (proxy.username === '' && proxy.password === '') return undefined
-  return 'Basic ' + Buffer.from(`${proxy.username}:${proxy.password}`, 'utf8').toString('base64')
+  return basicAuthorization(proxy.username, proxy.password)
 }
 
 /** A proxy value without a scheme means http://, as in curl and Go. */
