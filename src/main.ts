@@ -315,6 +315,17 @@ export async function main (argv: readonly string[], env: NodeJS.ProcessEnv): Pr
   }
 
   const log = createLogger(config.logLevel)
+  // Signals are taken from here on: one that arrives while the listeners are
+  // still starting (an orchestrator stopping a pod that has just started)
+  // is acted on once they are up, rather than killing the process with
+  // the default action and no drain.
+  let onSignal: (signal: NodeJS.Signals) => void
+  const early: NodeJS.Signals[] = []
+  onSignal = (signal) => { early.push(signal) }
+  const signalled = (signal: NodeJS.Signals): void => { onSignal(signal) }
+  process.on('SIGTERM', signalled)
+  process.on('SIGINT', signalled)
+
   let sidecar: Sidecar
   try {
     sidecar = await startSidecar(config, tls, log, { reloadConfig: () => loadConfig(env) })
@@ -326,7 +337,7 @@ export async function main (argv: readonly string[], env: NodeJS.ProcessEnv): Pr
 
   return await new Promise<number>((resolve) => {
     let stopping = false
-    const stop = (signal: NodeJS.Signals): void => {
+    onSignal = (signal) => {
       if (stopping) {
         log.warn(`${signal} again: exiting without waiting for in-flight requests`)
         resolve(1)
@@ -343,8 +354,7 @@ export async function main (argv: readonly string[], env: NodeJS.ProcessEnv): Pr
         resolve(1)
       })
     }
-    process.on('SIGTERM', stop)
-    process.on('SIGINT', stop)
+    for (const signal of early) onSignal(signal)
   }).finally(async () => { await flushed(log) })
 }
 
