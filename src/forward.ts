@@ -7,6 +7,7 @@ import { withoutHopByHop } from './hop-by-hop.js'
 import type { Logger } from './logger.js'
 import type { RouteMetrics } from './metrics.js'
 import { redactPath } from './redact.js'
+import { onceClosed } from './response-closed.js'
 import { shouldRetry } from './retry.js'
 import { buildUpstreamRequest, type RequestError } from './rewrite.js'
 import type { Route } from './routes.js'
@@ -72,7 +73,7 @@ export function createForwarder (ctx: ForwardContext): (req: IncomingMessage, re
     }
     inFlight++
     ctx.metrics.started()
-    res.once('close', () => {
+    onceClosed(res, () => {
       inFlight--
       ctx.metrics.finished(req.method, res.headersSent ? res.statusCode : CLIENT_CLOSED, (performance.now() - started) / 1000)
     })
@@ -188,6 +189,7 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
   /** A stale response was served instead of the portal's error: the rest of this attempt is ignored. */
   #servedStale = false
   #pendingHeaders: Record<string, string | string[]> | undefined
+  readonly #stopWatchingClose: () => void
   readonly #onClose = (): void => {
     // APIcast went away: abort the upstream request, so neither the tunnel
     // nor 3scale keeps working for nobody.
@@ -207,7 +209,7 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
     private readonly stale: StaleSlot | undefined,
     private readonly retry: (failure: Failure, beforeWrite: boolean, responseStarted: boolean) => boolean
   ) {
-    res.once('close', this.#onClose)
+    this.#stopWatchingClose = onceClosed(res, this.#onClose)
     res.on('drain', this.#onDrain)
   }
 
@@ -295,7 +297,7 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
 
   #finish (): void {
     this.#done = true
-    this.res.off('close', this.#onClose)
+    this.#stopWatchingClose()
     this.res.off('drain', this.#onDrain)
   }
 

@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createServer as createTlsServer } from 'node:https'
 import type { AddressInfo, Socket } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { onceClosed } from './response-closed.js'
 
 export interface Listener {
   readonly server: Server
@@ -30,6 +31,28 @@ export interface ClientLimits {
   readonly requestTimeoutMs: number
 }
 
+/**
+ * HTTP/1.1 pipelining: node:http hands over a request while its
+ * predecessor's response is still being written. Its response gets the
+ * connection (the `socket` event) only when its turn comes, and never if the
+ * connection ends first: after a `Connection: close` answer (every refusal
+ * of the sidecar's), or when the client hangs up. So a pipelined request is
+ * held until its turn and dropped if the connection ends before it: nothing
+ * is sent upstream (a usage report least of all) whose response can never be
+ * delivered. nginx likewise reads a pipelined request only once the one
+ * before it is done.
+ */
+function awaitTurn (req: IncomingMessage, res: ServerResponse, serve: (req: IncomingMessage, res: ServerResponse) => void): void {
+  const connection = req.socket
+  const turn = (): void => {
+    connection.off('close', gone)
+    serve(req, res)
+  }
+  const gone = (): void => { res.off('socket', turn) }
+  res.once('socket', turn)
+  connection.once('close', gone)
+}
+
 export async function startListener (
   host: string,
   port: number,
@@ -38,10 +61,14 @@ export async function startListener (
   limits: ClientLimits
 ): Promise<Listener> {
   let inFlight = 0
-  const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
+  const serve = (req: IncomingMessage, res: ServerResponse): void => {
     inFlight++
-    res.once('close', () => { inFlight-- })
+    onceClosed(res, () => { inFlight-- })
     handler(req, res)
+  }
+  const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    if (res.socket === null) awaitTurn(req, res, serve)
+    else serve(req, res)
   }
   // A client that is slow to send its headers or body gets 408 and is
   // disconnected (node:http does both), so it cannot hold a connection and
