@@ -57,7 +57,12 @@ export interface Config {
   /** Requests one listener forwards at once; past it, 503 at once. */
   readonly maxConcurrentRequests: number
   /** Limits on APIcast's side of a listener: slow or stuck clients. */
-  readonly client: { readonly headersTimeoutMs: number, readonly requestTimeoutMs: number }
+  readonly client: {
+    readonly headersTimeoutMs: number
+    readonly requestTimeoutMs: number
+    /** Longest a client may leave a response unread before it is cut off (nginx's send_timeout). */
+    readonly sendTimeoutMs: number
+  }
   /** The proxy variables that were set, scheme-less values already given `http://`. */
   readonly proxyEnv: ProxyEnv
   /**
@@ -170,6 +175,7 @@ const SPEC = {
   MAX_CONCURRENT_REQUESTS: positiveInt({ default: 1024 }),
   CLIENT_HEADERS_TIMEOUT_MS: positiveInt({ default: 10_000 }),
   CLIENT_REQUEST_TIMEOUT_MS: positiveInt({ default: 30_000 }),
+  CLIENT_SEND_TIMEOUT_MS: positiveInt({ default: 60_000 }),
   CA_BUNDLE: str({ default: undefined }),
   SSL_CERT_FILE: str({ default: undefined }),
   SSL_CERT_DIR: str({ default: undefined }),
@@ -304,7 +310,11 @@ export function loadConfig (env: Readonly<Record<string, string | undefined>>, r
       ? Object.freeze({ maxAgeMs: cleaned.STALE_CONFIG_MAX_AGE * 1000, maxBytes: cleaned.STALE_CONFIG_MAX_BYTES, dir: cleaned.STALE_CONFIG_DIR })
       : undefined,
     maxConcurrentRequests: cleaned.MAX_CONCURRENT_REQUESTS,
-    client: Object.freeze({ headersTimeoutMs: cleaned.CLIENT_HEADERS_TIMEOUT_MS, requestTimeoutMs: cleaned.CLIENT_REQUEST_TIMEOUT_MS }),
+    client: Object.freeze({
+      headersTimeoutMs: cleaned.CLIENT_HEADERS_TIMEOUT_MS,
+      requestTimeoutMs: cleaned.CLIENT_REQUEST_TIMEOUT_MS,
+      sendTimeoutMs: cleaned.CLIENT_SEND_TIMEOUT_MS
+    }),
     proxyEnv: Object.freeze(proxyEnv),
     secretFiles: Object.freeze(secretFiles),
     tls: Object.freeze({

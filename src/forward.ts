@@ -36,6 +36,8 @@ export interface ForwardContext {
   readonly staleConfig?: StaleConfigCache | undefined
   /** Requests forwarded at once; past it, 503 at once. */
   readonly maxConcurrent: number
+  /** CLIENT_SEND_TIMEOUT_MS: how long a response may stay blocked on a client that does not read. */
+  readonly sendTimeoutMs: number
 }
 
 /** A request's entry in the stale-config cache. */
@@ -196,7 +198,30 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
     if (!this.#done) this.#controller?.abort(new ClientClosedError())
   }
 
-  readonly #onDrain = (): void => { this.#controller?.resume() }
+  readonly #onDrain = (): void => {
+    this.#clearSendTimer()
+    this.#controller?.resume()
+  }
+
+  /**
+   * Armed while the response is blocked on APIcast's socket (undici paused,
+   * or the tail of the body still queued after the end): a client that
+   * stops reading would otherwise hold a tunnel, and its buffers, with no
+   * limit, because undici's body timeout does not run while paused. Past
+   * CLIENT_SEND_TIMEOUT_MS (nginx's send_timeout) the upstream request is
+   * aborted, freeing the tunnel, and APIcast's connection is closed.
+   */
+  #sendTimer: NodeJS.Timeout | undefined
+  readonly #onSendTimeout = (): void => {
+    this.#sendTimer = undefined
+    if (!this.#done) {
+      // onResponseError closes APIcast's connection and logs.
+      this.#controller?.abort(new SendTimeoutError(this.ctx.sendTimeoutMs))
+      return
+    }
+    this.res.destroy()
+    this.#logSendTimeout(false)
+  }
 
   constructor (
     private readonly ctx: ForwardContext,
@@ -249,7 +274,10 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
       else this.#collected.push(chunk)
     }
     this.#bytesOut += chunk.length
-    if (!this.res.write(chunk)) controller.pause()
+    if (!this.res.write(chunk)) {
+      controller.pause()
+      this.#armSendTimer()
+    }
   }
 
   onResponseEnd (): void {
@@ -259,13 +287,18 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
       this.stale.cache.store(this.stale.key, this.#pendingHeaders, Buffer.concat(this.#collected, this.#collectedBytes))
       this.#collected = undefined
     }
-    this.res.end()
+    this.#endWithin()
     this.ctx.log.info(this.#line(this.res.statusCode), 'request')
   }
 
   onResponseError (_controller: Dispatcher.DispatchController, err: Error): void {
     if (this.#servedStale) return
     this.#finish()
+    if (err instanceof SendTimeoutError) {
+      this.res.destroy()
+      this.#logSendTimeout(true)
+      return
+    }
     if (err instanceof ClientClosedError || (this.res.destroyed && !this.res.headersSent)) {
       this.ctx.log.info({ ...this.#line(CLIENT_CLOSED) }, 'request aborted: the client closed the connection')
       return
@@ -295,6 +328,35 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
     this.ctx.log.error({ ...this.#line(failure.status), error: failure.code }, `${failure.message}; ${failure.hint}`)
   }
 
+  #armSendTimer (): void {
+    this.#sendTimer ??= setTimeout(this.#onSendTimeout, this.ctx.sendTimeoutMs)
+  }
+
+  #clearSendTimer (): void {
+    if (this.#sendTimer === undefined) return
+    clearTimeout(this.#sendTimer)
+    this.#sendTimer = undefined
+  }
+
+  /**
+   * End the response (with `body`, if given). When the socket could not take
+   * it all, the rest waits in memory for APIcast to read: bound that wait too.
+   */
+  #endWithin (body?: Buffer): void {
+    this.#clearSendTimer()
+    this.res.end(body)
+    if ((this.res.socket?.writableLength ?? 0) === 0) return
+    this.#armSendTimer()
+    this.res.once('close', () => { this.#clearSendTimer() })
+  }
+
+  #logSendTimeout (upstreamAborted: boolean): void {
+    this.ctx.metrics.clientError('send_timeout')
+    this.ctx.log.warn({ ...this.#line(this.res.statusCode), error: 'send_timeout' },
+      `the client did not read its response for ${this.ctx.sendTimeoutMs} ms (CLIENT_SEND_TIMEOUT_MS): its connection was closed` +
+      (upstreamAborted ? ' and the upstream request aborted, freeing the tunnel' : ''))
+  }
+
   #finish (): void {
     this.#done = true
     this.#stopWatchingClose()
@@ -318,7 +380,7 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
       'x-sidecar-stale': reason,
       ...(this.ctx.draining() ? { connection: 'close' } : {})
     })
-    this.res.end(response.body)
+    this.#endWithin(response.body)
     this.req.resume()
     this.ctx.metrics.staleServed()
     this.ctx.log.warn({ ...this.#line(200), stale: true, ageSeconds, error: reason },
@@ -345,6 +407,13 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
     if (this.logProxy) line.proxy = this.path.label
     return line
   }
+}
+
+/** APIcast left the response unread past CLIENT_SEND_TIMEOUT_MS. */
+class SendTimeoutError extends Error {
+  override name = 'SendTimeoutError'
+  readonly code = 'SIDECAR_CLIENT_SEND_TIMEOUT'
+  constructor (ms: number) { super(`the client did not read its response for ${ms} ms`) }
 }
 
 class ClientClosedError extends Error {

@@ -90,7 +90,8 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
         draining: () => draining,
         // Configuration is read from the portal only; backend calls are never kept.
         staleConfig: route.name === 'portal' ? staleConfigCache(config, routeLog, staleStores) : undefined,
-        maxConcurrent: config.maxConcurrentRequests
+        maxConcurrent: config.maxConcurrentRequests,
+        sendTimeoutMs: config.client.sendTimeoutMs
       })
       const listener = await startListener(route.listenAddress, route.listenPort, handler, tls.listen, config.client).catch((err: unknown) => {
         throw new ListenError({ name: route.name, address: route.listenAddress, port: route.listenPort }, err)

@@ -12,6 +12,8 @@ export interface Metrics {
   readonly registry: Registry
   /** The metrics of one listener, bound once at start. */
   forRoute (route: string): RouteMetrics
+  /** A client cut off or refused below HTTP, on any listener (the admin one included). */
+  clientError (listener: string, kind: ClientErrorKind): void
   /** Stop observing undici; for shutdown and tests. */
   close (): void
 }
@@ -26,9 +28,21 @@ export interface RouteMetrics {
   overloaded (): void
   /** A request sent again after a reset: `connect` when nothing had been written, `sent` for a GET/HEAD with no response yet. */
   retried (phase: 'connect' | 'sent'): void
+  /** A client the listener cut off or refused below HTTP: see ClientErrorKind. */
+  clientError (kind: ClientErrorKind): void
   tunnelOpened (proxy: string): void
   proxyInUse (proxy: string, all: readonly string[]): void
 }
+
+/**
+ * Why a client was cut off or refused before (or instead of) a response:
+ * - `bad_request`: node:http could not parse the request (400), smuggling
+ *   attempts included; `headers_too_large` (431); `request_timeout`: headers
+ *   or body too slow (408);
+ * - `send_timeout`: the response went unread past CLIENT_SEND_TIMEOUT_MS;
+ * - `connect`: a CONNECT, refused with 405 (the listeners are not a forward proxy).
+ */
+export type ClientErrorKind = 'bad_request' | 'headers_too_large' | 'request_timeout' | 'send_timeout' | 'connect'
 
 /** `read` for GET/HEAD/OPTIONS (config fetches, authorizations), `write` for the rest (reports). */
 export function methodClass (method: string | undefined): 'read' | 'write' {
@@ -70,6 +84,7 @@ export function createMetrics (originToRoute: ReadonlyMap<string, string>): Metr
   const stale = new Counter({ name: 'sidecar_stale_config_served_total', help: 'Configuration responses served from the last good copy because the portal could not answer, by listener.', labelNames: ['listener'], registers: [registry] })
   const rejected = new Counter({ name: 'sidecar_requests_rejected_total', help: 'Requests answered 503 at once because MAX_CONCURRENT_REQUESTS were in flight, by listener.', labelNames: ['listener'], registers: [registry] })
   const inFlight = new Gauge({ name: 'sidecar_requests_in_flight', help: 'Requests being forwarded now, by listener.', labelNames: ['listener'], registers: [registry] })
+  const clientErrors = new Counter({ name: 'sidecar_client_errors_total', help: 'Clients cut off or refused by the listener itself, by listener and kind (bad_request, headers_too_large, request_timeout, send_timeout, connect).', labelNames: ['listener', 'kind'], registers: [registry] })
   const opened = new Counter({ name: 'sidecar_tunnels_opened_total', help: 'Upstream connections (CONNECT tunnels when proxied) opened, by listener and proxy.', labelNames: ['listener', 'proxy'], registers: [registry] })
   const reused = new Counter({ name: 'sidecar_tunnels_reused_total', help: 'Requests sent on an already open upstream connection, by listener.', labelNames: ['listener'], registers: [registry] })
   const proxyInUse = new Gauge({ name: 'sidecar_proxy_in_use', help: '1 for the proxy each listener uses now (host:port, or direct).', labelNames: ['listener', 'proxy'], registers: [registry] })
@@ -101,12 +116,14 @@ export function createMetrics (originToRoute: ReadonlyMap<string, string>): Metr
         retried: (phase) => { retries.labels(route, phase).inc() },
         staleServed: () => { stale.labels(route).inc() },
         overloaded: () => { rejected.labels(route).inc() },
+        clientError: (kind) => { clientErrors.labels(route, kind).inc() },
         tunnelOpened: (proxy) => { opened.labels(route, proxy).inc() },
         proxyInUse: (proxy, all) => {
           for (const p of all) proxyInUse.labels(route, p).set(p === proxy ? 1 : 0)
         }
       }
     },
+    clientError: (listener, kind) => { clientErrors.labels(listener, kind).inc() },
     close: () => { unsubscribe('undici:client:sendHeaders', onSendHeaders) }
   }
 }

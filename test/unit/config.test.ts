@@ -30,7 +30,7 @@ describe('loadConfig', () => {
     assert.equal(c.maxConnectionsPerUpstream, 64)
     assert.deepEqual(c.staleConfig, { maxAgeMs: 86_400_000, maxBytes: 32 * 1024 * 1024, dir: undefined })
     assert.equal(c.maxConcurrentRequests, 1024)
-    assert.deepEqual(c.client, { headersTimeoutMs: 10_000, requestTimeoutMs: 30_000 })
+    assert.deepEqual(c.client, { headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, sendTimeoutMs: 60_000 })
     assert.ok(Object.isFrozen(c))
   })
 
