@@ -12,7 +12,12 @@
  */
 export function percentDecode (value: string): string {
   if (!value.includes('%')) return value
-  return value.replace(ESCAPE_RUN, decodeRun)
+  try {
+    // Where it succeeds it gives what the lenient walk would, faster.
+    return decodeURIComponent(value)
+  } catch {
+    return value.replace(ESCAPE_RUN, decodeRun)
+  }
 }
 
 const ESCAPE_RUN = /(?:%[0-9A-Fa-f]{2})+/g
