@@ -55,7 +55,11 @@ const ALSO_DROPPED: ReadonlySet<string> = new Set(['host', 'expect'])
  * `Connection: authorization` cannot remove the Authorization the rewrite adds.
  */
 export function buildUpstreamRequest (incoming: IncomingRequest, route: Route): RewriteResult {
-  const target = incoming.url
+  // A fragment is never part of a request-target (RFC 9112 §3.2): dropped
+  // first, as nginx does, or a token appended to the query would follow the
+  // `#` and 3scale would never see it.
+  const hash = incoming.url.indexOf('#')
+  const target = hash === -1 ? incoming.url : incoming.url.slice(0, hash)
   if (incoming.method === 'CONNECT') {
     return refuse(405, 'CONNECT is not supported: this listener is not an open proxy', { allow: 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS' })
   }

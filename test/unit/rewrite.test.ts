@@ -33,7 +33,11 @@ describe('buildUpstreamRequest: path and query', () => {
     { name: 'prefix joined without double slash', route: portalPrefix, url: '/admin/api/services.json', want: '/3scale/admin/admin/api/services.json' },
     { name: 'empty query marker kept', route: backend, url: '/status?', want: '/status?' },
     { name: 'dot segments not resolved', route: backend, url: '/a/../b', want: '/a/../b' },
-    { name: 'double slash path stays a path', route: backend, url: '//evil.example/x', want: '//evil.example/x' }
+    { name: 'double slash path stays a path', route: backend, url: '//evil.example/x', want: '//evil.example/x' },
+    { name: 'fragment dropped after a query', route: backend, url: '/p?x=1#frag', want: '/p?x=1' },
+    { name: 'fragment dropped after a path', route: backend, url: '/p#frag', want: '/p' },
+    { name: 'fragment dropped after an empty query', route: backend, url: '/p?#frag', want: '/p?' },
+    { name: 'a ? inside the fragment is not a query', route: backend, url: '/p#a?user_key=u', want: '/p' }
   ]
   for (const c of cases) {
     it(c.name, () => {
@@ -107,6 +111,9 @@ describe('buildUpstreamRequest: access token (portal)', () => {
     { name: 'query: appended after an existing query', route: portalQuery, url: '/admin/api/account/proxy_configs/production.json?host=a.example', authorization: basic('tok:'), path: '/admin/api/account/proxy_configs/production.json?host=a.example&access_token=tok', auth: undefined },
     { name: 'query: token is percent-encoded', route: portalQuery, url: '/x', authorization: basic('a+b/c=d&e:'), path: '/x?access_token=a%2Bb%2Fc%3Dd%26e', auth: undefined },
     { name: 'query: an access_token already in the query wins', route: portalQuery, url: '/x?access_token=q', authorization: basic('tok:'), path: '/x?access_token=q', auth: undefined },
+    { name: 'query: token placed before where the fragment was', route: portalQuery, url: '/p?x=1#frag', authorization: basic('tok:'), path: '/p?x=1&access_token=tok', auth: undefined },
+    { name: 'query: token placed on a path with a fragment', route: portalQuery, url: '/p#frag', authorization: basic('tok:'), path: '/p?access_token=tok', auth: undefined },
+    { name: 'query: an access_token in the fragment is no token', route: portalQuery, url: '/p#?access_token=q', authorization: basic('tok:'), path: '/p?access_token=tok', auth: undefined },
     { name: 'header: Basic token forwarded as Basic', route: portalHeader, url: '/x', authorization: basic(':tok'), path: '/x', auth: basic('tok:') },
     { name: 'header: query token wins, Basic dropped', route: portalHeader, url: '/x?access_token=q', authorization: basic('tok:'), path: '/x?access_token=q', auth: undefined },
     { name: 'no token anywhere', route: portalQuery, url: '/x', path: '/x', auth: undefined },
