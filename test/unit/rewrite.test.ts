@@ -21,6 +21,7 @@ const portalHeader = route('https://acme-admin.3scale.net', { kind: 'access_toke
 const portalOwnToken = route('https://acme-admin.3scale.net', { kind: 'access_token', location: 'query', fallbackToken: 'own-token' })
 const portalPrefix = route('https://gw.example/3scale/admin/', { kind: 'access_token', location: 'query', fallbackToken: undefined })
 const backend = route('https://su1.3scale.net', { kind: 'passthrough' })
+const restricted = route('https://gw.example/restricted/area', { kind: 'passthrough' })
 
 function req (url: string, headers: Record<string, string> = {}, method = 'GET'): IncomingRequest {
   return { method, url, headers: { host: 'sidecar:9090', ...headers } }
@@ -32,7 +33,7 @@ describe('buildUpstreamRequest: path and query', () => {
     { name: 'percent-encoding kept byte for byte', route: backend, url: '/a%2Fb/%7Ex?q=%2F%20+&x', want: '/a%2Fb/%7Ex?q=%2F%20+&x' },
     { name: 'prefix joined without double slash', route: portalPrefix, url: '/admin/api/services.json', want: '/3scale/admin/admin/api/services.json' },
     { name: 'empty query marker kept', route: backend, url: '/status?', want: '/status?' },
-    { name: 'dot segments not resolved', route: backend, url: '/a/../b', want: '/a/../b' },
+    { name: 'dot-segments removed', route: backend, url: '/a/../b', want: '/b' },
     { name: 'double slash path stays a path', route: backend, url: '//evil.example/x', want: '//evil.example/x' },
     { name: 'fragment dropped after a query', route: backend, url: '/p?x=1#frag', want: '/p?x=1' },
     { name: 'fragment dropped after a path', route: backend, url: '/p#frag', want: '/p' },
@@ -44,6 +45,61 @@ describe('buildUpstreamRequest: path and query', () => {
       const got = buildUpstreamRequest(req(c.url), c.route)
       assert.ok(got.ok)
       assert.equal(got.outgoing.path, c.want)
+    })
+  }
+})
+
+describe('buildUpstreamRequest: dot-segments (RFC 3986 §5.2.4), removed before the prefix is joined', () => {
+  const cases: Array<[url: string, want: string]> = [
+    ['/a/./b', '/restricted/area/a/b'],
+    ['/a/b/..', '/restricted/area/a/'],
+    ['/a/.', '/restricted/area/a/'],
+    ['/./a', '/restricted/area/a'],
+    ['/a/..', '/restricted/area/'],
+    ['/x/../echo', '/restricted/area/echo'],
+    ['/a/%2e%2e/b', '/restricted/area/b'],
+    ['/a/%2E%2E/b', '/restricted/area/b'],
+    ['/a/.%2e/b', '/restricted/area/b'],
+    ['/a/%2e./b', '/restricted/area/b'],
+    ['/a/%2E/b', '/restricted/area/a/b'],
+    ['//../x', '/restricted/area/x'],
+    ['/a%2Fb/../c%7E/d%2F', '/restricted/area/c%7E/d%2F'],
+    ['/a%2Fb/./c', '/restricted/area/a%2Fb/c'],
+    ['/..a/b./.../%2e%2e%2e/a..%2fb', '/restricted/area/..a/b./.../%2e%2e%2e/a..%2fb'],
+    ['/a/../b?x=/../..&y=%2e%2e', '/restricted/area/b?x=/../..&y=%2e%2e'],
+    ['/a/..?x', '/restricted/area/?x'],
+    ['/admin/api/services.json', '/restricted/area/admin/api/services.json']
+  ]
+  for (const [url, want] of cases) {
+    it(`${url} → ${want}`, () => {
+      const got = buildUpstreamRequest(req(url), restricted)
+      assert.ok(got.ok, got.ok ? '' : got.error.message)
+      assert.equal(got.outgoing.path, want)
+    })
+  }
+
+  const refused: Array<[url: string, message: RegExp]> = [
+    ['/../../echo', /climbs above its root/],
+    ['/..', /climbs above its root/],
+    ['/%2e%2e/echo', /climbs above its root/],
+    ['/a/../..', /climbs above its root/],
+    ['/a/%2E%2E/%2e./x', /climbs above its root/],
+    ['/a/../../b?user_key=u', /climbs above its root/],
+    ['/..%2f', /next to an encoded/],
+    ['/a/..%2Fecho', /next to an encoded/],
+    ['/a/%2e%2e%5cecho', /next to an encoded/],
+    ['/a/x%5C..', /next to an encoded/],
+    ['/a/..\\echo', /next to an encoded/],
+    ['/a%2F..%2F..%2Fecho', /next to an encoded/]
+  ]
+  for (const [url, message] of refused) {
+    it(`${url} is refused with 400`, () => {
+      const got = buildUpstreamRequest(req(url), restricted)
+      assert.equal(got.ok, false, 'the request would have been forwarded')
+      if (!got.ok) {
+        assert.equal(got.error.statusCode, 400)
+        assert.match(got.error.message, message)
+      }
     })
   }
 })
