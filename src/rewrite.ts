@@ -47,6 +47,15 @@ export type RewriteResult =
 const ALSO_DROPPED: ReadonlySet<string> = new Set(['host', 'expect'])
 
 /**
+ * The `Allow` of a 405 (RFC 9110 §15.5.6). CONNECT (an open proxy) and
+ * TRACE (RFC 9110 §9.3.8: the upstream echoes the request it received, so
+ * an Authorization or access_token the rewrite added would come back, the
+ * cross-site tracing risk) are refused, as production proxies do; TRACK is
+ * IIS's TRACE.
+ */
+const ALLOWED_METHODS = 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS'
+
+/**
  * Turn a request received on `route`'s listener into the request for its
  * upstream. Pure: it never mutates `incoming`, never does I/O, and refuses
  * (rather than forwards) anything that would make the listener an open proxy
@@ -62,7 +71,10 @@ export function buildUpstreamRequest (incoming: IncomingRequest, route: Route): 
   const hash = incoming.url.indexOf('#')
   const target = hash === -1 ? incoming.url : incoming.url.slice(0, hash)
   if (incoming.method === 'CONNECT') {
-    return refuse(405, 'CONNECT is not supported: this listener is not an open proxy', { allow: 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS' })
+    return refuse(405, 'CONNECT is not supported: this listener is not an open proxy', { allow: ALLOWED_METHODS })
+  }
+  if (incoming.method === 'TRACE' || incoming.method === 'TRACK') {
+    return refuse(405, `${incoming.method} is not supported: the upstream would echo the request, credentials included, back to the client`, { allow: ALLOWED_METHODS })
   }
   if (target.charCodeAt(0) !== 47 /* '/' */) {
     return refuse(400, `this listener forwards only to ${route.upstream.origin} and accepts origin-form targets (/path?query); it is not an open proxy`)

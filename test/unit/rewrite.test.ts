@@ -196,13 +196,19 @@ describe('buildUpstreamRequest: refusals', () => {
     { name: 'absolute-form request for another host', r: req('http://other.example/x'), route: backend, status: 400 },
     { name: 'absolute-form naming the upstream', r: req('https://su1.3scale.net/x'), route: backend, status: 400 },
     { name: 'asterisk-form', r: req('*', {}, 'OPTIONS'), route: backend, status: 400 },
-    { name: 'CONNECT', r: req('su1.3scale.net:443', {}, 'CONNECT'), route: backend, status: 405 }
+    { name: 'CONNECT', r: req('su1.3scale.net:443', {}, 'CONNECT'), route: backend, status: 405 },
+    { name: 'TRACE on the backend', r: req('/transactions/authrep.xml?service_token=s', {}, 'TRACE'), route: backend, status: 405 },
+    { name: 'TRACE on the portal, whose token it would echo', r: req('/admin/api/services.json', { authorization: basic('tok:') }, 'TRACE'), route: portalOwnToken, status: 405 },
+    { name: 'TRACK', r: req('/x', {}, 'TRACK'), route: backend, status: 405 }
   ]
   for (const c of cases) {
     it(c.name, () => {
       const got = buildUpstreamRequest(c.r, c.route)
       assert.equal(got.ok, false)
-      if (!got.ok) assert.equal(got.error.statusCode, c.status)
+      if (!got.ok) {
+        assert.equal(got.error.statusCode, c.status)
+        if (c.status === 405) assert.equal(got.error.headers.allow, 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS')
+      }
     })
   }
 })
