@@ -1,5 +1,6 @@
 import { getProxyForUrl } from 'proxy-from-env'
 import { isLoopback, matchesNoProxy, parseNoProxy } from './no-proxy.js'
+import { percentDecode } from './percent-decode.js'
 import { basicAuthorization } from './proxy-auth.js'
 
 /** The proxy variables, in the spellings proxy-from-env reads. */
@@ -33,7 +34,8 @@ export class ProxyUrlError extends Error {
  * `http://` (proxy-from-env would otherwise take the upstream's scheme and
  * try TLS to a plain proxy), and the user name and password are
  * percent-decoded, so `p%40ss%3Aw%25rd` is the password `p@ss:w%rd`.
- * A `%` that starts no valid escape is kept as written.
+ * Each valid escape is decoded even when another `%` starts none: that `%`
+ * alone is kept as written, so a raw `p@ss:w0rd%` stays `p@ss:w0rd%`.
  */
 export function parseProxyUrl (raw: string): ProxyEndpoint {
   let url: URL
@@ -67,14 +69,6 @@ export function proxyAuthorization (proxy: ProxyEndpoint): string | undefined {
 export function withDefaultScheme (raw: string): string {
   const value = raw.trim()
   return value.includes('://') ? value : 'http://' + value
-}
-
-function percentDecode (value: string): string {
-  try {
-    return decodeURIComponent(value)
-  } catch {
-    return value
-  }
 }
 
 /**

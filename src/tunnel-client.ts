@@ -73,7 +73,7 @@ export class TunnelClient {
       const next = reply.statusCode === 407 && round < 3 ? this.#answer(reply.headers['proxy-authenticate'], target, answered) : undefined
       // NTLM's authenticate message must go on the connection its challenge came on.
       const sameConnection = next?.scheme === 'ntlm-authenticate'
-      const reusable = next !== undefined && await this.#reusable(socket, reply)
+      const reusable = next !== undefined && await this.#reusable(socket, reply, params.signal)
       if (next === undefined || (sameConnection && !reusable)) {
         this.options.onRefused(reply.statusCode, reply.headers)
         this.#sockets.delete(socket)
@@ -211,30 +211,52 @@ export class TunnelClient {
   /**
    * True when the next round can go on `socket`: the proxy keeps it open
    * and the 407's body has a length, which is then read and dropped.
+   * That read is bounded like the head (replyTimeoutMs) and ends with the
+   * request's abort: a proxy that sends the head and stalls in the body
+   * would otherwise hold the request with no limit at all. On timeout the
+   * socket is destroyed and the error is the head's, so the failure names
+   * CONNECT_TIMEOUT_MS either way.
    */
-  async #reusable (socket: Socket, reply: Reply): Promise<boolean> {
+  async #reusable (socket: Socket, reply: Reply, signal: Dispatcher.ConnectOptions['signal']): Promise<boolean> {
     const connection = String(reply.headers.connection ?? reply.headers['proxy-connection'] ?? '').toLowerCase()
     const length = Number(reply.headers['content-length'])
     if (connection.includes('close') || !Number.isInteger(length) || reply.headers['transfer-encoding'] !== undefined) return false
     let left = length - reply.rest.length
-    while (left > 0) {
-      const chunk = await new Promise<Buffer | null>((resolve) => {
-        const read = (): void => {
-          const c = socket.read() as Buffer | null
-          if (c !== null) {
-            socket.off('close', closed)
-            resolve(c)
-          } else {
-            socket.once('readable', read)
-          }
-        }
-        const closed = (): void => { socket.off('readable', read); resolve(null) }
-        socket.once('close', closed)
-        read()
-      })
-      if (chunk === null) return false
-      left -= chunk.length
-    }
-    return left === 0 && !socket.destroyed
+    if (left <= 0) return left === 0 && !socket.destroyed
+    const abortSignal = signal as AbortSignal | undefined
+    return await new Promise<boolean>((resolve, reject) => {
+      const settle = (): void => {
+        clearTimeout(timer)
+        socket.off('readable', read)
+        socket.off('close', closed)
+        abortSignal?.removeEventListener('abort', aborted)
+      }
+      const read = (): void => {
+        let chunk: Buffer | null
+        while (left > 0 && (chunk = socket.read() as Buffer | null) !== null) left -= chunk.length
+        if (left > 0) return
+        settle()
+        resolve(left === 0 && !socket.destroyed)
+      }
+      const closed = (): void => {
+        settle()
+        resolve(false)
+      }
+      const fail = (err: Error): void => {
+        settle()
+        socket.destroy()
+        reject(err)
+      }
+      const aborted = (): void => fail(new errors.RequestAbortedError())
+      const timer = setTimeout(() => fail(new errors.HeadersTimeoutError()), this.options.replyTimeoutMs)
+      if (abortSignal?.aborted === true) {
+        aborted()
+        return
+      }
+      socket.on('readable', read)
+      socket.once('close', closed)
+      abortSignal?.addEventListener('abort', aborted, { once: true })
+      read()
+    })
   }
 }

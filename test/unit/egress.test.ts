@@ -53,6 +53,14 @@ describe('parseProxyUrl', () => {
     { raw: 'http://alice:p@ss@proxy:3128', origin: 'http://proxy:3128', username: 'alice', password: 'p@ss' },
     { raw: 'http://alice:50%off@proxy:3128', origin: 'http://proxy:3128', username: 'alice', password: '50%off' },
     { raw: 'alice:pw@proxy:3128', origin: 'http://proxy:3128', username: 'alice', password: 'pw' },
+    // A stray `%` keeps only itself encoded, never the valid escapes next to it.
+    { raw: 'http://corp:p@ss:w0rd%@proxy:3128', origin: 'http://proxy:3128', username: 'corp', password: 'p@ss:w0rd%' },
+    { raw: 'http://alice:a%zz%40b@proxy:3128', origin: 'http://proxy:3128', username: 'alice', password: 'a%zz@b' },
+    { raw: 'http://alice:a%4%40@proxy:3128', origin: 'http://proxy:3128', username: 'alice', password: 'a%4@' },
+    { raw: 'http://alice:caf%C3%A9@proxy:3128', origin: 'http://proxy:3128', username: 'alice', password: 'café' },
+    { raw: 'http://alice:caf%C3%40@proxy:3128', origin: 'http://proxy:3128', username: 'alice', password: 'caf%C3@' },
+    { raw: 'http://alice:%C3%A9%C3%zz%25%@proxy:3128', origin: 'http://proxy:3128', username: 'alice', password: 'é%C3%zz%%' },
+    { raw: 'http://dom%5Calice%:x@proxy:3128', origin: 'http://proxy:3128', username: 'dom\\alice%', password: 'x' },
     { raw: 'https://proxy.corp:443/', origin: 'https://proxy.corp', username: '', password: '' }
   ]
   for (const c of ok) {

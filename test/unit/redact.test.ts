@@ -11,8 +11,43 @@ describe('redactPath', () => {
     ['/t.xml?provider_key=p&app_id=a&app_key=k', '/t.xml?provider_key=[REDACTED]&app_id=a&app_key=[REDACTED]'],
     ['/x?user%5Fkey=u&ACCESS_TOKEN=t', '/x?user%5Fkey=[REDACTED]&ACCESS_TOKEN=[REDACTED]'],
     ['/x?user_key', '/x?user_key=[REDACTED]'],
-    ['/x?a=%zz&user_key=u', '/x?a=%zz&user_key=[REDACTED]']
+    ['/x?a=%zz&user_key=u', '/x?a=%zz&user_key=[REDACTED]'],
+    ['/x?user_key%zz=u&user%5Fkey%=v', '/x?user_key%zz=u&user%5Fkey%=v'],
+    // `;` separates parameters as `&` does
+    ['/x?a=1;user_key=SECRET', '/x?a=1;user_key=[REDACTED]'],
+    ['/x?user_key=SECRET;a=1&app_key=K2', '/x?user_key=[REDACTED];a=1&app_key=[REDACTED]'],
+    // bracket forms: the base name or any bracketed part
+    ['/x?user_key[]=SECRET', '/x?user_key[]=[REDACTED]'],
+    ['/transactions.xml?transactions[0][user_key]=SECRET&transactions[0][usage][hits]=1',
+      '/transactions.xml?transactions[0][user_key]=[REDACTED]&transactions[0][usage][hits]=1'],
+    ['/x?[user_key]=SECRET', '/x?[user_key]=[REDACTED]'],
+    ['/x?transactions%5B0%5D%5Buser_key%5D=SECRET', '/x?transactions%5B0%5D%5Buser_key%5D=[REDACTED]'],
+    ['/x?user%5Fkey%5B%5D=SECRET', '/x?user%5Fkey%5B%5D=[REDACTED]'],
+    ['/x?usage[hits]=1&transactions[0][app_id]=a', '/x?usage[hits]=1&transactions[0][app_id]=a'],
+    // suffixes
+    ['/x?foo_key=SECRET&my_token=T&db-password=P&oauth_secret=S&x-api-key=K',
+      '/x?foo_key=[REDACTED]&my_token=[REDACTED]&db-password=[REDACTED]&oauth_secret=[REDACTED]&x-api-key=[REDACTED]'],
+    // identifiers stay: operators need them
+    ['/x?app_id=a&service_id=1&user_id=2&key_id=3&keys=4&monkey=5', '/x?app_id=a&service_id=1&user_id=2&key_id=3&keys=4&monkey=5'],
+    // the key in the Account Management API's path
+    ['/admin/api/accounts/1/applications/2/keys/SECRET.json', '/admin/api/accounts/1/applications/2/keys/[REDACTED].json'],
+    ['/admin/api/accounts/1/applications/2/keys/SECRET', '/admin/api/accounts/1/applications/2/keys/[REDACTED]'],
+    ['/admin/api/accounts/1/applications/2/keys/SECRET.xml?access_token=T', '/admin/api/accounts/1/applications/2/keys/[REDACTED].xml?access_token=[REDACTED]'],
+    ['/admin/api/accounts/1/applications/2/keys/a.b.json', '/admin/api/accounts/1/applications/2/keys/[REDACTED].json'],
+    ['/admin/api/accounts/1/applications/2/keys.json', '/admin/api/accounts/1/applications/2/keys.json'],
+    ['/admin/api/accounts/1/applications/2/keys/', '/admin/api/accounts/1/applications/2/keys/'],
+    // `;` parameters of a path segment (RFC 3986 §3.3)
+    ['/x;user_key=SECRET/y', '/x;user_key=[REDACTED]/y'],
+    ['/x;v=1/y', '/x;v=1/y'],
+    // the fragment is dropped, whatever it holds
+    ['/x#user_key=SECRET', '/x'],
+    ['/x?a=1#user_key=SECRET', '/x?a=1'],
+    ['/x?user_key=SECRET#frag', '/x?user_key=[REDACTED]'],
+    ['/x#?user_key=SECRET', '/x']
   ]
+  const names = ['access_token', 'service_token', 'provider_key', 'user_key', 'app_key', 'token', 'password', 'passwd', 'pwd', 'key',
+    'api_key', 'apikey', 'secret', 'client_secret', 'refresh_token', 'id_token', 'jwt']
+  for (const name of names) cases.push([`/x?app_id=a&${name}=SECRET`, `/x?app_id=a&${name}=[REDACTED]`])
   for (const [input, want] of cases) it(input, () => assert.equal(redactPath(input), want))
 })
 

@@ -21,6 +21,7 @@ const portalHeader = route('https://acme-admin.3scale.net', { kind: 'access_toke
 const portalOwnToken = route('https://acme-admin.3scale.net', { kind: 'access_token', location: 'query', fallbackToken: 'own-token' })
 const portalPrefix = route('https://gw.example/3scale/admin/', { kind: 'access_token', location: 'query', fallbackToken: undefined })
 const backend = route('https://su1.3scale.net', { kind: 'passthrough' })
+const restricted = route('https://gw.example/restricted/area', { kind: 'passthrough' })
 
 function req (url: string, headers: Record<string, string> = {}, method = 'GET'): IncomingRequest {
   return { method, url, headers: { host: 'sidecar:9090', ...headers } }
@@ -32,14 +33,73 @@ describe('buildUpstreamRequest: path and query', () => {
     { name: 'percent-encoding kept byte for byte', route: backend, url: '/a%2Fb/%7Ex?q=%2F%20+&x', want: '/a%2Fb/%7Ex?q=%2F%20+&x' },
     { name: 'prefix joined without double slash', route: portalPrefix, url: '/admin/api/services.json', want: '/3scale/admin/admin/api/services.json' },
     { name: 'empty query marker kept', route: backend, url: '/status?', want: '/status?' },
-    { name: 'dot segments not resolved', route: backend, url: '/a/../b', want: '/a/../b' },
-    { name: 'double slash path stays a path', route: backend, url: '//evil.example/x', want: '//evil.example/x' }
+    { name: 'dot-segments removed', route: backend, url: '/a/../b', want: '/b' },
+    { name: 'double slash path stays a path', route: backend, url: '//evil.example/x', want: '//evil.example/x' },
+    { name: 'fragment dropped after a query', route: backend, url: '/p?x=1#frag', want: '/p?x=1' },
+    { name: 'fragment dropped after a path', route: backend, url: '/p#frag', want: '/p' },
+    { name: 'fragment dropped after an empty query', route: backend, url: '/p?#frag', want: '/p?' },
+    { name: 'a ? inside the fragment is not a query', route: backend, url: '/p#a?user_key=u', want: '/p' }
   ]
   for (const c of cases) {
     it(c.name, () => {
       const got = buildUpstreamRequest(req(c.url), c.route)
       assert.ok(got.ok)
       assert.equal(got.outgoing.path, c.want)
+    })
+  }
+})
+
+describe('buildUpstreamRequest: dot-segments (RFC 3986 §5.2.4), removed before the prefix is joined', () => {
+  const cases: Array<[url: string, want: string]> = [
+    ['/a/./b', '/restricted/area/a/b'],
+    ['/a/b/..', '/restricted/area/a/'],
+    ['/a/.', '/restricted/area/a/'],
+    ['/./a', '/restricted/area/a'],
+    ['/a/..', '/restricted/area/'],
+    ['/x/../echo', '/restricted/area/echo'],
+    ['/a/%2e%2e/b', '/restricted/area/b'],
+    ['/a/%2E%2E/b', '/restricted/area/b'],
+    ['/a/.%2e/b', '/restricted/area/b'],
+    ['/a/%2e./b', '/restricted/area/b'],
+    ['/a/%2E/b', '/restricted/area/a/b'],
+    ['//../x', '/restricted/area/x'],
+    ['/a%2Fb/../c%7E/d%2F', '/restricted/area/c%7E/d%2F'],
+    ['/a%2Fb/./c', '/restricted/area/a%2Fb/c'],
+    ['/..a/b./.../%2e%2e%2e/a..%2fb', '/restricted/area/..a/b./.../%2e%2e%2e/a..%2fb'],
+    ['/a/../b?x=/../..&y=%2e%2e', '/restricted/area/b?x=/../..&y=%2e%2e'],
+    ['/a/..?x', '/restricted/area/?x'],
+    ['/admin/api/services.json', '/restricted/area/admin/api/services.json']
+  ]
+  for (const [url, want] of cases) {
+    it(`${url} → ${want}`, () => {
+      const got = buildUpstreamRequest(req(url), restricted)
+      assert.ok(got.ok, got.ok ? '' : got.error.message)
+      assert.equal(got.outgoing.path, want)
+    })
+  }
+
+  const refused: Array<[url: string, message: RegExp]> = [
+    ['/../../echo', /climbs above its root/],
+    ['/..', /climbs above its root/],
+    ['/%2e%2e/echo', /climbs above its root/],
+    ['/a/../..', /climbs above its root/],
+    ['/a/%2E%2E/%2e./x', /climbs above its root/],
+    ['/a/../../b?user_key=u', /climbs above its root/],
+    ['/..%2f', /next to an encoded/],
+    ['/a/..%2Fecho', /next to an encoded/],
+    ['/a/%2e%2e%5cecho', /next to an encoded/],
+    ['/a/x%5C..', /next to an encoded/],
+    ['/a/..\\echo', /next to an encoded/],
+    ['/a%2F..%2F..%2Fecho', /next to an encoded/]
+  ]
+  for (const [url, message] of refused) {
+    it(`${url} is refused with 400`, () => {
+      const got = buildUpstreamRequest(req(url), restricted)
+      assert.equal(got.ok, false, 'the request would have been forwarded')
+      if (!got.ok) {
+        assert.equal(got.error.statusCode, 400)
+        assert.match(got.error.message, message)
+      }
     })
   }
 })
@@ -107,6 +167,9 @@ describe('buildUpstreamRequest: access token (portal)', () => {
     { name: 'query: appended after an existing query', route: portalQuery, url: '/admin/api/account/proxy_configs/production.json?host=a.example', authorization: basic('tok:'), path: '/admin/api/account/proxy_configs/production.json?host=a.example&access_token=tok', auth: undefined },
     { name: 'query: token is percent-encoded', route: portalQuery, url: '/x', authorization: basic('a+b/c=d&e:'), path: '/x?access_token=a%2Bb%2Fc%3Dd%26e', auth: undefined },
     { name: 'query: an access_token already in the query wins', route: portalQuery, url: '/x?access_token=q', authorization: basic('tok:'), path: '/x?access_token=q', auth: undefined },
+    { name: 'query: token placed before where the fragment was', route: portalQuery, url: '/p?x=1#frag', authorization: basic('tok:'), path: '/p?x=1&access_token=tok', auth: undefined },
+    { name: 'query: token placed on a path with a fragment', route: portalQuery, url: '/p#frag', authorization: basic('tok:'), path: '/p?access_token=tok', auth: undefined },
+    { name: 'query: an access_token in the fragment is no token', route: portalQuery, url: '/p#?access_token=q', authorization: basic('tok:'), path: '/p?access_token=tok', auth: undefined },
     { name: 'header: Basic token forwarded as Basic', route: portalHeader, url: '/x', authorization: basic(':tok'), path: '/x', auth: basic('tok:') },
     { name: 'header: query token wins, Basic dropped', route: portalHeader, url: '/x?access_token=q', authorization: basic('tok:'), path: '/x?access_token=q', auth: undefined },
     { name: 'no token anywhere', route: portalQuery, url: '/x', path: '/x', auth: undefined },
@@ -133,13 +196,19 @@ describe('buildUpstreamRequest: refusals', () => {
     { name: 'absolute-form request for another host', r: req('http://other.example/x'), route: backend, status: 400 },
     { name: 'absolute-form naming the upstream', r: req('https://su1.3scale.net/x'), route: backend, status: 400 },
     { name: 'asterisk-form', r: req('*', {}, 'OPTIONS'), route: backend, status: 400 },
-    { name: 'CONNECT', r: req('su1.3scale.net:443', {}, 'CONNECT'), route: backend, status: 405 }
+    { name: 'CONNECT', r: req('su1.3scale.net:443', {}, 'CONNECT'), route: backend, status: 405 },
+    { name: 'TRACE on the backend', r: req('/transactions/authrep.xml?service_token=s', {}, 'TRACE'), route: backend, status: 405 },
+    { name: 'TRACE on the portal, whose token it would echo', r: req('/admin/api/services.json', { authorization: basic('tok:') }, 'TRACE'), route: portalOwnToken, status: 405 },
+    { name: 'TRACK', r: req('/x', {}, 'TRACK'), route: backend, status: 405 }
   ]
   for (const c of cases) {
     it(c.name, () => {
       const got = buildUpstreamRequest(c.r, c.route)
       assert.equal(got.ok, false)
-      if (!got.ok) assert.equal(got.error.statusCode, c.status)
+      if (!got.ok) {
+        assert.equal(got.error.statusCode, c.status)
+        if (c.status === 405) assert.equal(got.error.headers.allow, 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS')
+      }
     })
   }
 })
