@@ -11,7 +11,7 @@ import { onceClosed } from './response-closed.js'
 import { shouldRetry } from './retry.js'
 import { buildUpstreamRequest, type RequestError } from './rewrite.js'
 import type { Route } from './routes.js'
-import type { StaleConfigCache, StaleHit } from './stale-config.js'
+import type { StaleCollector, StaleConfigCache, StaleHit } from './stale-config.js'
 
 /** Status logged when APIcast went away before the response was complete (nginx's convention). */
 const CLIENT_CLOSED = 499
@@ -185,12 +185,14 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
   #bytesOut = 0
   #done = false
   #responseStarted = false
-  /** The body of a 200 configuration response, collected for the stale cache. */
-  #collected: Buffer[] | undefined
-  #collectedBytes = 0
+  /**
+   * The body of a 200 configuration response, collected for the stale cache:
+   * committed at its end, abandoned on every failure (a client abort reaches
+   * onResponseError too), since until then it holds its key and its budget.
+   */
+  #collector: StaleCollector | undefined
   /** A stale response was served instead of the portal's error: the rest of this attempt is ignored. */
   #servedStale = false
-  #pendingHeaders: Record<string, string | string[]> | undefined
   readonly #stopWatchingClose: () => void
   readonly #onClose = (): void => {
     // APIcast went away: abort the upstream request, so neither the tunnel
@@ -254,10 +256,7 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
       }
     }
     const out = withoutHopByHop(headers)
-    if (this.stale !== undefined && statusCode === 200) {
-      this.#collected = []
-      this.#pendingHeaders = out
-    }
+    if (this.stale !== undefined && statusCode === 200) this.#collector = this.stale.cache.collect(this.stale.key, out)
     if (this.ctx.draining()) out.connection = 'close'
     if (statusMessage !== undefined && statusMessage !== '') {
       this.res.writeHead(statusCode, statusMessage, out)
@@ -268,11 +267,7 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
 
   onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
     if (this.#servedStale) return
-    if (this.#collected !== undefined) {
-      this.#collectedBytes += chunk.length
-      if (this.#collectedBytes > (this.stale?.cache.maxBytes ?? 0)) this.#collected = undefined
-      else this.#collected.push(chunk)
-    }
+    this.#collector?.add(chunk)
     this.#bytesOut += chunk.length
     if (!this.res.write(chunk)) {
       controller.pause()
@@ -283,15 +278,13 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
   onResponseEnd (): void {
     if (this.#servedStale) return
     this.#finish()
-    if (this.#collected !== undefined && this.stale !== undefined && this.#pendingHeaders !== undefined) {
-      this.stale.cache.store(this.stale.key, this.#pendingHeaders, Buffer.concat(this.#collected, this.#collectedBytes))
-      this.#collected = undefined
-    }
+    this.#collector?.commit()
     this.#endWithin()
     this.ctx.log.info(this.#line(this.res.statusCode), 'request')
   }
 
   onResponseError (_controller: Dispatcher.DispatchController, err: Error): void {
+    this.#collector?.abandon()
     if (this.#servedStale) return
     this.#finish()
     if (err instanceof SendTimeoutError) {

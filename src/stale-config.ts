@@ -32,9 +32,28 @@ export interface StaleHit {
   readonly ageSeconds: number
 }
 
+/**
+ * One 200 configuration response being collected for the store, from its
+ * first body chunk to its end. Until commit() or abandon(), it holds its key
+ * and its share of the budget, so the relay must end it on every path:
+ * commit() at the response's end, abandon() on an error, a client abort or
+ * a stale answer. Both are idempotent, and add() after either does nothing.
+ */
+export interface StaleCollector {
+  /** Keep `chunk`; past the budget or maxBytes the collection abandons itself and the response is only relayed. */
+  add (chunk: Buffer): void
+  /** The response ended whole: store it. False when it was abandoned or its body fell short of its Content-Length. */
+  commit (): boolean
+  /** Release the chunks and the key at once. */
+  abandon (): void
+}
+
 export interface StaleConfigOptions {
   readonly maxAgeMs: number
-  /** Bound on the bodies kept, in bytes; a larger response is not kept. */
+  /**
+   * Bound on the bodies kept, in bytes; a larger response is not kept. The
+   * same bound applies to the bodies being collected, all together.
+   */
   readonly maxBytes: number
   readonly now?: () => number
   /** Write entries through to this directory, and start from what it holds. */
@@ -55,10 +74,22 @@ export class StaleConfigCache {
   readonly #now: () => number
   readonly #dir: StaleConfigDir | undefined
   #bytes = 0
+  /** Keys being collected: one collection per key, since a concurrent second one would hold another whole copy only to replace the first. */
+  readonly #collecting = new Set<string>()
+  /** Bytes the collections hold or have reserved (their Content-Length), all together. */
+  #collectingBytes = 0
+  /**
+   * The bound on #collectingBytes: the same as on what is stored (a
+   * collection larger than that could never be stored anyway), so the store
+   * and its collections stay within twice STALE_CONFIG_MAX_BYTES (plus, for
+   * a moment, one chunked body being joined), with no new setting to size.
+   */
+  readonly #budget: number
 
   constructor (options: StaleConfigOptions) {
     this.#maxAgeMs = options.maxAgeMs
     this.#maxBytes = options.maxBytes
+    this.#budget = options.maxBytes
     this.#now = options.now ?? Date.now
     this.#dir = options.dir
   }
@@ -104,20 +135,91 @@ export class StaleConfigCache {
   /** Resolves once every write to STALE_CONFIG_DIR asked for so far is done (for shutdown). */
   async idle (): Promise<void> { await this.#dir?.idle() }
 
-  /** The largest body worth collecting. */
-  get maxBytes (): number { return this.#maxBytes }
-
   get size (): number { return this.#entries.size }
   get bytes (): number { return this.#bytes }
+  /** Bytes held or reserved by the collections in flight. */
+  get collectingBytes (): number { return this.#collectingBytes }
+
+  /**
+   * Start collecting the 200 response for `key` whose (hop-by-hop free)
+   * headers are `headers`, or undefined when it is not to be collected: the
+   * key is being collected already (a concurrent read of the same
+   * configuration), or its Content-Length is past maxBytes or does not fit
+   * in what the collections in flight leave of the budget.
+   *
+   * The budget is maxBytes for all collections together, because every
+   * collection holds its body whole until it ends: unbounded, 40 concurrent
+   * 30 MB configuration reads held 932 MB (issue #13). A declared length is
+   * reserved up front, so a collection that cannot finish never starts; a
+   * body without one is counted as it grows. Either way, a response that is
+   * not collected is still relayed in full: the store only misses one copy.
+   */
+  collect (key: string, headers: Record<string, string | string[]>): StaleCollector | undefined {
+    if (this.#collecting.has(key)) return undefined
+    const declared = contentLength(headers['content-length'])
+    const reserve = declared ?? 0
+    if (reserve > this.#maxBytes || this.#collectingBytes + reserve > this.#budget) return undefined
+    // A copy: the relay may still change its own headers (Connection while draining).
+    const kept = storableHeaders(headers)
+    this.#collecting.add(key)
+    this.#collectingBytes += reserve
+    // A declared length is filled in place: what is reserved is what is held,
+    // with no join at the end and no socket buffer kept alive by a chunk.
+    // allocUnsafe is safe: only a body filled to its last byte is stored.
+    let whole: Buffer | undefined = declared !== undefined ? Buffer.allocUnsafe(declared) : undefined
+    let chunks: Buffer[] = []
+    let bytes = 0
+    let reserved = reserve
+    let open = true
+    const release = (): void => {
+      if (!open) return
+      open = false
+      whole = undefined
+      chunks = []
+      this.#collectingBytes -= reserved
+      this.#collecting.delete(key)
+    }
+    return {
+      add: (chunk) => {
+        if (!open) return
+        if (whole !== undefined) {
+          // More than declared: undici fails such a response; never store it.
+          if (bytes + chunk.length > whole.length) {
+            release()
+            return
+          }
+          bytes += chunk.copy(whole, bytes)
+          return
+        }
+        bytes += chunk.length
+        if (bytes > reserved) {
+          const grow = bytes - reserved
+          if (bytes > this.#maxBytes || this.#collectingBytes + grow > this.#budget) {
+            release()
+            return
+          }
+          reserved = bytes
+          this.#collectingBytes += grow
+        }
+        chunks.push(chunk)
+      },
+      commit: () => {
+        if (!open) return false
+        const body = whole !== undefined ? (bytes === whole.length ? whole : undefined) : Buffer.concat(chunks, bytes)
+        release()
+        return body !== undefined && this.#put(key, kept, body)
+      },
+      abandon: release
+    }
+  }
 
   store (key: string, headers: Record<string, string | string[]>, body: Buffer): boolean {
+    return this.#put(key, storableHeaders(headers), body)
+  }
+
+  #put (key: string, kept: Record<string, string | string[]>, body: Buffer): boolean {
     if (body.length > this.#maxBytes) return false
     this.#forget(key)
-    const kept: Record<string, string | string[]> = {}
-    for (const [name, value] of Object.entries(headers)) {
-      if (name === 'set-cookie' || name === 'content-length' || name === 'age') continue
-      kept[name] = value
-    }
     const stored: StoredResponse = { headers: kept, body, storedAt: this.#now() }
     this.#entries.set(key, stored)
     this.#bytes += body.length
@@ -154,4 +256,19 @@ export class StaleConfigCache {
     this.#forget(key)
     this.#dir?.remove(key)
   }
+}
+
+/** The headers worth replaying: no cookie (another client's session), no length or age (set when served). */
+function storableHeaders (headers: Record<string, string | string[]>): Record<string, string | string[]> {
+  const kept: Record<string, string | string[]> = {}
+  for (const [name, value] of Object.entries(headers)) {
+    if (name === 'set-cookie' || name === 'content-length' || name === 'age') continue
+    kept[name] = value
+  }
+  return kept
+}
+
+/** A Content-Length the relay can trust (RFC 9110 section 8.6: digits only), or undefined. */
+function contentLength (value: string | string[] | undefined): number | undefined {
+  return typeof value === 'string' && /^\d{1,15}$/.test(value) ? Number(value) : undefined
 }
