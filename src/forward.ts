@@ -7,6 +7,7 @@ import { withoutHopByHop } from './hop-by-hop.js'
 import type { Logger } from './logger.js'
 import type { RouteMetrics } from './metrics.js'
 import { redactPath } from './redact.js'
+import { createLogSampler } from './log-sampler.js'
 import { onceClosed } from './response-closed.js'
 import { shouldRetry } from './retry.js'
 import { buildUpstreamRequest, type RequestError } from './rewrite.js'
@@ -131,21 +132,15 @@ export function createForwarder (ctx: ForwardContext): (req: IncomingMessage, re
  */
 function overloadRefuser (ctx: ForwardContext): (req: IncomingMessage, res: ServerResponse, started: number) => void {
   const message = `${ctx.maxConcurrent} requests in flight (MAX_CONCURRENT_REQUESTS); the upstream or the proxy is slower than the load, or the limit is too low`
-  let lastLogged = -Infinity
-  let unlogged = 0
+  const sample = createLogSampler()
   return (req, res, started) => {
     answerLocally(res, 503, `the sidecar is forwarding ${ctx.maxConcurrent} requests already (MAX_CONCURRENT_REQUESTS); try again shortly`, { 'retry-after': '1', 'x-sidecar-error': 'overloaded' })
     req.resume()
     ctx.metrics.overloaded()
-    const now = performance.now()
-    if (now - lastLogged < 10_000) {
-      unlogged++
-      return
-    }
+    const unlogged = sample()
+    if (unlogged === undefined) return
     ctx.log.warn({ method: req.method, path: redactPath(req.url ?? ''), status: 503, error: 'overloaded', ms: elapsed(started), refusedSinceLastLine: unlogged },
       `request refused: ${message}` + (unlogged > 0 ? `; ${unlogged} more refused since the last such line` : ''))
-    lastLogged = now
-    unlogged = 0
   }
 }
 

@@ -7,6 +7,8 @@ import { StaleConfigDir } from './stale-config-dir.js'
 import { createLogger, type Logger } from './logger.js'
 import { hostPort } from './redact.js'
 import { createAdminHandler } from './admin.js'
+import { createClientErrorReporter } from './client-errors.js'
+import { createLogSampler } from './log-sampler.js'
 import { createMetrics } from './metrics.js'
 import { createReadiness } from './readiness.js'
 import { buildRoutes, type Route, type RouteName } from './routes.js'
@@ -93,14 +95,22 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
         maxConcurrent: config.maxConcurrentRequests,
         sendTimeoutMs: config.client.sendTimeoutMs
       })
-      const listener = await startListener(route.listenAddress, route.listenPort, handler, tls.listen, config.client).catch((err: unknown) => {
+      const listener = await startListener(route.listenAddress, route.listenPort, handler, {
+        tls: tls.listen,
+        limits: config.client,
+        onClientError: createClientErrorReporter(routeLog, (kind) => { metrics.clientError(route.name, kind) }, createLogSampler)
+      }).catch((err: unknown) => {
         throw new ListenError({ name: route.name, address: route.listenAddress, port: route.listenPort }, err)
       })
       listeners.set(route.name, listener)
       logRoute(routeLog, route, listener, config)
     }
     const readiness = createReadiness(live, tls.trust, config)
-    admin = await startListener(config.admin.address, config.admin.port, createAdminHandler({ metrics, readiness, draining: () => draining }), undefined, config.client)
+    const adminLog = log.child({ listener: 'admin' })
+    admin = await startListener(config.admin.address, config.admin.port, createAdminHandler({ metrics, readiness, draining: () => draining }), {
+      limits: config.client,
+      onClientError: createClientErrorReporter(adminLog, (kind) => { metrics.clientError('admin', kind) }, createLogSampler)
+    })
       .catch((err: unknown) => { throw new ListenError({ name: 'admin', address: config.admin.address, port: config.admin.port }, err) })
     log.info({ listener: 'admin', listen: `${admin.address.address}:${admin.address.port}`, port: admin.address.port },
       `admin http://${admin.address.address}:${admin.address.port} serves /healthz, /readyz and /metrics`)

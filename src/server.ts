@@ -1,7 +1,10 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { createServer as createTlsServer } from 'node:https'
 import type { AddressInfo, Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { answerClientError, type ClientErrorReport } from './client-errors.js'
+import { redactPath } from './redact.js'
 import { onceClosed } from './response-closed.js'
 
 export interface Listener {
@@ -19,6 +22,29 @@ export interface Listener {
 
 const NOT_A_PROXY = 'CONNECT is not supported: this listener forwards only to its configured 3scale endpoint\n'
 
+/** Longest a refused connection may take to accept its answer before it is cut. */
+const LINGER_MS = 2000
+
+/**
+ * Write a last answer and close the connection once it is written, or after
+ * LINGER_MS at the latest. A bare end() only half-closes, and a client that
+ * never closes its side held the descriptor for good: 400 such CONNECTs
+ * exhausted a 300-descriptor limit.
+ */
+function answerAndClose (socket: Duplex, answer: string): void {
+  socket.on('error', () => {})
+  const cut = setTimeout(() => { socket.destroy() }, LINGER_MS)
+  cut.unref()
+  socket.once('close', () => { clearTimeout(cut) })
+  socket.end(answer, () => { socket.destroy() })
+}
+
+/** A raw HTTP/1.1 answer with a text body, for sockets no ServerResponse owns. */
+function rawAnswer (status: number, text: string, headers = ''): string {
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n${headers}Content-Type: text/plain; charset=utf-8\r\n` +
+    `Content-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`
+}
+
 /**
  * Start the listener for one route: plain HTTP, or HTTPS with `tls`. Resolves once it accepts
  * connections; rejects if it cannot bind (the caller then exits: the sidecar
@@ -29,6 +55,13 @@ export interface ClientLimits {
   readonly headersTimeoutMs: number
   /** The whole request, body included. */
   readonly requestTimeoutMs: number
+}
+
+export interface ListenerOptions {
+  readonly tls?: { readonly cert: string, readonly key: string } | undefined
+  readonly limits: ClientLimits
+  /** Told of every client refused below HTTP: malformed requests, CONNECT. */
+  readonly onClientError?: ClientErrorReport
 }
 
 /**
@@ -53,13 +86,19 @@ function awaitTurn (req: IncomingMessage, res: ServerResponse, serve: (req: Inco
   connection.once('close', gone)
 }
 
+/** A CONNECT target for a log line: printable ASCII only, bounded, credentials redacted. */
+function sanitize (target: string): string {
+  return redactPath(target.replace(/[^\x21-\x7e]/g, '?').slice(0, 200))
+}
+
 export async function startListener (
   host: string,
   port: number,
   handler: (req: IncomingMessage, res: ServerResponse) => void,
-  tls: { readonly cert: string, readonly key: string } | undefined,
-  limits: ClientLimits
+  options: ListenerOptions
 ): Promise<Listener> {
+  const { tls, limits } = options
+  const report = options.onClientError ?? ((): void => {})
   let inFlight = 0
   const serve = (req: IncomingMessage, res: ServerResponse): void => {
     inFlight++
@@ -87,10 +126,39 @@ export async function startListener (
     : createServer(serverOptions, onRequest)
   // A CONNECT never reaches the request handler; without this listener
   // node:http would drop the socket without an answer.
-  server.on('connect', (_req: IncomingMessage, socket: Socket) => {
-    socket.on('error', () => {})
-    socket.end('HTTP/1.1 405 Method Not Allowed\r\nAllow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n' +
-      `Content-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(NOT_A_PROXY)}\r\nConnection: close\r\n\r\n${NOT_A_PROXY}`)
+  server.on('connect', (req: IncomingMessage, socket: Socket) => {
+    answerAndClose(socket, rawAnswer(405, NOT_A_PROXY, 'Allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n'))
+    report({
+      kind: 'connect',
+      status: 405,
+      peer: socket.remoteAddress,
+      message: `refused CONNECT ${sanitize(req.url ?? '')}: this listener forwards only to its 3scale endpoint and is not a forward proxy`
+    })
+  })
+  // Requests node:http refuses before the handler (malformed, smuggling
+  // forms, oversized headers, too slow): answered as Node would, but each
+  // one counted and logged (sampled), so an attack or a broken client shows.
+  server.on('clientError', (err: NodeJS.ErrnoException & { reason?: string }, socket: Duplex) => {
+    const answer = answerClientError(err.code)
+    if (answer === undefined) {
+      socket.destroy()
+      return
+    }
+    // Never write into a response already on its way (RFC 9112 §9.3 framing).
+    const current = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage
+    if (socket.writable && current?.headersSent !== true) {
+      answerAndClose(socket, rawAnswer(answer.status, `${answer.meaning}\n`))
+    } else {
+      socket.destroy()
+    }
+    report({
+      kind: answer.kind,
+      code: err.code,
+      reason: typeof err.reason === 'string' ? err.reason : undefined,
+      status: answer.status,
+      peer: (socket as Partial<Socket>).remoteAddress,
+      message: `refused a request before forwarding it: ${answer.status} (${err.code ?? 'error'}${typeof err.reason === 'string' ? `: ${err.reason}` : ''}): ${answer.meaning}; nothing was sent upstream`
+    })
   })
 
   await new Promise<void>((resolve, reject) => {
