@@ -170,6 +170,8 @@ export const FAILURES: Readonly<Record<FailureCode, { status: 502 | 504, describ
 }
 
 const PROXY_STATUS = /Proxy response \((\d{3})\) !== 200/
+/** undici's SocketError messages for a response it cannot frame. */
+const BROKEN_FRAMING = /^bad (response|upgrade)$/
 const TIMEOUT_PHASE: Readonly<Record<string, string>> = {
   UND_ERR_CONNECT_TIMEOUT: 'connecting',
   UND_ERR_HEADERS_TIMEOUT: 'waiting for the response headers',
@@ -230,6 +232,12 @@ export function classifyUpstreamError (err: unknown, ctx: FailureContext): Failu
   }
   if (CONNECT_CODES.has(code)) {
     return viaProxy ? failure('proxy_unreachable', ctx, code) : failure('upstream_unreachable', ctx, code)
+  }
+  if (code === 'UND_ERR_SOCKET' && BROKEN_FRAMING.test(messageOf(cause))) {
+    // undici gives up on the connection when the upstream answers 100
+    // Continue unasked (it sends no Expect) or switches protocols unasked.
+    // The request reached the upstream: never sent again.
+    return { ...failure('upstream_error', ctx, `the upstream answered with an interim 100 Continue or 101 the request did not ask for (${messageOf(cause)}), which undici, the sidecar's HTTP client, cannot read past`), transient: false }
   }
   if (RESET_CODES.has(code)) {
     // TCP to the proxy worked (else ECONNREFUSED), so a close while the

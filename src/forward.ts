@@ -3,10 +3,10 @@ import type { Dispatcher } from 'undici'
 import type { Timeouts } from './config.js'
 import type { EgressPath, Upstream } from './dispatcher.js'
 import { classifyUpstreamError, ConnectFailure, type Failure } from './errors.js'
-import { withoutHopByHop } from './hop-by-hop.js'
 import type { Logger } from './logger.js'
 import type { RouteMetrics } from './metrics.js'
 import { redactPath } from './redact.js'
+import { buildClientResponseHeaders, isBodiless } from './response-headers.js'
 import { createLogSampler } from './log-sampler.js'
 import { onceClosed } from './response-closed.js'
 import { shouldRetry } from './retry.js'
@@ -242,6 +242,10 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
 
   onResponseStart (_controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[]>, statusMessage?: string): void {
     this.#responseStarted = true
+    if (statusCode < 200) {
+      this.#relayInterim(statusCode, headers)
+      return
+    }
     if (this.stale !== undefined && PORTAL_ERROR_STATUS.has(statusCode)) {
       const hit = this.stale.cache.lookup(this.stale.key)
       if (hit !== undefined) {
@@ -250,8 +254,11 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
         return
       }
     }
-    const out = withoutHopByHop(headers)
-    if (this.stale !== undefined && statusCode === 200) this.#collector = this.stale.cache.collect(this.stale.key, out)
+    const out = buildClientResponseHeaders(statusCode, this.req.method, headers)
+    // A body under a transfer coding is relayed as it came, never stored.
+    if (this.stale !== undefined && statusCode === 200 && out['transfer-encoding'] === undefined) {
+      this.#collector = this.stale.cache.collect(this.stale.key, out)
+    }
     if (this.ctx.draining()) out.connection = 'close'
     if (statusMessage !== undefined && statusMessage !== '') {
       this.res.writeHead(statusCode, statusMessage, out)
@@ -282,6 +289,16 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
     this.#collector?.abandon()
     if (this.#servedStale) return
     this.#finish()
+    if (this.res.headersSent && this.#bytesOut === 0 && isBodiless(this.res.statusCode, this.req.method) &&
+        (err as { code?: string }).code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') {
+      // A 304 with the Content-Length of the representation (legal, RFC 9110
+      // §8.6), or a 204 that came with content: undici counts the missing or
+      // stray body as a broken message and drops the upstream connection;
+      // the response itself is complete. nginx relays it the same way.
+      this.#endWithin()
+      this.ctx.log.info(this.#line(this.res.statusCode), 'request')
+      return
+    }
     if (err instanceof SendTimeoutError) {
       this.res.destroy()
       this.#logSendTimeout(true)
@@ -314,6 +331,28 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
     }
     this.#sendFailure(failure)
     this.ctx.log.error({ ...this.#line(failure.status), error: failure.code }, `${failure.message}; ${failure.hint}`)
+  }
+
+  /**
+   * An interim (1xx) response before the final one (RFC 9110 §15.2: an
+   * intermediary must cope with those it did not ask for). 103 Early Hints
+   * and 102 Processing are passed on to an HTTP/1.1 client; any other is
+   * dropped, as is every 1xx to an HTTP/1.0 client, which cannot parse them.
+   * Either way the final response follows on the same relay.
+   */
+  #relayInterim (statusCode: number, headers: Record<string, string | string[]>): void {
+    const http11 = this.req.httpVersionMajor === 1 && this.req.httpVersionMinor >= 1
+    if (!http11 || this.res.headersSent) return
+    try {
+      if (statusCode === 103 && headers.link !== undefined) {
+        this.res.writeEarlyHints(buildClientResponseHeaders(statusCode, this.req.method, headers) as Record<string, string | string[]> & { link: string | string[] })
+      } else if (statusCode === 102) {
+        this.res.writeProcessing()
+      }
+    } catch (err) {
+      // A Link value node:http refuses: the hint is only an optimisation.
+      this.ctx.log.debug({ status: statusCode, err }, 'dropped an interim response node:http would not write')
+    }
   }
 
   #armSendTimer (): void {

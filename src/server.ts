@@ -101,6 +101,11 @@ export async function startListener (
   const report = options.onClientError ?? ((): void => {})
   let inFlight = 0
   const serve = (req: IncomingMessage, res: ServerResponse): void => {
+    // After a request with Upgrade, node:http (with no 'upgrade' listener)
+    // serves it as a plain request but parses nothing more on the
+    // connection: requests pipelined behind it would be lost in silence.
+    // Closing after the answer tells the client to send them again.
+    if (req.headers.upgrade !== undefined) res.shouldKeepAlive = false
     inFlight++
     onceClosed(res, () => { inFlight-- })
     handler(req, res)

@@ -37,6 +37,8 @@ describe('classifyUpstreamError', () => {
     { name: 'connect timeout', err: new ConnectFailure(new undiciErrors.ConnectTimeoutError()), ctx: ctx(direct), code: 'timeout', status: 504, message: /connecting to su1\.3scale\.net:443 \(CONNECT_TIMEOUT_MS=10000\)/ },
     { name: 'CONNECT reply timeout', err: new ConnectFailure(new undiciErrors.HeadersTimeoutError()), ctx: ctx(proxied), code: 'timeout', status: 504, message: /opening the tunnel through proxy\.corp:3128/ },
     { name: 'response headers timeout', err: new undiciErrors.HeadersTimeoutError(), ctx: ctx(proxied), code: 'timeout', status: 504, message: /RESPONSE_HEADERS_TIMEOUT_MS=60000/ },
+    { name: 'an unsolicited 100 Continue', err: new undiciErrors.SocketError('bad response'), ctx: ctx(direct), code: 'upstream_error', status: 502, message: /interim 100 Continue/, transient: false },
+    { name: 'an unsolicited 101', err: new undiciErrors.SocketError('bad upgrade'), ctx: ctx(proxied), code: 'upstream_error', status: 502, message: /bad upgrade/, transient: false },
     { name: 'body idle timeout', err: new undiciErrors.BodyTimeoutError(), ctx: ctx(proxied), code: 'timeout', status: 504, message: /IDLE_TIMEOUT_MS=60000/ },
     { name: 'reset after sending', err: new undiciErrors.SocketError('other side closed'), ctx: ctx(proxied), code: 'reset', status: 502, message: /through proxy\.corp:3128 to su1\.3scale\.net:443 was closed or reset/, transient: true },
     { name: 'ECONNRESET direct', err: sysError('ECONNRESET', 'read'), ctx: ctx(direct), code: 'reset', status: 502, message: /ECONNRESET/, transient: true },
