@@ -57,7 +57,7 @@ export interface DiagnoseOptions {
 }
 
 /** Paths that answer without credentials with 3scale's own 403. */
-const PROBE_PATH: Readonly<Record<Route['name'], string>> = {
+export const PROBE_PATH: Readonly<Record<Route['name'], string>> = {
   portal: '/admin/api/services.json',
   backend: '/transactions/authrep.xml'
 }

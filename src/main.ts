@@ -105,7 +105,7 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
       listeners.set(route.name, listener)
       logRoute(routeLog, route, listener, config)
     }
-    const readiness = createReadiness(live, tls.trust, config)
+    const readiness = createReadiness(live, config)
     const adminLog = log.child({ listener: 'admin' })
     admin = await startListener(config.admin.address, config.admin.port, createAdminHandler({ metrics, readiness, draining: () => draining }), {
       limits: config.client,

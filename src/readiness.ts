@@ -1,7 +1,12 @@
+import type { Dispatcher } from 'undici'
 import type { Config } from './config.js'
-import { diagnoseRoute, type RouteReport } from './diagnose.js'
+import type { EgressPath } from './dispatcher.js'
+import { PROBE_PATH, type RouteReport, type Step, type StepName } from './diagnose.js'
+import { classifyUpstreamError, ConnectFailure, UpstreamCertificateError, type Failure } from './errors.js'
 import type { LiveRoute } from './forward.js'
-import type { TrustStore } from './trust-store.js'
+import { hostPort } from './redact.js'
+import { joinPath } from './rewrite.js'
+import type { Route } from './routes.js'
 
 export interface Readiness {
   readonly ready: boolean
@@ -14,18 +19,21 @@ export interface Readiness {
  * accepted, TLS verified, the upstream answering HTTP. The result is cached
  * for READINESS_CACHE_MS and concurrent probes share one check, so probes
  * stay cheap for the proxy and for 3scale.
+ *
+ * Each check is one GET through the route's own transport, the pooled
+ * dispatcher that forwards its requests: the same tunnels, proxy
+ * authentication, trust store and client certificate, and the same failure
+ * catalogue to explain what broke. A check therefore never opens a
+ * connection the forwarding path would not (a bare TCP probe of the proxy
+ * showed in squid's log as an error on every /readyz), and it cannot pass
+ * or fail for a reason forwarding does not share (with mutual TLS, a probe
+ * built without the client certificate kept /readyz at 503 for good).
  */
-export function createReadiness (live: ReadonlyMap<string, LiveRoute>, trust: TrustStore, config: Config): () => Promise<Readiness> {
+export function createReadiness (live: ReadonlyMap<string, LiveRoute>, config: Config): () => Promise<Readiness> {
   let cached: { at: number, result: Promise<Readiness> } | undefined
   const check = async (): Promise<Readiness> => {
-    const entries = await Promise.all([...live.entries()].map(async ([name, { route, upstream }]) => {
-      const report = await diagnoseRoute(route, upstream.active().proxy, {
-        trust,
-        timeoutMs: config.timeouts.connectMs,
-        proxyAuthScheme: config.proxyAuthScheme,
-        authenticated: false
-      })
-      return [name, report] as const
+    const entries = await Promise.all([...live.values()].map(async ({ route, upstream }) => {
+      return [route.name, await probeRoute(route, upstream.active(), config.timeouts)] as const
     }))
     return {
       ready: entries.every(([, r]) => r.ok),
@@ -39,5 +47,91 @@ export function createReadiness (live: ReadonlyMap<string, LiveRoute>, trust: Tr
       cached = { at: now, result: check() }
     }
     return await cached.result
+  }
+}
+
+/** The steps a request to `route` goes through on `path`, in order. */
+function stepsOf (route: Route, path: EgressPath): StepName[] {
+  const https = route.upstream.protocol === 'https:'
+  if (path.proxy === undefined) return ['tcp', ...(https ? ['tls' as const] : []), 'http']
+  return ['proxy', ...(https ? ['connect' as const, 'tls' as const] : []), 'http']
+}
+
+/** Which step a forwarding failure belongs to. */
+function failedStep (failure: Failure, err: unknown, steps: readonly StepName[], proxied: boolean): StepName {
+  const connecting = err instanceof ConnectFailure
+  let step: StepName
+  switch (failure.code) {
+    case 'proxy_unreachable': step = 'proxy'; break
+    case 'proxy_auth_required':
+    case 'tunnel_refused': step = 'connect'; break
+    case 'tls_untrusted':
+      // Not the upstream's certificate while connecting through a proxy: the https:// proxy's own.
+      step = connecting && proxied && !(err.cause instanceof UpstreamCertificateError) ? 'proxy' : 'tls'
+      break
+    case 'dns':
+    case 'upstream_unreachable': step = 'tcp'; break
+    case 'timeout':
+    case 'reset': step = connecting ? (proxied ? 'connect' : 'tcp') : 'http'; break
+    default: step = 'http'
+  }
+  // An absolute-form (http://) upstream has no CONNECT: the proxy step answers for it.
+  return steps.includes(step) ? step : steps[0] as StepName
+}
+
+async function probeRoute (route: Route, path: EgressPath, timeouts: Config['timeouts']): Promise<RouteReport> {
+  const upstream = route.upstream
+  const names = stepsOf(route, path)
+  const proxied = path.proxy !== undefined
+  const via = path.proxy !== undefined ? `via proxy ${path.proxy.url.protocol}//${hostPort(path.proxy.url)}` : 'direct'
+  const target = joinPath(upstream.pathname, PROBE_PATH[route.name])
+  const report = (failed: StepName | undefined, last: Step): RouteReport => {
+    const steps: Step[] = []
+    for (const name of names) {
+      if (name === last.name) steps.push(last)
+      else if (failed !== undefined && names.indexOf(name) > names.indexOf(failed)) steps.push({ name, ok: undefined, detail: 'not run: an earlier step failed' })
+      else steps.push({ name, ok: true, detail: passed(name, route, path) })
+    }
+    return { route: route.name, upstream: upstream.origin + (upstream.pathname === '/' ? '' : upstream.pathname), via, ok: failed === undefined, failed, steps }
+  }
+
+  const started = performance.now()
+  let res: Dispatcher.ResponseData
+  try {
+    res = await path.dispatcher.request({
+      origin: upstream.origin,
+      path: target,
+      method: 'GET',
+      headers: { host: upstream.host, 'user-agent': 'apicast-sidecar-proxy readiness', accept: '*/*' },
+      headersTimeout: timeouts.connectMs,
+      bodyTimeout: timeouts.connectMs,
+      signal: AbortSignal.timeout(3 * timeouts.connectMs)
+    })
+    await res.body.dump()
+  } catch (err) {
+    const failure = classifyUpstreamError(err, { upstream, proxy: path.proxy, refusal: path.lastRefusal(), timeouts })
+    const step = failedStep(failure, err, names, proxied)
+    return report(step, { name: step, ok: false, detail: failure.message, fix: failure.hint })
+  }
+  const ms = Math.round(performance.now() - started)
+  const type = String(res.headers['content-type'] ?? 'no content type')
+  if (res.statusCode === 407 && proxied) {
+    const failure = classifyUpstreamError(new Error('Proxy Authentication Required (407)'), { upstream, proxy: path.proxy, refusal: path.lastRefusal(), timeouts })
+    return report(names[0] as StepName, { name: names[0] as StepName, ok: false, detail: failure.message, fix: failure.hint })
+  }
+  if (res.statusCode >= 500) {
+    return report('http', { name: 'http', ok: false, detail: `GET ${target} answered ${res.statusCode} (${type})`, fix: 'the upstream (or a proxy in front of it) is failing; check 3scale\'s status and the endpoint URL', ms })
+  }
+  const threescale = res.statusCode === 403 || res.statusCode === 401 ? `: 3scale's ${res.statusCode} without credentials, so it is reachable` : ''
+  return report(undefined, { name: 'http', ok: true, detail: `GET ${target} → ${res.statusCode} ${type}${threescale}`, ms })
+}
+
+/** What a step that the request got past has shown. */
+function passed (name: StepName, route: Route, path: EgressPath): string {
+  switch (name) {
+    case 'proxy': return `the proxy ${path.label} accepted the connection`
+    case 'connect': return `${path.label} opened the tunnel to ${hostPort(route.upstream)}`
+    case 'tls': return `the certificate of ${hostPort(route.upstream)} verified against the trust store`
+    default: return `${hostPort(route.upstream)} accepted the connection`
   }
 }
