@@ -6,6 +6,7 @@
  * `Authorization: Basic base64("TOKEN:")`; 3scale accepts the token in either
  * half of the Basic credentials, so both are read here.
  */
+import { percentDecode } from './percent-decode.js'
 import { basicAuthorization } from './proxy-auth.js'
 
 export type BasicToken =
@@ -58,6 +59,18 @@ export function basicTokenHeader (token: string): string {
 export function queryHasAccessToken (rawQuery: string): boolean {
   if (rawQuery === '') return false
   return new URLSearchParams(rawQuery).has('access_token')
+}
+
+/**
+ * A raw query string without its `access_token` parameters, every other
+ * byte as it was.
+ */
+export function withoutAccessToken (rawQuery: string): string {
+  if (!queryHasAccessToken(rawQuery)) return rawQuery
+  return rawQuery.split('&').filter((part) => {
+    const eq = part.indexOf('=')
+    return percentDecode((eq === -1 ? part : part.slice(0, eq)).replace(/\+/g, ' ')) !== 'access_token'
+  }).join('&')
 }
 
 /**

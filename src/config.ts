@@ -7,6 +7,14 @@ import type { ProxyAuthScheme } from './tunnel-client.js'
 import { PROXY_VARIABLES, parseProxyUrl, ProxyUrlError, withDefaultScheme, type ProxyEndpoint, type ProxyEnv } from './egress.js'
 
 export type AccessTokenLocation = 'query' | 'header'
+/**
+ * PORTAL_TOKEN_SOURCE, whose token a portal request carries:
+ * - `either`: APIcast's, else the sidecar's own (a sidecar in APIcast's pod);
+ * - `client`: only APIcast's; the sidecar never lends its own (a sidecar
+ *   shared by several gateways behind a Service);
+ * - `sidecar`: always the sidecar's; any credentials APIcast sent are dropped.
+ */
+export type PortalTokenSource = 'either' | 'client' | 'sidecar'
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
 
 export interface Timeouts {
@@ -29,6 +37,8 @@ export interface Config {
     readonly token: string | undefined
     /** Where `token` came from, for the start-up line. */
     readonly tokenSource: 'ACCESS_TOKEN_FILE' | 'THREESCALE_PORTAL_ENDPOINT' | undefined
+    /** PORTAL_TOKEN_SOURCE: whose token travels. */
+    readonly tokenFrom: PortalTokenSource
     readonly listenPort: number
   }
   readonly backend: {
@@ -157,6 +167,7 @@ const SPEC = {
   ADMIN_LISTEN_ADDRESS: str({ default: undefined }),
   READINESS_CACHE_MS: positiveInt({ default: 5_000 }),
   ACCESS_TOKEN_LOCATION: oneOf<AccessTokenLocation>(['query', 'header'])({ default: 'query' }),
+  PORTAL_TOKEN_SOURCE: oneOf<PortalTokenSource>(['either', 'client', 'sidecar'])({ default: undefined }),
   LOG_LEVEL: oneOf<LogLevel>(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])({ default: 'info' }),
   CONNECT_TIMEOUT_MS: positiveInt({ default: 10_000 }),
   RESPONSE_HEADERS_TIMEOUT_MS: positiveInt({ default: 60_000 }),
@@ -275,6 +286,8 @@ export function loadConfig (env: Readonly<Record<string, string | undefined>>, r
     problems.push(`CLIENT_HEADERS_TIMEOUT_MS (${cleaned.CLIENT_HEADERS_TIMEOUT_MS}) must not exceed CLIENT_REQUEST_TIMEOUT_MS (${cleaned.CLIENT_REQUEST_TIMEOUT_MS}): the headers are part of the request`)
   }
 
+  checkTokenExposure(cleaned.LISTEN_ADDRESS, cleaned.PORTAL_TOKEN_SOURCE, token !== undefined ? (tokenFromFile !== undefined ? 'ACCESS_TOKEN_FILE' : 'THREESCALE_PORTAL_ENDPOINT') : undefined, problems)
+
   if (problems.length > 0 || portal === undefined || backend === undefined) {
     throw new ConfigError(problems)
   }
@@ -284,6 +297,7 @@ export function loadConfig (env: Readonly<Record<string, string | undefined>>, r
       endpoint: withoutUserinfo(portal),
       token,
       tokenSource: tokenFromFile !== undefined ? 'ACCESS_TOKEN_FILE' as const : userinfoToken !== undefined ? 'THREESCALE_PORTAL_ENDPOINT' as const : undefined,
+      tokenFrom: cleaned.PORTAL_TOKEN_SOURCE ?? 'either',
       listenPort: cleaned.PORTAL_LISTEN_PORT
     }),
     backend: Object.freeze({ endpoint: backend, listenPort: cleaned.BACKEND_LISTEN_PORT }),
@@ -485,4 +499,31 @@ function applyProxyPassword (
   if (applied === 0 && password !== undefined) {
     problems.push(`${credentials.passwordSetting} is set, but no proxy URL names a user (write it as http://user@proxy:port, or set PROXY_USER)`)
   }
+}
+
+/** True for an address only this host can reach. */
+export function isLoopbackAddress (address: string): boolean {
+  const a = address.trim().toLowerCase().replace(/^\[|\]$/g, '')
+  return a === 'localhost' || a === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(a) || /^::ffff:127\./.test(a)
+}
+
+/**
+ * A sidecar that holds a token and listens beyond loopback lends that token
+ * to anyone who can reach it: with `either`, a request without credentials
+ * gets the sidecar's, and with it the tenant's configuration. That is right
+ * for a sidecar in APIcast's own pod and wrong for one shared behind a
+ * Service, and the sidecar cannot tell which it is: so it is a start-up
+ * error until PORTAL_TOKEN_SOURCE says which, explicitly. The token itself is
+ * never named, only where it came from.
+ */
+function checkTokenExposure (listenAddress: string | undefined, explicit: PortalTokenSource | undefined, tokenFrom: string | undefined, problems: string[]): void {
+  if (explicit === 'sidecar' && tokenFrom === undefined) {
+    problems.push('PORTAL_TOKEN_SOURCE=sidecar needs the sidecar\'s own token: set ACCESS_TOKEN_FILE, or put the token in THREESCALE_PORTAL_ENDPOINT (https://TOKEN@host)')
+  }
+  if (explicit !== undefined || tokenFrom === undefined || listenAddress === undefined || isLoopbackAddress(listenAddress)) return
+  problems.push(`LISTEN_ADDRESS=${listenAddress} makes the portal listener reachable from other hosts while the sidecar holds a token (from ${tokenFrom}): ` +
+    'whoever reaches it could read the tenant\'s configuration with that token. Set PORTAL_TOKEN_SOURCE explicitly: ' +
+    '`client` for a sidecar shared by several gateways (each APIcast sends its own token, as THREESCALE_PORTAL_ENDPOINT=http://TOKEN@sidecar:9090), ' +
+    '`either` to lend the sidecar\'s token to requests without one (only where nothing but APIcast can reach the port), ' +
+    'or `sidecar` to always send the sidecar\'s token')
 }

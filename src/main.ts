@@ -217,7 +217,7 @@ function egressKey (route: Route): string {
 }
 
 function tokenKey (route: Route): string {
-  return route.tokenPolicy.kind === 'access_token' ? `${route.tokenPolicy.location}:${route.tokenPolicy.fallbackToken ?? ''}` : ''
+  return route.tokenPolicy.kind === 'access_token' ? `${route.tokenPolicy.location}:${route.tokenPolicy.source}:${route.tokenPolicy.fallbackToken ?? ''}` : ''
 }
 
 /** A listener could not bind; says which setting to change. */
@@ -261,7 +261,9 @@ function logRoute (log: Logger, route: Route, listener: Listener, config: Config
       : egress.reason === 'loopback' ? 'direct (loopback is never proxied)' : 'direct (no proxy configured)'
   }
   if (route.tokenPolicy.kind === 'access_token') {
-    fields.accessToken = `${route.tokenPolicy.location}${config.portal.tokenSource !== undefined ? `, default token from ${config.portal.tokenSource}` : ''}`
+    const whose = { either: 'APIcast\'s, else the sidecar\'s', client: 'APIcast\'s only', sidecar: 'the sidecar\'s only' }[route.tokenPolicy.source]
+    fields.accessToken = `${route.tokenPolicy.location}, PORTAL_TOKEN_SOURCE=${route.tokenPolicy.source} (${whose})` +
+      (config.portal.tokenSource !== undefined ? `, the sidecar's token from ${config.portal.tokenSource}` : '')
   }
   fields.timeouts = config.timeouts
   log.info(fields, `${route.name} ${listener.tls ? 'https' : 'http'}://${listen} → ${upstream} ${via}`)

@@ -3,7 +3,8 @@ import {
   appendAccessToken,
   basicTokenHeader,
   queryHasAccessToken,
-  readBasicToken
+  readBasicToken,
+  withoutAccessToken
 } from './access-token.js'
 import { withoutHopByHop } from './hop-by-hop.js'
 import { percentDecode } from './percent-decode.js'
@@ -179,6 +180,12 @@ function placeAccessToken (
   rawQuery: string
 ): Placement {
   if (policy.kind === 'passthrough') return { ok: true, rawQuery }
+  if (policy.source === 'sidecar') {
+    // Only the sidecar's token travels: whatever APIcast sent, Basic or
+    // another scheme or a query parameter, is dropped unread.
+    delete headers.authorization
+    return placeToken(policy, policy.fallbackToken, headers, withoutAccessToken(rawQuery))
+  }
 
   const basic = readBasicToken(authorization)
   if (basic.kind === 'invalid') {
@@ -190,7 +197,12 @@ function placeAccessToken (
   delete headers.authorization
   if (queryHasAccessToken(rawQuery)) return { ok: true, rawQuery }
 
-  const token = basic.kind === 'token' ? basic.token : policy.fallbackToken
+  // `client`: never lend the sidecar's own token (a shared sidecar).
+  const token = basic.kind === 'token' ? basic.token : policy.source === 'either' ? policy.fallbackToken : undefined
+  return placeToken(policy, token, headers, rawQuery)
+}
+
+function placeToken (policy: { readonly location: 'query' | 'header' }, token: string | undefined, headers: Record<string, string | string[]>, rawQuery: string): Placement {
   if (token === undefined) return { ok: true, rawQuery }
   if (policy.location === 'header') {
     headers.authorization = basicTokenHeader(token)

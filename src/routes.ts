@@ -1,4 +1,4 @@
-import type { Config } from './config.js'
+import type { Config, PortalTokenSource } from './config.js'
 import { resolveEgress, type Egress } from './egress.js'
 
 export type RouteName = 'portal' | 'backend'
@@ -11,7 +11,14 @@ export type RouteName = 'portal' | 'backend'
  *   (service_token, provider_key, user_key) and are left alone.
  */
 export type TokenPolicy =
-  | { readonly kind: 'access_token', readonly location: 'query' | 'header', readonly fallbackToken: string | undefined }
+  | {
+    readonly kind: 'access_token'
+    readonly location: 'query' | 'header'
+    /** The sidecar's own token (endpoint userinfo or ACCESS_TOKEN_FILE). */
+    readonly fallbackToken: string | undefined
+    /** PORTAL_TOKEN_SOURCE: whose token travels (see placeAccessToken). */
+    readonly source: PortalTokenSource
+  }
   | { readonly kind: 'passthrough' }
 
 export interface Route {
@@ -32,7 +39,7 @@ export function buildRoutes (config: Config): readonly Route[] {
       listenAddress: config.listenAddress,
       listenPort: config.portal.listenPort,
       upstream: config.portal.endpoint,
-      tokenPolicy: { kind: 'access_token', location: config.accessTokenLocation, fallbackToken: config.portal.token },
+      tokenPolicy: { kind: 'access_token', location: config.accessTokenLocation, fallbackToken: config.portal.token, source: config.portal.tokenFrom },
       egress: resolveEgress(config.portal.endpoint, config.proxyEnv, config.fallbackProxies)
     },
     {

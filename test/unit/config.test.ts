@@ -71,6 +71,38 @@ describe('loadConfig', () => {
       ['CLIENT_HEADERS_TIMEOUT_MS (5000) must not exceed CLIENT_REQUEST_TIMEOUT_MS (1000): the headers are part of the request'])
   })
 
+  it('PORTAL_TOKEN_SOURCE: a token held while listening beyond loopback needs an explicit choice; the message never shows the token', () => {
+    const token = 'exposed-token-7f3a'
+    const rows: Array<{ env: Record<string, string>, problem: RegExp | undefined }> = [
+      { env: { LISTEN_ADDRESS: '0.0.0.0' }, problem: /^LISTEN_ADDRESS=0\.0\.0\.0 makes the portal listener reachable from other hosts while the sidecar holds a token \(from THREESCALE_PORTAL_ENDPOINT\).*Set PORTAL_TOKEN_SOURCE explicitly/ },
+      { env: { LISTEN_ADDRESS: '::' }, problem: /LISTEN_ADDRESS=:: makes/ },
+      { env: { LISTEN_ADDRESS: '10.1.2.3' }, problem: /LISTEN_ADDRESS=10\.1\.2\.3 makes/ },
+      { env: { LISTEN_ADDRESS: '0.0.0.0', PORTAL_TOKEN_SOURCE: 'either' }, problem: undefined },
+      { env: { LISTEN_ADDRESS: '0.0.0.0', PORTAL_TOKEN_SOURCE: 'client' }, problem: undefined },
+      { env: { LISTEN_ADDRESS: '0.0.0.0', PORTAL_TOKEN_SOURCE: 'sidecar' }, problem: undefined },
+      { env: { LISTEN_ADDRESS: '127.0.0.1' }, problem: undefined },
+      { env: { LISTEN_ADDRESS: '127.0.0.5' }, problem: undefined },
+      { env: { LISTEN_ADDRESS: '::1' }, problem: undefined },
+      { env: { LISTEN_ADDRESS: 'localhost' }, problem: undefined }
+    ]
+    for (const row of rows) {
+      const env = { ...minimal, THREESCALE_PORTAL_ENDPOINT: `https://${token}@acme-admin.3scale.net`, ...row.env }
+      if (row.problem === undefined) {
+        assert.doesNotThrow(() => loadConfig(env), JSON.stringify(row.env))
+        continue
+      }
+      const problems = problemsOf(env)
+      assert.match(problems[0] ?? '', row.problem, JSON.stringify(row.env))
+      for (const p of problems) assert.doesNotMatch(p, new RegExp(token))
+    }
+    // Without a token there is nothing to lend.
+    assert.doesNotThrow(() => loadConfig({ ...minimal, LISTEN_ADDRESS: '0.0.0.0' }))
+    assert.match(problemsOf({ ...minimal, PORTAL_TOKEN_SOURCE: 'sidecar' })[0] ?? '', /PORTAL_TOKEN_SOURCE=sidecar needs the sidecar's own token/)
+    assert.match(problemsOf({ ...minimal, PORTAL_TOKEN_SOURCE: 'mine' })[0] ?? '', /PORTAL_TOKEN_SOURCE "mine" is not one of: either, client, sidecar/)
+    assert.equal(loadConfig({ ...minimal }).portal.tokenFrom, 'either')
+    assert.equal(loadConfig({ ...minimal, PORTAL_TOKEN_SOURCE: 'Client' }).portal.tokenFrom, 'client')
+  })
+
   it('takes the token from the portal URL userinfo and removes it from the endpoint', () => {
     const c = loadConfig({ THREESCALE_PORTAL_ENDPOINT: 'https://t%2Fok@acme-admin.3scale.net/prefix' })
     assert.equal(c.portal.token, 't/ok')

@@ -16,10 +16,13 @@ function route (upstream: string, tokenPolicy: TokenPolicy): Route {
   }
 }
 
-const portalQuery = route('https://acme-admin.3scale.net', { kind: 'access_token', location: 'query', fallbackToken: undefined })
-const portalHeader = route('https://acme-admin.3scale.net', { kind: 'access_token', location: 'header', fallbackToken: undefined })
-const portalOwnToken = route('https://acme-admin.3scale.net', { kind: 'access_token', location: 'query', fallbackToken: 'own-token' })
-const portalPrefix = route('https://gw.example/3scale/admin/', { kind: 'access_token', location: 'query', fallbackToken: undefined })
+const portalQuery = route('https://acme-admin.3scale.net', { kind: 'access_token', location: 'query', fallbackToken: undefined, source: 'either' })
+const portalHeader = route('https://acme-admin.3scale.net', { kind: 'access_token', location: 'header', fallbackToken: undefined, source: 'either' })
+const portalOwnToken = route('https://acme-admin.3scale.net', { kind: 'access_token', location: 'query', fallbackToken: 'own-token', source: 'either' })
+const clientOnly = route('https://acme-admin.3scale.net', { kind: 'access_token', location: 'query', fallbackToken: 'own-token', source: 'client' })
+const sidecarOnly = route('https://acme-admin.3scale.net', { kind: 'access_token', location: 'query', fallbackToken: 'own-token', source: 'sidecar' })
+const sidecarOnlyHeader = route('https://acme-admin.3scale.net', { kind: 'access_token', location: 'header', fallbackToken: 'own-token', source: 'sidecar' })
+const portalPrefix = route('https://gw.example/3scale/admin/', { kind: 'access_token', location: 'query', fallbackToken: undefined, source: 'either' })
 const backend = route('https://su1.3scale.net', { kind: 'passthrough' })
 const restricted = route('https://gw.example/restricted/area', { kind: 'passthrough' })
 
@@ -176,7 +179,18 @@ describe('buildUpstreamRequest: access token (portal)', () => {
     { name: 'sidecar token used when the request has none', route: portalOwnToken, url: '/x', path: '/x?access_token=own-token', auth: undefined },
     { name: 'request token preferred over the sidecar token', route: portalOwnToken, url: '/x', authorization: basic('tok:'), path: '/x?access_token=tok', auth: undefined },
     { name: 'empty Basic credentials fall back to the sidecar token', route: portalOwnToken, url: '/x', authorization: basic(':'), path: '/x?access_token=own-token', auth: undefined },
-    { name: 'a Bearer header is not ours: passed through, no token added', route: portalOwnToken, url: '/x', authorization: 'Bearer abc', path: '/x', auth: 'Bearer abc' }
+    { name: 'a Bearer header is not ours: passed through, no token added', route: portalOwnToken, url: '/x', authorization: 'Bearer abc', path: '/x', auth: 'Bearer abc' },
+    // PORTAL_TOKEN_SOURCE=client: only APIcast's token ever travels.
+    { name: 'client: APIcast\'s token is sent', route: clientOnly, url: '/x', authorization: basic('tok:'), path: '/x?access_token=tok', auth: undefined },
+    { name: 'client: no token from APIcast, none added', route: clientOnly, url: '/x', path: '/x', auth: undefined },
+    { name: 'client: empty Basic credentials, none added', route: clientOnly, url: '/x', authorization: basic(':'), path: '/x', auth: undefined },
+    { name: 'client: a query token is APIcast\'s own and stays', route: clientOnly, url: '/x?access_token=q', path: '/x?access_token=q', auth: undefined },
+    // PORTAL_TOKEN_SOURCE=sidecar: only the sidecar's token travels.
+    { name: 'sidecar: APIcast\'s Basic token is replaced', route: sidecarOnly, url: '/x', authorization: basic('tok:'), path: '/x?access_token=own-token', auth: undefined },
+    { name: 'sidecar: a query token is dropped, the rest of the query kept', route: sidecarOnly, url: '/x?a=1&access_token=q&b=%2F&access%5Ftoken=r', path: '/x?a=1&b=%2F&access_token=own-token', auth: undefined },
+    { name: 'sidecar: a Bearer header is dropped', route: sidecarOnly, url: '/x', authorization: 'Bearer abc', path: '/x?access_token=own-token', auth: undefined },
+    { name: 'sidecar: placed in the header when configured (the emptied query keeps its ?)', route: sidecarOnlyHeader, url: '/x?access_token=q', authorization: basic('tok:'), path: '/x?', auth: basic('own-token:') },
+    { name: 'sidecar: even invalid client credentials are dropped unread', route: sidecarOnly, url: '/x', authorization: 'Basic !!!', path: '/x?access_token=own-token', auth: undefined }
   ]
   for (const c of cases) {
     it(c.name, () => {
