@@ -1,4 +1,31 @@
 import type { ServerResponse } from 'node:http'
+import type { Duplex } from 'node:stream'
+
+/**
+ * One `close` listener per connection, fanning out to everyone waiting on
+ * it: with pipelining, each request on a connection has several parties
+ * waiting for its end (the slot, the listener's count, the relay), and one
+ * listener each on the shared socket passed Node's limit of 10
+ * (MaxListenersExceededWarning) at a few pipelined requests.
+ */
+const waiting = new WeakMap<Duplex, Set<() => void>>()
+
+/** Call `fn` when `connection` closes; returns a function that cancels the call. */
+export function onConnectionClose (connection: Duplex, fn: () => void): () => void {
+  let set = waiting.get(connection)
+  if (set === undefined) {
+    const created = new Set<() => void>()
+    set = created
+    waiting.set(connection, created)
+    connection.once('close', () => {
+      waiting.delete(connection)
+      for (const f of created) f()
+    })
+  }
+  const mine = set
+  mine.add(fn)
+  return () => { mine.delete(fn) }
+}
 
 /**
  * Call `fn` once, on the first of the response's `close` and its
@@ -9,17 +36,16 @@ import type { ServerResponse } from 'node:http'
  * emits `close` on a ServerResponse that was still queued behind a pipelined
  * predecessor when the connection ended (nodejs/node#62534), and a slot tied
  * to that event leaked for the life of the process. The connection's own
- * `close` always fires. Both listeners are removed when either fires or the
- * call is cancelled, so a keep-alive connection does not collect one per
- * request.
+ * `close` always fires.
  */
 export function onceClosed (res: ServerResponse, fn: () => void): () => void {
   const connection = res.socket ?? res.req.socket
   let done = false
+  let stopConnection = (): void => {}
   const cancel = (): void => {
     done = true
     res.off('close', fire)
-    connection?.off('close', fire)
+    stopConnection()
   }
   const fire = (): void => {
     if (done) return
@@ -27,7 +53,8 @@ export function onceClosed (res: ServerResponse, fn: () => void): () => void {
     fn()
   }
   res.once('close', fire)
-  if (connection?.destroyed === true) queueMicrotask(fire)
-  else connection?.once('close', fire)
+  if (connection === null) return cancel
+  if (connection.destroyed) queueMicrotask(fire)
+  else stopConnection = onConnectionClose(connection, fire)
   return cancel
 }

@@ -74,6 +74,12 @@ export function buildUpstreamRequest (incoming: IncomingRequest, route: Route): 
   if (incoming.method === 'CONNECT') {
     return refuse(405, 'CONNECT is not supported: this listener is not an open proxy', { allow: ALLOWED_METHODS })
   }
+  const expect = incoming.headers.expect
+  if (expect !== undefined && expect.trim().toLowerCase() !== '100-continue') {
+    // RFC 9110 §10.1.1: an expectation the sidecar cannot meet (node:http
+    // has already answered 100-continue itself).
+    return refuse(417, 'the Expect header holds an expectation this sidecar cannot meet; only 100-continue is supported')
+  }
   if (incoming.method === 'TRACE' || incoming.method === 'TRACK') {
     return refuse(405, `${incoming.method} is not supported: the upstream would echo the request, credentials included, back to the client`, { allow: ALLOWED_METHODS })
   }

@@ -5,7 +5,7 @@ import type { Duplex } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { answerClientError, type ClientErrorReport } from './client-errors.js'
 import { redactPath } from './redact.js'
-import { onceClosed } from './response-closed.js'
+import { onConnectionClose, onceClosed } from './response-closed.js'
 
 export interface Listener {
   readonly server: Server
@@ -32,11 +32,24 @@ const LINGER_MS = 2000
  * exhausted a 300-descriptor limit.
  */
 function answerAndClose (socket: Duplex, answer: string): void {
-  socket.on('error', () => {})
+  if (closing.has(socket)) return
+  closing.add(socket)
+  ignoreErrors(socket)
   const cut = setTimeout(() => { socket.destroy() }, LINGER_MS)
   cut.unref()
   socket.once('close', () => { clearTimeout(cut) })
   socket.end(answer, () => { socket.destroy() })
+}
+
+/** Connections given their last answer: one each, however many errors follow. */
+const closing = new WeakSet<Duplex>()
+const quiet = new WeakSet<Duplex>()
+
+/** A connection being given up on: its errors (a reset, EPIPE) are expected, and need one listener, not one per event. */
+function ignoreErrors (socket: Duplex): void {
+  if (quiet.has(socket)) return
+  quiet.add(socket)
+  socket.on('error', () => {})
 }
 
 /** A raw HTTP/1.1 answer with a text body, for sockets no ServerResponse owns. */
@@ -76,14 +89,88 @@ export interface ListenerOptions {
  * before it is done.
  */
 function awaitTurn (req: IncomingMessage, res: ServerResponse, serve: (req: IncomingMessage, res: ServerResponse) => void): void {
-  const connection = req.socket
   const turn = (): void => {
-    connection.off('close', gone)
+    stop()
     serve(req, res)
   }
-  const gone = (): void => { res.off('socket', turn) }
+  const stop = onConnectionClose(req.socket, () => { res.off('socket', turn) })
   res.once('socket', turn)
-  connection.once('close', gone)
+}
+
+/**
+ * The responses a connection still owes, in order (HTTP/1.1 answers in
+ * request order, RFC 9112 §9.3.2). A last answer of the listener's own (a
+ * 400 for a request the parser refused behind others, a 405 to a pipelined
+ * CONNECT) must wait for them: written at once it would take the place of
+ * the answer to an earlier, well-formed request, which would then be lost,
+ * and a usage report could reach 3scale while its client was told 400.
+ */
+class OwedResponses {
+  readonly #owed = new WeakMap<Duplex, { count: number, closing: boolean, then?: () => void, last?: { req: IncomingMessage, res: ServerResponse } }>()
+
+  constructor (private readonly maxWaitMs: number) {}
+
+  /** A request was received on `socket`: its response is owed until it finishes or fails. */
+  owe (socket: Duplex, req: IncomingMessage, res: ServerResponse): void {
+    let entry = this.#owed.get(socket)
+    if (entry === undefined) {
+      entry = { count: 0, closing: false }
+      this.#owed.set(socket, entry)
+    }
+    const owed = entry
+    owed.count++
+    owed.last = { req, res }
+    let settled = false
+    const settle = (): void => {
+      if (settled) return
+      settled = true
+      // node:http's own mark of a response after which it closes the connection.
+      if ((res as ServerResponse & { _last?: boolean })._last === true || !res.writableFinished) owed.closing = true
+      owed.count--
+      if (owed.count === 0 && owed.then !== undefined) {
+        const then = owed.then
+        owed.then = undefined
+        then()
+      }
+    }
+    res.once('finish', settle)
+    onceClosed(res, settle)
+  }
+
+  /**
+   * Run `last` once every owed response on `socket` is written, or destroy
+   * the connection when one of them ended it (a response that said
+   * `Connection: close`, or one cut short): nothing may follow those.
+   */
+  afterOwed (socket: Duplex, last: () => void): void {
+    const entry = this.#owed.get(socket)
+    const run = (): void => {
+      if (entry?.closing === true || !socket.writable) socket.destroy()
+      else last()
+    }
+    if (entry === undefined || entry.count === 0) {
+      run()
+      return
+    }
+    // The owed answers are bounded by the upstream timeouts; this only
+    // makes sure the connection cannot outlive them for good.
+    const cap = setTimeout(() => { socket.destroy() }, this.maxWaitMs)
+    cap.unref()
+    entry.then = () => {
+      clearTimeout(cap)
+      run()
+    }
+  }
+
+  /**
+   * The response of the request whose body was still being received, if
+   * the parser failed inside it: that request is the one refused, so its
+   * answer is due now, not after it.
+   */
+  incomplete (socket: Duplex): ServerResponse | undefined {
+    const last = this.#owed.get(socket)?.last
+    return last !== undefined && !last.req.complete ? last.res : undefined
+  }
 }
 
 /** A CONNECT target for a log line: printable ASCII only, bounded, credentials redacted. */
@@ -99,6 +186,7 @@ export async function startListener (
 ): Promise<Listener> {
   const { tls, limits } = options
   const report = options.onClientError ?? ((): void => {})
+  const owed = new OwedResponses(limits.requestTimeoutMs + 60_000)
   let inFlight = 0
   const serve = (req: IncomingMessage, res: ServerResponse): void => {
     // After a request with Upgrade, node:http (with no 'upgrade' listener)
@@ -110,8 +198,17 @@ export async function startListener (
     onceClosed(res, () => { inFlight-- })
     handler(req, res)
   }
+  // A queued request whose body the parser then failed on: when its turn
+  // comes, the listener's refusal takes the place of its response.
+  const refuseInTurn = new WeakMap<ServerResponse, () => void>()
+  const serveOrRefuse = (req: IncomingMessage, res: ServerResponse): void => {
+    const refusal = refuseInTurn.get(res)
+    if (refusal !== undefined) refusal()
+    else serve(req, res)
+  }
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
-    if (res.socket === null) awaitTurn(req, res, serve)
+    owed.owe(req.socket, req, res)
+    if (res.socket === null) awaitTurn(req, res, serveOrRefuse)
     else serve(req, res)
   }
   // A client that is slow to send its headers or body gets 408 and is
@@ -129,10 +226,14 @@ export async function startListener (
   const server: Server = tls !== undefined
     ? createTlsServer({ cert: tls.cert, key: tls.key, ...serverOptions }, onRequest)
     : createServer(serverOptions, onRequest)
+  // An Expect other than 100-continue: node:http would answer 417 itself,
+  // unlogged; the rewrite refuses it with the same status, logged.
+  server.on('checkExpectation', onRequest)
   // A CONNECT never reaches the request handler; without this listener
   // node:http would drop the socket without an answer.
   server.on('connect', (req: IncomingMessage, socket: Socket) => {
-    answerAndClose(socket, rawAnswer(405, NOT_A_PROXY, 'Allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n'))
+    ignoreErrors(socket)
+    owed.afterOwed(socket, () => { answerAndClose(socket, rawAnswer(405, NOT_A_PROXY, 'Allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n')) })
     report({
       kind: 'connect',
       status: 405,
@@ -149,10 +250,23 @@ export async function startListener (
       socket.destroy()
       return
     }
-    // Never write into a response already on its way (RFC 9112 §9.3 framing).
-    const current = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage
-    if (socket.writable && current?.headersSent !== true) {
-      answerAndClose(socket, rawAnswer(answer.status, `${answer.meaning}\n`))
+    ignoreErrors(socket)
+    // No body: the request could not be read, so it may have been a HEAD,
+    // whose answer must carry none; the kind is in X-Sidecar-Error.
+    const refused = (): void => { answerAndClose(socket, rawAnswer(answer.status, '', `X-Sidecar-Error: ${answer.kind}\r\n`)) }
+    const broken = owed.incomplete(socket)
+    if (broken === undefined) {
+      // A new request's head: answered after those still owed to the requests before it.
+      owed.afterOwed(socket, refused)
+    } else if (broken.socket === socket && !broken.headersSent) {
+      // Inside the body of the request being forwarded (a bad chunk, a
+      // body too slow): the answer takes the place of its response, and
+      // closing the connection aborts what was forwarded of it.
+      refused()
+    } else if (broken.socket === null) {
+      // Inside the body of a request still queued: the answers before it
+      // go out first, then the refusal in its place; it is never forwarded.
+      refuseInTurn.set(broken, refused)
     } else {
       socket.destroy()
     }

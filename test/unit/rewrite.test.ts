@@ -211,6 +211,7 @@ describe('buildUpstreamRequest: refusals', () => {
     { name: 'absolute-form naming the upstream', r: req('https://su1.3scale.net/x'), route: backend, status: 400 },
     { name: 'asterisk-form', r: req('*', {}, 'OPTIONS'), route: backend, status: 400 },
     { name: 'CONNECT', r: req('su1.3scale.net:443', {}, 'CONNECT'), route: backend, status: 405 },
+    { name: 'an expectation other than 100-continue', r: req('/x', { expect: 'foo' }), route: backend, status: 417 },
     { name: 'TRACE on the backend', r: req('/transactions/authrep.xml?service_token=s', {}, 'TRACE'), route: backend, status: 405 },
     { name: 'TRACE on the portal, whose token it would echo', r: req('/admin/api/services.json', { authorization: basic('tok:') }, 'TRACE'), route: portalOwnToken, status: 405 },
     { name: 'TRACK', r: req('/x', {}, 'TRACK'), route: backend, status: 405 }
