@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Dispatcher } from 'undici'
 import type { Timeouts } from './config.js'
 import type { EgressPath, Upstream } from './dispatcher.js'
-import { classifyUpstreamError, ConnectFailure, type Failure } from './errors.js'
+import { classifyUpstreamError, ConnectFailure, type Failure, type FailureCode } from './errors.js'
 import type { Logger } from './logger.js'
 import type { RouteMetrics } from './metrics.js'
 import { redactPath } from './redact.js'
@@ -65,9 +65,12 @@ const PORTAL_ERROR_STATUS: ReadonlySet<number> = new Set([500, 502, 503, 504])
  */
 export function createForwarder (ctx: ForwardContext): (req: IncomingMessage, res: ServerResponse) => void {
   let inFlight = 0
+  let requests = 0
   const overloaded = overloadRefuser(ctx)
+  const sampleFailure = failureSampler()
   return function forward (req, res) {
     const started = performance.now()
+    const reqId = ++requests
     if (ctx.draining()) res.shouldKeepAlive = false
     const { route, upstream } = ctx.live
     if (inFlight >= ctx.maxConcurrent) {
@@ -83,7 +86,7 @@ export function createForwarder (ctx: ForwardContext): (req: IncomingMessage, re
 
     const rewritten = buildUpstreamRequest(req as IncomingMessage & { url: string, method: string }, route)
     if (!rewritten.ok) {
-      refuse(ctx, req, res, rewritten.error, started)
+      refuse(ctx, req, res, rewritten.error, started, reqId)
       return
     }
     const { outgoing } = rewritten
@@ -103,7 +106,7 @@ export function createForwarder (ctx: ForwardContext): (req: IncomingMessage, re
     let retried = false
     const attempt = (path: EgressPath): void => {
       tried.add(path.index)
-      const relay = new ResponseRelay(ctx, route, req, res, started, path, upstream.paths.length > 1, stale, (failure, beforeWrite, responseStarted) => {
+      const relay = new ResponseRelay(ctx, route, req, res, started, path, upstream.paths.length > 1, stale, { reqId, sampleFailure }, (failure, beforeWrite, responseStarted) => {
         const next = beforeWrite ? upstream.failover(path, failure, tried) : undefined
         if (next !== undefined) {
           attempt(next)
@@ -144,11 +147,38 @@ function overloadRefuser (ctx: ForwardContext): (req: IncomingMessage, res: Serv
   }
 }
 
+/**
+ * During an outage every request fails the same way: one error line each
+ * made thousands of identical lines (23,515 in a soak). So the explaining
+ * line (cause and fix) is logged for the first failure of each kind on a
+ * listener at once, then at most once per 10 s with the count since; every
+ * other failed request still gets its completion line, at info, with its
+ * `error` code and `reqId`, which leads to the explaining line.
+ */
+function failureSampler (): (code: FailureCode) => number | undefined {
+  const samplers = new Map<FailureCode, () => number | undefined>()
+  return (code) => {
+    let sample = samplers.get(code)
+    if (sample === undefined) {
+      sample = createLogSampler()
+      samplers.set(code, sample)
+    }
+    return sample()
+  }
+}
+
+/** What one request's relays share: its id in the log, and the listener's failure-line sampler. */
+interface RequestShared {
+  readonly reqId: number
+  readonly sampleFailure: (code: FailureCode) => number | undefined
+}
+
 /** Answer a request the rewrite refused; nothing was sent upstream. */
-function refuse (ctx: ForwardContext, req: IncomingMessage, res: ServerResponse, error: RequestError, started: number): void {
+function refuse (ctx: ForwardContext, req: IncomingMessage, res: ServerResponse, error: RequestError, started: number, reqId: number): void {
   answerLocally(res, error.statusCode, error.message, { ...error.headers, connection: 'close' })
   req.resume()
   ctx.log.warn({
+    reqId,
     method: req.method,
     path: redactPath(req.url ?? ''),
     status: error.statusCode,
@@ -229,6 +259,7 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
     private readonly path: EgressPath,
     private readonly logProxy: boolean,
     private readonly stale: StaleSlot | undefined,
+    private readonly shared: RequestShared,
     private readonly retry: (failure: Failure, beforeWrite: boolean, responseStarted: boolean) => boolean
   ) {
     this.#stopWatchingClose = onceClosed(res, this.#onClose)
@@ -330,7 +361,13 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
       return
     }
     this.#sendFailure(failure)
-    this.ctx.log.error({ ...this.#line(failure.status), error: failure.code }, `${failure.message}; ${failure.hint}`)
+    const unlogged = this.shared.sampleFailure(failure.code)
+    if (unlogged === undefined) {
+      this.ctx.log.info({ ...this.#line(failure.status), error: failure.code }, 'request failed (the cause is on the last error line with this error code)')
+      return
+    }
+    this.ctx.log.error({ ...this.#line(failure.status), error: failure.code, failedSinceLastLine: unlogged },
+      `${failure.message}; ${failure.hint}` + (unlogged > 0 ? ` (${unlogged} more requests failed this way since the last such line)` : ''))
   }
 
   /**
@@ -424,6 +461,7 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
 
   #line (status: number): Record<string, unknown> {
     const line: Record<string, unknown> = {
+      reqId: this.shared.reqId,
       method: this.req.method,
       path: redactPath(this.req.url ?? ''),
       status,

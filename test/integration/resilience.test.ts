@@ -88,8 +88,12 @@ describe('safe retries: a reset connection is retried only where it cannot count
     assert.equal(res.status, 502)
     assert.equal(res.headers['x-sidecar-error'], 'reset')
     assert.equal(seen('POST', '/transactions.xml?close=1&case=post'), 1, 'the report reached 3scale once and was not repeated')
-    const line = await sidecar.waitForLog((l) => l.level === 'error' && l.method === 'POST' && l.error === 'reset')
-    assert.match(line.msg, /was closed or reset/)
+    // Its own completion line names the cause; the explaining line for
+    // `reset` (logged once per 10 s per listener) gives the detail.
+    const line = await sidecar.waitForLog((l) => l.method === 'POST' && l.error === 'reset' && l.status === 502)
+    assert.equal(typeof line.reqId, 'number')
+    const cause = await sidecar.waitForLog((l) => l.level === 'error' && l.error === 'reset' && l.listener === 'backend')
+    assert.match(cause.msg, /was closed or reset/)
   })
 
   it('a GET whose response broke mid-body is not sent again (the status line was already relayed)', async () => {
