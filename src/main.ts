@@ -302,7 +302,7 @@ export async function main (argv: readonly string[], env: NodeJS.ProcessEnv): Pr
   }
   if (argv[0] === 'demo') {
     const { runDemo } = await import('./demo/index.js')
-    return await runDemo(argv.slice(1))
+    return await runDemo(argv.slice(1), process.stdout, env)
   }
   if (argv.length > 0) {
     process.stderr.write(`apicast-sidecar-proxy: unknown argument ${JSON.stringify(argv[0])}\n${USAGE}`)

@@ -45,7 +45,7 @@ interface Call {
   readonly showBody?: boolean
 }
 
-export async function runDemo (argv: readonly string[], out: NodeJS.WritableStream = process.stdout): Promise<number> {
+export async function runDemo (argv: readonly string[], out: NodeJS.WritableStream = process.stdout, hostEnv: Readonly<Record<string, string | undefined>> = {}): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) {
     out.write(USAGE)
     return 0
@@ -87,6 +87,9 @@ export async function runDemo (argv: readonly string[], out: NodeJS.WritableStre
       CA_BUNDLE: ca.certFile,
       PORTAL_LISTEN_PORT: '0',
       BACKEND_LISTEN_PORT: '0',
+      // ADMIN_LISTEN_PORT when given, else a free port (said below): a
+      // fixed 9092 failed beside a running sidecar.
+      ADMIN_LISTEN_PORT: hostEnv.ADMIN_LISTEN_PORT ?? '0',
       LOG_LEVEL: 'info'
     }
     const config = loadConfig(env)
@@ -118,6 +121,7 @@ export async function runDemo (argv: readonly string[], out: NodeJS.WritableStre
     say(`  sidecar          portal  ${portalUrl} → ${env.THREESCALE_PORTAL_ENDPOINT}`)
     say(`                   backend ${backendUrl} → ${env.BACKEND_ENDPOINT_OVERRIDE}`)
     say(`                   via the proxy, CA_BUNDLE=${ca.certFile}; JSON logs in ${logFile}`)
+    say(`                   admin   http://127.0.0.1:${sidecar.admin.address.port} (/healthz, /readyz, /metrics)`)
     say('  The log warns "TLS interception detected": expected here, the stand-in\'s certificate comes from the private demo CA.')
     say()
 

@@ -10,10 +10,10 @@ const CLI = join(ROOT, 'dist', 'src', 'cli.js')
 const TIMEOUT_MS = 60_000
 
 /** Run `apicast-sidecar-proxy demo ...` as a user would; killed if it outlives TIMEOUT_MS. */
-async function runDemoCli (args: string[]): Promise<{ code: number | null, stdout: string, stderr: string, timedOut: boolean }> {
+async function runDemoCli (args: string[], extraEnv: Record<string, string> = {}): Promise<{ code: number | null, stdout: string, stderr: string, timedOut: boolean }> {
   // Only PATH: the demo must not depend on the caller's proxy or 3scale settings.
   const child = spawn(process.execPath, [CLI, 'demo', ...args], {
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...(process.env.TMPDIR !== undefined ? { TMPDIR: process.env.TMPDIR } : {}) },
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...(process.env.TMPDIR !== undefined ? { TMPDIR: process.env.TMPDIR } : {}), ...extraEnv },
     stdio: ['ignore', 'pipe', 'pipe']
   })
   let stdout = ''
@@ -35,6 +35,8 @@ describe('apicast-sidecar-proxy demo', () => {
     assert.equal(code, 0, `the demo failed:\n${output}`)
 
     assert.match(stdout, /→ GET\s+portal\s+\/admin\/api\/services\.json.*← 200 application\/json\b/)
+    // No fixed admin port: a free one, said in the output.
+    assert.match(stdout, /admin {3}http:\/\/127\.0\.0\.1:\d+ \(\/healthz, \/readyz, \/metrics\)/)
     assert.match(stdout, /→ GET\s+backend\s+\/transactions\/authrep\.xml\?service_token=\*\*\*&service_id=\d+&user_key=\*\*\*.*← 200 application\/vnd\.3scale-v2\.0\+xml/)
     assert.match(stdout, /→ GET\s+backend\s+\/transactions\/authrep\.xml\s.*← 403 application\/vnd\.3scale-v2\.0\+xml/)
     assert.match(stdout, /<\?xml version="1\.0" encoding="UTF-8"\?><error code="provider_key_or_service_token/, '3scale\'s 403 XML is shown as it came')
@@ -63,5 +65,13 @@ describe('apicast-sidecar-proxy demo', () => {
     assert.doesNotMatch(output, /(?<!demo:\*\*\*)@127\.0\.0\.1/)
     assert.doesNotMatch(output, /(access_token|service_token|provider_key|user_key)=(?!\*\*\*)[^&\s]/)
     assert.doesNotMatch(output, /curl /)
+  })
+
+  it('takes ADMIN_LISTEN_PORT when it is given', { timeout: TIMEOUT_MS + 10_000 }, async () => {
+    const { freePort } = await import('../helpers/proxies.js')
+    const port = await freePort()
+    const { code, stdout } = await runDemoCli(['--once'], { ADMIN_LISTEN_PORT: String(port) })
+    assert.equal(code, 0, stdout)
+    assert.match(stdout, new RegExp(`admin {3}http://127\\.0\\.0\\.1:${port} `))
   })
 })
