@@ -24,6 +24,13 @@ export type Egress =
   | { readonly kind: 'proxy', readonly proxy: ProxyEndpoint, readonly fallbacks: readonly ProxyEndpoint[] }
   | { readonly kind: 'direct', readonly reason: 'no_proxy_configured' | 'no_proxy_match' | 'loopback' }
 
+/**
+ * What to do when a proxy URL does not parse: most often a password holding
+ * a character that ends the userinfo or the authority (`@ : % # / ?`).
+ */
+export const PROXY_URL_ENCODING_HINT = 'if the user or password holds @ : % # / ? or a space, percent-encode them (%40 %3A %25 %23 %2F %3F %20), ' +
+  'or leave them out of the URL and set PROXY_USER and PROXY_PASSWORD_FILE (a file holding the password as it is)'
+
 /** A malformed proxy URL. The message never contains the URL (it may hold a password). */
 export class ProxyUrlError extends Error {
   override name = 'ProxyUrlError'
@@ -42,16 +49,17 @@ export function parseProxyUrl (raw: string): ProxyEndpoint {
   try {
     url = new URL(withDefaultScheme(raw))
   } catch {
-    throw new ProxyUrlError('is not a valid URL; expected http://[user:password@]host:port')
+    throw new ProxyUrlError(`is not a valid URL; expected http://[user:password@]host:port; ${PROXY_URL_ENCODING_HINT}`)
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
     throw new ProxyUrlError(`uses the unsupported scheme ${url.protocol.replace(':', '')}; expected http:// or https://`)
   }
   if (url.hostname === '') {
-    throw new ProxyUrlError('has no host; expected http://[user:password@]host:port')
+    throw new ProxyUrlError(`has no host; expected http://[user:password@]host:port; ${PROXY_URL_ENCODING_HINT}`)
   }
   if ((url.pathname !== '/' && url.pathname !== '') || url.search !== '' || url.hash !== '') {
-    throw new ProxyUrlError('must not have a path, query or fragment; expected http://[user:password@]host:port')
+    // A `#`, `/` or `?` in a raw password ends the authority there.
+    throw new ProxyUrlError(`must not have a path, query or fragment; expected http://[user:password@]host:port; ${PROXY_URL_ENCODING_HINT}`)
   }
   const username = percentDecode(url.username)
   const password = percentDecode(url.password)

@@ -270,10 +270,10 @@ const SPOKEN = new Set(['basic', 'digest', 'ntlm'])
 /** What to do about a 407 from `proxy`, from what it offered (failure log lines and doctor). */
 export function proxyAuthHint (proxy: ProxyEndpoint | undefined, refusal: TunnelRefusal | undefined): string {
   if (proxy !== undefined && proxy.username === '') {
-    return 'the proxy URL has no credentials; set them as http://user:password@host:port in https_proxy (percent-encode @ : % in them), or use PROXY_USER and PROXY_PASSWORD_FILE'
+    return 'the proxy URL has no credentials; set them as http://user:password@host:port in https_proxy (percent-encode @ : % # / ? in them), or use PROXY_USER and PROXY_PASSWORD_FILE'
   }
   const schemes = refusal?.statusCode === 407 ? refusal.schemes : []
-  const check = 'check the user and password in https_proxy (percent-encode @ : % in them as %40 %3A %25)'
+  const check = 'check the user and password in https_proxy (percent-encode @ : % # / ? in them as %40 %3A %25 %23 %2F %3F, or use PROXY_USER and PROXY_PASSWORD_FILE)'
   const forced = refusal?.forced
   if (forced !== undefined && schemes.length > 0 && !schemes.some((s) => s.toLowerCase() === forced)) {
     return `PROXY_AUTH_SCHEME=${forced}, but the proxy offers only ${schemes.join(', ')}: set PROXY_AUTH_SCHEME=auto, or to a scheme it offers`

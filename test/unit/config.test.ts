@@ -103,6 +103,15 @@ describe('loadConfig', () => {
     assert.equal(loadConfig({ ...minimal, PORTAL_TOKEN_SOURCE: 'Client' }).portal.tokenFrom, 'client')
   })
 
+  it('a raw proxy password with # / ? says what to percent-encode and offers PROXY_PASSWORD_FILE, never echoing it', () => {
+    for (const password of ['pa#ss', 'pa/ss', 'pa?ss', 'p@ss#w/rd?x']) {
+      const problems = problemsOf({ ...minimal, HTTPS_PROXY: `http://corp:${password}@proxy.corp:3128` })
+      assert.equal(problems.length, 1, password)
+      assert.match(problems[0] ?? '', /^HTTPS_PROXY .*percent-encode them \(%40 %3A %25 %23 %2F %3F %20\).*PROXY_USER and PROXY_PASSWORD_FILE/, password)
+      assert.ok(!(problems[0] ?? '').includes(password), 'the password is not echoed')
+    }
+  })
+
   it('takes the token from the portal URL userinfo and removes it from the endpoint', () => {
     const c = loadConfig({ THREESCALE_PORTAL_ENDPOINT: 'https://t%2Fok@acme-admin.3scale.net/prefix' })
     assert.equal(c.portal.token, 't/ok')
