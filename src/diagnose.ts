@@ -1,7 +1,7 @@
 import { lookup } from 'node:dns/promises'
 import { request as httpRequest, type ClientRequestArgs, type IncomingMessage } from 'node:http'
 import { request as httpsRequest } from 'node:https'
-import { connect as netConnect } from 'node:net'
+import { connect as netConnect, isIP } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { connect as tlsConnect, TLSSocket } from 'node:tls'
 import { HttpProxyAgent } from 'http-proxy-agent'
@@ -205,7 +205,7 @@ async function probe (route: Route, proxy: ProxyEndpoint | undefined, path: stri
         agent,
         ...(tunnel !== undefined ? { createConnection: tunnelConnection(tunnel, upstream, options, (reply) => { connect = reply }) } : {}),
         ca: [...options.trust.ca],
-        servername: upstream.hostname,
+        servername: serverName(upstream),
         // Verified below, where the certificate can be named; a token is
         // never sent on an unverified connection (see tokenAllowed).
         rejectUnauthorized: false,
@@ -271,7 +271,7 @@ function tunnelConnection (tunnel: TunnelClient, upstream: URL, options: Diagnos
         oncreate(new TunnelRefused(statusCode), socket)
         return
       }
-      oncreate(null, tlsConnect({ socket, servername: (opts as { servername?: string }).servername ?? upstream.hostname, ca: [...options.trust.ca], rejectUnauthorized: false, ...(options.clientCert ?? {}) }))
+      oncreate(null, tlsConnect({ socket, servername: (opts as { servername?: string }).servername ?? serverName(upstream), ca: [...options.trust.ca], rejectUnauthorized: false, ...(options.clientCert ?? {}) }))
     }, (err: Error) => { oncreate(err, undefined as unknown as Duplex) })
     return undefined
   }
@@ -372,6 +372,16 @@ function failedExchange (err: unknown, route: Route, proxy: ProxyEndpoint | unde
     detail: `the request to ${hostPort(route.upstream)} failed (${code})`,
     fix: tlsError ? 'check the upstream certificate and CA_BUNDLE' : 'the upstream closed the connection or did not answer in time; check the endpoint and, for mutual TLS, UPSTREAM_TLS_CERT/KEY'
   }
+}
+
+/**
+ * The TLS server name (SNI) for `url`, or undefined for an IP literal: RFC
+ * 6066 forbids IP addresses there, and Node prints a DEP0123 warning, a
+ * non-JSON line on stdout, for each one.
+ */
+export function serverName (url: URL): string | undefined {
+  const host = url.hostname.replace(/^\[|\]$/g, '')
+  return isIP(host) === 0 ? host : undefined
 }
 
 function codeOf (err: unknown): string {

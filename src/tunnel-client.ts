@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http'
-import type { Socket } from 'node:net'
+import { isIP, type Socket } from 'node:net'
 import { parseProxyResponse } from 'https-proxy-agent/dist/parse-proxy-response.js'
 import type { buildConnector as BuildConnector, Dispatcher } from 'undici'
 import { errors } from './undici-parts.js'
@@ -159,7 +159,8 @@ export class TunnelClient {
         host: url.host,
         protocol: url.protocol,
         port: url.port !== '' ? url.port : (url.protocol === 'https:' ? '443' : '80'),
-        servername: url.hostname,
+        // No SNI for an IP literal (RFC 6066; Node warns with DEP0123).
+        ...(isIP(url.hostname.replace(/^\[|\]$/g, '')) === 0 ? { servername: url.hostname } : {}),
         localAddress: null
       } as unknown as BuildConnector.Options, (err, s) => {
         if (err !== null) reject(err)
