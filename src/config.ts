@@ -453,7 +453,7 @@ function readSecretValue (setting: string, path: string, readSecret: ReadSecret,
   try {
     text = readSecret(path)
   } catch (err) {
-    problems.push(`${setting}: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? String(err)})`)
+    problems.push(`${setting}: cannot read ${path} (${describeReadError(err)})`)
     return undefined
   }
   const value = text.replace(/\r?\n$/, '').trim()
@@ -526,4 +526,17 @@ function checkTokenExposure (listenAddress: string | undefined, explicit: Portal
     '`client` for a sidecar shared by several gateways (each APIcast sends its own token, as THREESCALE_PORTAL_ENDPOINT=http://TOKEN@sidecar:9090), ' +
     '`either` to lend the sidecar\'s token to requests without one (only where nothing but APIcast can reach the port), ' +
     'or `sidecar` to always send the sidecar\'s token')
+}
+
+/**
+ * Why a file could not be read, in the terms of the fix: for EACCES, the
+ * user and group the process runs as (in a container, an arbitrary UID in
+ * group 0), since that is what the file's mode must let in.
+ */
+export function describeReadError (err: unknown): string {
+  const code = (err as NodeJS.ErrnoException).code ?? String(err)
+  if (code !== 'EACCES' && code !== 'EPERM') return code
+  const uid = typeof process.getuid === 'function' ? process.getuid() : undefined
+  const gid = typeof process.getgid === 'function' ? process.getgid() : undefined
+  return `${code}: the sidecar runs as UID ${String(uid)}, GID ${String(gid)}, which may not read it; make the file readable by that user or group (mode 0440 with group ${String(gid)}, or fsGroup/defaultMode in Kubernetes)`
 }

@@ -112,6 +112,18 @@ describe('loadConfig', () => {
     }
   })
 
+  it('a secret file the process may not read names the UID and GID it runs as', () => {
+    const denied = (): string => { throw Object.assign(new Error('EACCES: permission denied'), { code: 'EACCES' }) }
+    let problems: readonly string[] = []
+    try {
+      loadConfig({ ...minimal, ACCESS_TOKEN_FILE: '/run/secrets/token' }, denied)
+    } catch (err) {
+      problems = (err as { problems: readonly string[] }).problems
+    }
+    assert.equal(problems.length, 1)
+    assert.match(problems[0] ?? '', new RegExp(`^ACCESS_TOKEN_FILE: cannot read /run/secrets/token \\(EACCES: the sidecar runs as UID ${process.getuid?.() ?? ''}, GID ${process.getgid?.() ?? ''}, which may not read it`))
+  })
+
   it('takes the token from the portal URL userinfo and removes it from the endpoint', () => {
     const c = loadConfig({ THREESCALE_PORTAL_ENDPOINT: 'https://t%2Fok@acme-admin.3scale.net/prefix' })
     assert.equal(c.portal.token, 't/ok')
