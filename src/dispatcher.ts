@@ -197,7 +197,13 @@ function buildPath (route: Route, proxy: ProxyEndpoint | undefined, index: numbe
       scheme: options.proxyAuthScheme,
       replyTimeoutMs: timeouts.connectMs,
       onRefused: (statusCode, headers) => {
-        refusal = { statusCode, schemes: parseAuthSchemes(headers['proxy-authenticate']), forced: options.proxyAuthScheme !== 'auto' ? options.proxyAuthScheme : undefined }
+        const squid = headers['x-squid-error']
+        refusal = {
+          statusCode,
+          schemes: parseAuthSchemes(headers['proxy-authenticate']),
+          forced: options.proxyAuthScheme !== 'auto' ? options.proxyAuthScheme : undefined,
+          proxyError: typeof squid === 'string' ? squid.replace(/[^\x20-\x7e]/g, '').slice(0, 100) : undefined
+        }
       }
     }),
     // The pool per upstream origin: its connect is ProxyAgent's tunnel

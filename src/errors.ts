@@ -33,6 +33,8 @@ export interface TunnelRefusal {
   readonly schemes: readonly string[]
   /** PROXY_AUTH_SCHEME, when it forces one ('basic', 'digest', 'ntlm'). */
   readonly forced?: string | undefined
+  /** The proxy's own word on why, e.g. squid's `X-Squid-Error: ERR_DNS_FAIL 0`. */
+  readonly proxyError?: string | undefined
 }
 
 export interface Failure {
@@ -82,7 +84,7 @@ export class UpstreamCertificateError extends Error {
 }
 
 /** A refinement of a failure the description depends on. */
-type Variant = 'interception' | 'proxy_tls'
+type Variant = 'interception' | 'proxy_tls' | 'tunnel'
 type Describe = (ctx: FailureContext, detail: string, variant?: Variant) => { message: string, hint: string }
 
 /**
@@ -106,10 +108,13 @@ export const FAILURES: Readonly<Record<FailureCode, { status: 502 | 504, describ
   },
   tunnel_refused: {
     status: 502,
-    describe: (ctx, detail) => ({
-      message: `the proxy ${proxyName(ctx)} refused the tunnel to ${hostPort(ctx.upstream)} (${detail})`,
-      hint: `check that the proxy allows CONNECT to ${hostPort(ctx.upstream)} and can resolve and reach it; if this host must be reached directly, add it to NO_PROXY`
-    })
+    describe: (ctx, detail) => {
+      const said = ctx.refusal?.proxyError
+      return {
+        message: `the proxy ${proxyName(ctx)} refused the tunnel to ${hostPort(ctx.upstream)} (${detail}${said !== undefined ? `; the proxy says ${said}` : ''})`,
+        hint: tunnelRefusedHint(ctx, said)
+      }
+    }
   },
   tls_untrusted: {
     status: 502,
@@ -145,9 +150,11 @@ export const FAILURES: Readonly<Record<FailureCode, { status: 502 | 504, describ
   },
   timeout: {
     status: 504,
-    describe: (_ctx, detail) => ({
+    describe: (ctx, detail, variant) => ({
       message: `timed out ${detail}`,
-      hint: 'check the proxy and 3scale\'s status; raise CONNECT_TIMEOUT_MS, RESPONSE_HEADERS_TIMEOUT_MS or IDLE_TIMEOUT_MS if the network is slow'
+      hint: variant === 'tunnel'
+        ? `the proxy did not answer CONNECT ${hostPort(ctx.upstream)} in time; a proxy slow to answer CONNECT is most often still resolving the name, so first check the host in the endpoint (THREESCALE_PORTAL_ENDPOINT or BACKEND_ENDPOINT_OVERRIDE) for a typo; then the proxy's log, and CONNECT_TIMEOUT_MS`
+        : 'check the proxy and 3scale\'s status; raise CONNECT_TIMEOUT_MS, RESPONSE_HEADERS_TIMEOUT_MS or IDLE_TIMEOUT_MS if the network is slow'
     })
   },
   reset: {
@@ -217,8 +224,8 @@ export function classifyUpstreamError (err: unknown, ctx: FailureContext): Failu
       : code === 'UND_ERR_HEADERS_TIMEOUT'
         ? `RESPONSE_HEADERS_TIMEOUT_MS=${ctx.timeouts.responseHeadersMs}`
         : `IDLE_TIMEOUT_MS=${ctx.timeouts.idleMs}`
-    const where = connecting ? (viaProxy ? `opening the tunnel through ${proxyName(ctx)}` : `connecting to ${hostPort(ctx.upstream)}`) : phase
-    return failure('timeout', ctx, `${where} (${limit})`)
+    const where = connecting ? (viaProxy ? `opening the tunnel to ${hostPort(ctx.upstream)} through ${proxyName(ctx)}` : `connecting to ${hostPort(ctx.upstream)}`) : phase
+    return failure('timeout', ctx, `${where} (${limit})`, connecting && viaProxy ? 'tunnel' : undefined)
   }
   if (isTlsCode(code)) {
     // Upstream certificates are checked by verifyingConnector and arrive as
@@ -282,6 +289,25 @@ export function proxyAuthHint (proxy: ProxyEndpoint | undefined, refusal: Tunnel
     return `${check}; the sidecar answers Basic, Digest and NTLM challenges (PROXY_AUTH_SCHEME forces one; NTLM takes DOMAIN\\user)`
   }
   return `the proxy asks only for ${schemes.join(', ')}, which this sidecar does not answer: Kerberos needs a native library this build does not carry. Ask for NTLM, Digest or Basic to be allowed for this account, or put a local helper such as cntlm or px in front of the proxy`
+}
+
+/** The fix for a refused tunnel, from what the proxy said about it. */
+function tunnelRefusedHint (ctx: FailureContext, said: string | undefined): string {
+  const target = hostPort(ctx.upstream)
+  if (said !== undefined && /^ERR_DNS_FAIL\b/.test(said)) {
+    return `the proxy cannot resolve ${ctx.upstream.hostname}: check the host name in the endpoint (THREESCALE_PORTAL_ENDPOINT or BACKEND_ENDPOINT_OVERRIDE) for a typo; if it is right, the proxy's DNS does not know it`
+  }
+  if (said !== undefined && /^ERR_CANNOT_FORWARD\b/.test(said)) {
+    // squid's answer when the name does not resolve for a CONNECT, among others.
+    return `the proxy could not forward to ${target}: most often it cannot resolve ${ctx.upstream.hostname}, so check the host name in the endpoint (THREESCALE_PORTAL_ENDPOINT or BACKEND_ENDPOINT_OVERRIDE) for a typo; else no route leads there from the proxy`
+  }
+  if (said !== undefined && /^ERR_(CONNECT_FAIL|ZERO_SIZE_OBJECT|READ_TIMEOUT)\b/.test(said)) {
+    return `the proxy resolved ${ctx.upstream.hostname} but cannot connect to ${target}: check the port in the endpoint, and that the host is up and reachable from the proxy`
+  }
+  if ((said !== undefined && /^ERR_ACCESS_DENIED\b/.test(said)) || ctx.refusal?.statusCode === 403) {
+    return `the proxy's policy does not allow CONNECT to ${target}: ask for it to be allowed; if this host must be reached directly, add it to NO_PROXY`
+  }
+  return `check that the proxy allows CONNECT to ${target} and can resolve and reach it; if this host must be reached directly, add it to NO_PROXY`
 }
 
 function offered (ctx: FailureContext): string {

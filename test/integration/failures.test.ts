@@ -96,7 +96,7 @@ describe('failures: each maps to a status, an X-Sidecar-Error code and a log lin
     }, '/transactions/authrep.xml', {
       status: 502,
       code: 'tunnel_refused',
-      log: [new RegExp(`refused the tunnel to forbidden\\.test:${origin.port} \\(CONNECT answered 403\\)`), /allows CONNECT/, /NO_PROXY/]
+      log: [new RegExp(`refused the tunnel to forbidden\\.test:${origin.port} \\(CONNECT answered 403\\)`), /policy does not allow CONNECT to forbidden\.test/, /NO_PROXY/]
     })
   })
 
@@ -178,7 +178,7 @@ describe('failures: each maps to a status, an X-Sidecar-Error code and a log lin
       }, '/transactions/authrep.xml', {
         status: 504,
         code: 'timeout',
-        log: [new RegExp(`opening the tunnel through 127\\.0\\.0\\.1:${silent.port} \\(CONNECT_TIMEOUT_MS=300\\)`)]
+        log: [new RegExp(`opening the tunnel to \\S+ through 127\\.0\\.0\\.1:${silent.port} \\(CONNECT_TIMEOUT_MS=300\\)`)]
       })
     } finally {
       await silent.close()

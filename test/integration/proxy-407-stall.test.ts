@@ -74,7 +74,7 @@ describe('a proxy that stalls in the body of its 407', () => {
       assert.ok(ms < 5000, `answered after ${ms} ms`)
       assert.ok(proxy.challenged() >= 1, 'the proxy never sent its 407')
       const line = await sidecar.waitForLog((l) => l.error === 'timeout' && l.level === 'error')
-      assert.match(line.msg, /opening the tunnel through 127\.0\.0\.1:\d+ \(CONNECT_TIMEOUT_MS=500\)/)
+      assert.match(line.msg, /opening the tunnel to \S+ through 127\.0\.0\.1:\d+ \(CONNECT_TIMEOUT_MS=500\)/)
       await eventually(() => proxy.open(), (n) => n === 0, 5000, 'the sidecar to close its connections to the proxy')
       assert.equal(await sidecar.stop(), 0)
     })

@@ -35,8 +35,10 @@ describe('classifyUpstreamError', () => {
     { name: 'untrusted certificate', err: new ConnectFailure(new UpstreamCertificateError('SELF_SIGNED_CERT_IN_CHAIN', 'CN=Zscaler Root CA', 'CN=su1.3scale.net')), ctx: ctx(proxied), code: 'tls_untrusted', status: 502, message: /issued by CN=Zscaler Root CA/ },
     { name: 'TLS error to an https proxy', err: new ConnectFailure(sysError('UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'tls')), ctx: ctx(proxied), code: 'tls_untrusted', status: 502, message: /UNABLE_TO_VERIFY_LEAF_SIGNATURE/ },
     { name: 'connect timeout', err: new ConnectFailure(new undiciErrors.ConnectTimeoutError()), ctx: ctx(direct), code: 'timeout', status: 504, message: /connecting to su1\.3scale\.net:443 \(CONNECT_TIMEOUT_MS=10000\)/ },
-    { name: 'CONNECT reply timeout', err: new ConnectFailure(new undiciErrors.HeadersTimeoutError()), ctx: ctx(proxied), code: 'timeout', status: 504, message: /opening the tunnel through proxy\.corp:3128/ },
+    { name: 'CONNECT reply timeout', err: new ConnectFailure(new undiciErrors.HeadersTimeoutError()), ctx: ctx(proxied), code: 'timeout', status: 504, message: /opening the tunnel to su1\.3scale\.net:443 through proxy\.corp:3128/ },
     { name: 'response headers timeout', err: new undiciErrors.HeadersTimeoutError(), ctx: ctx(proxied), code: 'timeout', status: 504, message: /RESPONSE_HEADERS_TIMEOUT_MS=60000/ },
+    { name: 'CONNECT refused for a name the proxy cannot resolve', err: new ConnectFailure(new undiciErrors.RequestAbortedError('Proxy response (503) !== 200 when HTTP Tunneling')), ctx: ctx(proxied, { statusCode: 503, schemes: [], proxyError: 'ERR_DNS_FAIL 0' }), code: 'tunnel_refused', status: 502, message: /refused the tunnel to su1\.3scale\.net:443 \(CONNECT answered 503; the proxy says ERR_DNS_FAIL 0\)/ },
+    { name: 'CONNECT slow to answer: names the target', err: new ConnectFailure(new undiciErrors.HeadersTimeoutError()), ctx: ctx(proxied), code: 'timeout', status: 504, message: /opening the tunnel to su1\.3scale\.net:443 through proxy\.corp:3128/ },
     { name: 'an unsolicited 100 Continue', err: new undiciErrors.SocketError('bad response'), ctx: ctx(direct), code: 'upstream_error', status: 502, message: /interim 100 Continue/, transient: false },
     { name: 'an unsolicited 101', err: new undiciErrors.SocketError('bad upgrade'), ctx: ctx(proxied), code: 'upstream_error', status: 502, message: /bad upgrade/, transient: false },
     { name: 'body idle timeout', err: new undiciErrors.BodyTimeoutError(), ctx: ctx(proxied), code: 'timeout', status: 504, message: /IDLE_TIMEOUT_MS=60000/ },
@@ -88,4 +90,22 @@ describe('parseAuthSchemes', () => {
     ['Negotiate YIIB9wYGKwYBBQUCoIIB==', ['Negotiate']]
   ]
   for (const [header, want] of cases) it(JSON.stringify(header), () => assert.deepEqual(parseAuthSchemes(header), want))
+})
+
+describe('the fix follows what the proxy said', () => {
+  const refused = (proxyError: string | undefined, statusCode = 503): string =>
+    classifyUpstreamError(new ConnectFailure(new undiciErrors.RequestAbortedError(`Proxy response (${statusCode}) !== 200 when HTTP Tunneling`)), ctx(proxied, { statusCode, schemes: [], proxyError })).hint
+  const rows: Array<[string | undefined, number, RegExp]> = [
+    ['ERR_DNS_FAIL 0', 503, /cannot resolve su1\.3scale\.net: check the host name in the endpoint \(THREESCALE_PORTAL_ENDPOINT or BACKEND_ENDPOINT_OVERRIDE\) for a typo/],
+    ['ERR_CONNECT_FAIL 111', 503, /cannot connect to su1\.3scale\.net:443: check the port/],
+    ['ERR_CANNOT_FORWARD 0', 500, /most often it cannot resolve su1\.3scale\.net, so check the host name in the endpoint/],
+    ['ERR_ACCESS_DENIED 0', 403, /policy does not allow CONNECT to su1\.3scale\.net:443/],
+    [undefined, 403, /policy does not allow CONNECT/],
+    [undefined, 502, /check that the proxy allows CONNECT to su1\.3scale\.net:443 and can resolve and reach it/]
+  ]
+  for (const [said, status, hint] of rows) it(`${String(said)} (${status})`, () => { assert.match(refused(said, status), hint) })
+  it('a CONNECT timeout points at the host name first, not at raising timeouts', () => {
+    const { hint } = classifyUpstreamError(new ConnectFailure(new undiciErrors.HeadersTimeoutError()), ctx(proxied))
+    assert.match(hint, /still resolving the name, so first check the host in the endpoint/)
+  })
 })
