@@ -2,11 +2,16 @@
 # apicast-sidecar-proxy container image.
 #
 # BASE_IMAGE is a maintained Node.js LTS image with npm. The default is the
-# official Debian slim one; ubi9/nodejs-20-minimal works the same way. CI
-# builds against a base made locally (no registry is reachable there).
+# official Debian slim one; ubi9/nodejs-20-minimal works too. CI builds
+# against a base made locally (no registry is reachable there), whose default
+# user is not root, like UBI's.
 ARG BASE_IMAGE=docker.io/library/node:20-bookworm-slim
 
 FROM ${BASE_IMAGE} AS build
+# Root for the build: a non-root base (UBI's UID 1001) cannot write into a
+# WORKDIR that the build creates as root (npm ci failed with EACCES on
+# /src/node_modules). Nothing this stage owns ships: only the bundle is copied.
+USER 0
 WORKDIR /src
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund --loglevel=error
@@ -29,6 +34,8 @@ LABEL org.opencontainers.image.title="apicast-sidecar-proxy" \
 ENV NODE_ENV=production \
     LISTEN_ADDRESS=0.0.0.0
 
+# Root only to lay out the files; the last USER is the one that runs.
+USER 0
 WORKDIR /app
 # Owned by root and only readable: the process never writes outside /tmp
 # (and STALE_CONFIG_DIR, when set).
@@ -41,6 +48,7 @@ RUN chmod -R g=u,o-w /app
 RUN mkdir -p /var/lib/apicast-sidecar-proxy && \
     chown 10001:0 /var/lib/apicast-sidecar-proxy && chmod 0770 /var/lib/apicast-sidecar-proxy
 
+# Not the base's UID 1001: the same UID on every base.
 USER 10001:0
 EXPOSE 9090 9091 9092
 # Liveness from the admin listener (ADMIN_LISTEN_PORT, 9092 by default).

@@ -11,11 +11,34 @@ const run = promisify(execFile)
 /** Set by .ci/run after it built the image with scripts/container/build-image.sh. */
 const IMAGE = process.env.SIDECAR_IMAGE
 const skip = IMAGE === undefined ? 'SIDECAR_IMAGE is not set (.ci/run builds the image and sets it)' : false
+/** The base .ci/run built SIDECAR_IMAGE on: its variant whose default user is not root, as UBI's (1001). */
+const BASE = process.env.SIDECAR_BASE_IMAGE
 
 async function podman (...args: string[]): Promise<string> {
   const { stdout } = await run('podman', args, { maxBuffer: 16 * 1024 * 1024 })
   return stdout.trim()
 }
+
+/** The parts of `podman image inspect` read here. */
+interface ImageInspect {
+  Config: { User?: string }
+  RootFS: { Layers: string[] }
+}
+
+async function inspect (image: string): Promise<ImageInspect> {
+  const [info] = JSON.parse(await podman('image', 'inspect', image)) as ImageInspect[]
+  assert.ok(info, `no image ${image}`)
+  return info
+}
+
+describe('the image as built', { skip }, () => {
+  it('was built on a base whose default user is not root, as UBI\'s Node.js images (1001)', { skip: BASE === undefined ? 'SIDECAR_BASE_IMAGE is not set' : false }, async () => {
+    const [base, image] = [await inspect(BASE as string), await inspect(IMAGE as string)]
+    assert.match(base.Config.User ?? '', /^(?!0(:|$)|root(:|$)).+/, `the base's default user is ${JSON.stringify(base.Config.User ?? '')}`)
+    // The image's layers start with the base's: it was built FROM that base.
+    assert.deepEqual(image.RootFS.Layers.slice(0, base.RootFS.Layers.length), base.RootFS.Layers)
+  })
+})
 
 describe('the container image', { skip }, () => {
   const users: Array<[string, string[]]> = [

@@ -3,15 +3,24 @@ import { readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { describe, it } from 'node:test'
 import { fileURLToPath } from 'node:url'
-import { DockerfileParser } from 'dockerfile-ast'
+import { DockerfileParser, type Instruction } from 'dockerfile-ast'
 import { validate } from 'dockerfile-utils'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..')
 const TEXT = readFileSync(join(ROOT, 'Dockerfile'), 'utf8')
 const dockerfile = DockerfileParser.parse(TEXT)
 const instructions = dockerfile.getInstructions()
-const finalStage = instructions.slice(instructions.map((i) => i.getKeyword()).lastIndexOf('FROM'))
+
+/** The instructions of each stage, its FROM first. */
+const stages: Instruction[][] = []
+for (const instruction of instructions) {
+  if (instruction.getKeyword() === 'FROM') stages.push([])
+  stages.at(-1)?.push(instruction)
+}
+const finalStage = stages.at(-1) ?? []
 const args = (keyword: string): string[] => finalStage.filter((i) => i.getKeyword() === keyword).map((i) => i.getArgumentsContent() ?? '')
+
+const PACKAGE_MANAGERS = /\b(apt-get|apt|dpkg|dnf|microdnf|yum|rpm|apk)\b/
 
 describe('Dockerfile', () => {
   it('has no lint findings (dockerfile-utils)', () => {
@@ -26,6 +35,23 @@ describe('Dockerfile', () => {
     const base = dockerfile.getARGs().find((a) => a.getProperty()?.getName() === 'BASE_IMAGE')?.getProperty()?.getValue() ?? ''
     assert.match(base, /^[\w./-]+:(\d+)[\w.-]*$/, 'BASE_IMAGE default must carry a version tag')
     assert.doesNotMatch(base, /:latest$/)
+  })
+
+  it('runs every RUN as root set in its own stage, never as the base\'s default user (UBI\'s is 1001)', () => {
+    for (const stage of stages) {
+      let user: string | undefined
+      for (const instruction of stage) {
+        if (instruction.getKeyword() === 'USER') user = instruction.getArgumentsContent() ?? ''
+        if (instruction.getKeyword() !== 'RUN') continue
+        const line = instruction.getRange().start.line + 1
+        assert.match(user ?? '(inherited from the base)', /^(0|root)(:0|:root)?$/, `line ${line}: RUN as ${user ?? 'the base\'s user'}; want USER 0 before it`)
+      }
+    }
+  })
+
+  it('needs no package manager (UBI minimal has microdnf, Debian apt)', () => {
+    const runs = instructions.filter((i) => i.getKeyword() === 'RUN').map((i) => i.getArgumentsContent() ?? '')
+    assert.deepEqual(runs.filter((run) => PACKAGE_MANAGERS.test(run)), [])
   })
 
   const policy: Array<[string, () => void]> = [
