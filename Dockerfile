@@ -1,11 +1,16 @@
 # syntax=docker/dockerfile:1
 # apicast-sidecar-proxy container image.
 #
-# BASE_IMAGE is a maintained Node.js LTS image with npm. The default is the
-# official Debian slim one; ubi9/nodejs-20-minimal works too. CI builds
-# against a base made locally (no registry is reachable there), whose default
-# user is not root, like UBI's.
-ARG BASE_IMAGE=docker.io/library/node:20-bookworm-slim
+# BASE_IMAGE is a maintained Node.js 24 image with npm, used by both stages.
+# The default is Red Hat's UBI 9 Node.js 24 minimal image (freely
+# redistributable, runs as UID 1001). UBI 9 rather than UBI 10: UBI 10 needs
+# an x86-64-v3 CPU, UBI 9 runs on x86-64-v2. Other bases that work:
+#   registry.access.redhat.com/ubi10/nodejs-24-minimal:<tag>
+#   docker.io/library/node:24-bookworm-slim   (Debian, runs as root)
+# Pin a build with a static tag or a digest (...:9.8-<build>@sha256:...).
+# CI builds against a base made locally (no registry is reachable there),
+# whose default user is not root, like UBI's.
+ARG BASE_IMAGE=registry.access.redhat.com/ubi9/nodejs-24-minimal:1
 
 FROM ${BASE_IMAGE} AS build
 # Root for the build: a non-root base (UBI's UID 1001) cannot write into a

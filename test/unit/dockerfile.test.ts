@@ -28,13 +28,12 @@ describe('Dockerfile', () => {
     assert.deepEqual(findings, [])
   })
 
-  it('is a multi-stage build whose base is an ARG with a pinned LTS default', () => {
+  it('is a multi-stage build whose base is an ARG defaulting to UBI\'s Node.js 24 minimal image, with a version tag', () => {
     const froms = dockerfile.getFROMs()
     assert.ok(froms.length >= 2)
     for (const from of froms) assert.equal(from.getImage(), '${BASE_IMAGE}')
     const base = dockerfile.getARGs().find((a) => a.getProperty()?.getName() === 'BASE_IMAGE')?.getProperty()?.getValue() ?? ''
-    assert.match(base, /^[\w./-]+:(\d+)[\w.-]*$/, 'BASE_IMAGE default must carry a version tag')
-    assert.doesNotMatch(base, /:latest$/)
+    assert.match(base, /^registry\.access\.redhat\.com\/ubi\d+\/nodejs-24-minimal:\d[\w.-]*(@sha256:[0-9a-f]{64})?$/, `got BASE_IMAGE=${base}`)
   })
 
   it('runs every RUN as root set in its own stage, never as the base\'s default user (UBI\'s is 1001)', () => {
