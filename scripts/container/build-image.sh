@@ -15,7 +15,8 @@ labels=()
 for name in SOURCE_URL VENDOR MAINTAINER RELEASE; do
   if [ -n "${!name:-}" ]; then labels+=(--build-arg "$name=${!name}"); fi
 done
-# docker format: the OCI format drops HEALTHCHECK.
+# --format docker: podman's default, the OCI image format, has no field for
+# HEALTHCHECK, so the image would lose it (podman warns and drops it).
 podman build --format docker --network host --runtime runc --pull=never \
   ${base:+--build-arg BASE_IMAGE="$base"} --build-arg VERSION="$version" "${labels[@]}" \
   -t "$tag" -f Dockerfile . >&2

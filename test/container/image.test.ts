@@ -26,7 +26,9 @@ async function podman (...args: string[]): Promise<string> {
 
 /** The parts of `podman image inspect` read here. */
 interface ImageInspect {
+  ManifestType: string
   Config: { User?: string, Labels?: Record<string, string> }
+  Healthcheck?: { Test?: string[] }
   RootFS: { Layers: string[] }
 }
 
@@ -48,6 +50,13 @@ describe('the image as built', { skip }, () => {
     for (const name of ['name', 'vendor', 'maintainer']) assert.doesNotMatch(labels[name] ?? '', /red[^a-z0-9]*hat/i, name)
     // build-image.sh passes SOURCE_URL from the environment: the label says that, or nothing.
     assert.equal(labels['org.opencontainers.image.source'], process.env.SOURCE_URL ?? '')
+  })
+
+  it('keeps its HEALTHCHECK: built in docker format, since the OCI format has no field for it', async () => {
+    const info = await inspect(IMAGE as string)
+    assert.equal(info.ManifestType, 'application/vnd.docker.distribution.manifest.v2+json')
+    assert.deepEqual(info.Healthcheck?.Test?.slice(0, 2), ['CMD', 'node'])
+    assert.match(info.Healthcheck?.Test?.join(' ') ?? '', /\/healthz/)
   })
 
   it('ships this repository\'s LICENSE in /licenses', async () => {
