@@ -1,12 +1,22 @@
 # syntax=docker/dockerfile:1
 # apicast-sidecar-proxy container image.
 #
-# BASE_IMAGE is a maintained Node.js LTS image with npm. The default is the
-# official Debian slim one; ubi9/nodejs-20-minimal works the same way. CI
-# builds against a base made locally (no registry is reachable there).
-ARG BASE_IMAGE=docker.io/library/node:20-bookworm-slim
+# BASE_IMAGE is a maintained Node.js 24 image with npm, used by both stages.
+# The default is Red Hat's UBI 9 Node.js 24 minimal image (freely
+# redistributable, runs as UID 1001). UBI 9 rather than UBI 10: UBI 10 needs
+# an x86-64-v3 CPU, UBI 9 runs on x86-64-v2. Other bases that work:
+#   registry.access.redhat.com/ubi10/nodejs-24-minimal:<tag>
+#   docker.io/library/node:24-bookworm-slim   (Debian, runs as root)
+# Pin a build with a static tag or a digest (...:9.8-<build>@sha256:...).
+# CI builds against a base made locally (no registry is reachable there),
+# whose default user is not root, like UBI's.
+ARG BASE_IMAGE=registry.access.redhat.com/ubi9/nodejs-24-minimal:1
 
 FROM ${BASE_IMAGE} AS build
+# Root for the build: a non-root base (UBI's UID 1001) cannot write into a
+# WORKDIR that the build creates as root (npm ci failed with EACCES on
+# /src/node_modules). Nothing this stage owns ships: only the bundle is copied.
+USER 0
 WORKDIR /src
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund --loglevel=error
@@ -18,29 +28,63 @@ COPY src ./src
 RUN node scripts/bundle.mjs
 
 FROM ${BASE_IMAGE}
+# VERSION comes from package.json (scripts/container/build-image.sh passes
+# it); RELEASE counts rebuilds of one VERSION. VENDOR and MAINTAINER name
+# whoever publishes the image: set them to your organisation. SOURCE_URL is
+# where you host this repository; it has no public home to default to, so the
+# source label stays empty unless it is given.
 ARG VERSION=0.1.0
-LABEL org.opencontainers.image.title="apicast-sidecar-proxy" \
+ARG RELEASE=1
+ARG VENDOR="apicast-sidecar-proxy project"
+ARG MAINTAINER="apicast-sidecar-proxy maintainers"
+ARG SOURCE_URL=""
+# The base's labels are inherited: these replace the ones that would
+# describe the base instead of this image (UBI's name, vendor and maintainer,
+# its S2I builder role and its port 8080). Red Hat's certification requires
+# name, vendor, version, release, summary, description and maintainer, and
+# refuses "Red Hat" in name, vendor and maintainer.
+LABEL name="apicast-sidecar-proxy" \
+      vendor="${VENDOR}" \
+      maintainer="${MAINTAINER}" \
+      version="${VERSION}" \
+      release="${RELEASE}" \
+      summary="Forwards APIcast's calls to 3scale through an authenticating corporate proxy" \
+      description="Sidecar for APIcast: forwards its calls to the 3scale portal and backend through an authenticating corporate HTTP proxy (Basic, Digest or NTLM), so that APIcast needs neither the proxy nor its credentials." \
+      io.k8s.display-name="APIcast sidecar proxy" \
+      io.k8s.description="Forwards APIcast's calls to the 3scale portal and backend through an authenticating corporate HTTP proxy." \
+      io.openshift.tags="apicast,3scale,proxy,sidecar" \
+      io.openshift.expose-services="9090:http,9091:http,9092:http" \
+      io.openshift.s2i.scripts-url="" \
+      io.s2i.scripts-url="" \
+      url="${SOURCE_URL}" \
+      org.opencontainers.image.title="apicast-sidecar-proxy" \
       org.opencontainers.image.description="Forwards APIcast's calls to the 3scale portal and backend through an authenticating corporate HTTP proxy" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.source="https://github.com/3scale/apicast-sidecar-proxy"
+      org.opencontainers.image.vendor="${VENDOR}" \
+      org.opencontainers.image.source="${SOURCE_URL}"
 
 # Reached from APIcast's container: listen on every interface.
 ENV NODE_ENV=production \
     LISTEN_ADDRESS=0.0.0.0
 
+# Root only to lay out the files; the last USER is the one that runs.
+USER 0
 WORKDIR /app
 # Owned by root and only readable: the process never writes outside /tmp
 # (and STALE_CONFIG_DIR, when set).
 # Group 0 can read, so OpenShift's arbitrary UID (always in group 0) works.
 COPY --from=build /src/dist/bundle/apicast-sidecar-proxy.cjs ./apicast-sidecar-proxy.cjs
-RUN chmod -R g=u,o-w /app
+# The licence, where Red Hat's certification looks for it.
+COPY LICENSE /licenses/LICENSE
+RUN chmod -R g=u,o-w /app && chmod 0644 /licenses/LICENSE
 # Where STALE_CONFIG_DIR may point: a volume mounted here starts owned by the
 # sidecar's user (and group 0, for OpenShift). Not set by default: with a
 # read-only root and no volume it could not be written.
 RUN mkdir -p /var/lib/apicast-sidecar-proxy && \
     chown 10001:0 /var/lib/apicast-sidecar-proxy && chmod 0770 /var/lib/apicast-sidecar-proxy
 
+# Not the base's UID 1001: the same UID on every base.
 USER 10001:0
 EXPOSE 9090 9091 9092
 # Liveness from the admin listener (ADMIN_LISTEN_PORT, 9092 by default).

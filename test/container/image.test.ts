@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
 import { describe, it } from 'node:test'
+import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { Client } from '../helpers/client.js'
 import { startOrigin } from '../helpers/origin.js'
@@ -11,11 +14,64 @@ const run = promisify(execFile)
 /** Set by .ci/run after it built the image with scripts/container/build-image.sh. */
 const IMAGE = process.env.SIDECAR_IMAGE
 const skip = IMAGE === undefined ? 'SIDECAR_IMAGE is not set (.ci/run builds the image and sets it)' : false
+/** The base .ci/run built SIDECAR_IMAGE on: its variant whose default user is not root, as UBI's (1001). */
+const BASE = process.env.SIDECAR_BASE_IMAGE
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..')
+const PACKAGE = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string, license: string }
 
 async function podman (...args: string[]): Promise<string> {
   const { stdout } = await run('podman', args, { maxBuffer: 16 * 1024 * 1024 })
   return stdout.trim()
 }
+
+/** The parts of `podman image inspect` read here. */
+interface ImageInspect {
+  ManifestType: string
+  Config: { User?: string, Labels?: Record<string, string> }
+  Healthcheck?: { Test?: string[] }
+  RootFS: { Layers: string[] }
+}
+
+async function inspect (image: string): Promise<ImageInspect> {
+  const [info] = JSON.parse(await podman('image', 'inspect', image)) as ImageInspect[]
+  assert.ok(info, `no image ${image}`)
+  return info
+}
+
+describe('the image as built', { skip }, () => {
+  it('carries the certification labels, with no Red Hat in name, vendor or maintainer, and an honest source', async () => {
+    const labels = (await inspect(IMAGE as string)).Config.Labels ?? {}
+    for (const name of ['name', 'vendor', 'version', 'release', 'summary', 'description', 'maintainer', 'io.k8s.display-name', 'io.k8s.description']) {
+      assert.notEqual(labels[name] ?? '', '', `label ${name} is missing or empty`)
+    }
+    assert.equal(labels.name, 'apicast-sidecar-proxy')
+    assert.equal(labels.version, PACKAGE.version)
+    assert.equal(labels['org.opencontainers.image.licenses'], PACKAGE.license)
+    for (const name of ['name', 'vendor', 'maintainer']) assert.doesNotMatch(labels[name] ?? '', /red[^a-z0-9]*hat/i, name)
+    // build-image.sh passes SOURCE_URL from the environment: the label says that, or nothing.
+    assert.equal(labels['org.opencontainers.image.source'], process.env.SOURCE_URL ?? '')
+  })
+
+  it('keeps its HEALTHCHECK: built in docker format, since the OCI format has no field for it', async () => {
+    const info = await inspect(IMAGE as string)
+    assert.equal(info.ManifestType, 'application/vnd.docker.distribution.manifest.v2+json')
+    assert.deepEqual(info.Healthcheck?.Test?.slice(0, 2), ['CMD', 'node'])
+    assert.match(info.Healthcheck?.Test?.join(' ') ?? '', /\/healthz/)
+  })
+
+  it('ships this repository\'s LICENSE in /licenses', async () => {
+    const run = (...args: string[]): Promise<string> => podman('run', '--rm', '--network', 'none', '--entrypoint', args[0] ?? '', IMAGE as string, ...args.slice(1))
+    assert.equal(await run('ls', '/licenses'), 'LICENSE')
+    assert.equal(await run('cat', '/licenses/LICENSE'), readFileSync(join(ROOT, 'LICENSE'), 'utf8').trim())
+  })
+
+  it('was built on a base whose default user is not root, as UBI\'s Node.js images (1001)', { skip: BASE === undefined ? 'SIDECAR_BASE_IMAGE is not set' : false }, async () => {
+    const [base, image] = [await inspect(BASE as string), await inspect(IMAGE as string)]
+    assert.match(base.Config.User ?? '', /^(?!0(:|$)|root(:|$)).+/, `the base's default user is ${JSON.stringify(base.Config.User ?? '')}`)
+    // The image's layers start with the base's: it was built FROM that base.
+    assert.deepEqual(image.RootFS.Layers.slice(0, base.RootFS.Layers.length), base.RootFS.Layers)
+  })
+})
 
 describe('the container image', { skip }, () => {
   const users: Array<[string, string[]]> = [
