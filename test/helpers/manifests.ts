@@ -13,6 +13,7 @@ import { Deployment, type IDeployment } from 'kubernetes-models/apps/v1'
 import { NetworkPolicy, type INetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1'
 import { PodDisruptionBudget, type IPodDisruptionBudget } from 'kubernetes-models/policy/v1'
 import { ConfigMap, Pod, Secret, Service, type IConfigMap, type IContainer, type IPod, type IProbe, type ISecret, type IService } from 'kubernetes-models/v1'
+import { Ajv } from 'ajv'
 import { parseAllDocuments } from 'yaml'
 
 /** The repository root, from dist/test/helpers (or test/helpers). */
@@ -495,4 +496,63 @@ export function sidecarHardeningProblems (c: IContainer): string[] {
     }
   }
   return problems
+}
+
+// ---------------------------------------------------------------------------
+// Custom resources, against their CustomResourceDefinition's openAPIV3Schema
+
+/** /work/shared/reference, beside the work tree: the APIcast operator's CRD (source and commit in its first line). */
+export const APICAST_CRD = join(REPO_ROOT, '..', 'shared', 'reference', 'apicast-operator-crd.yaml')
+
+/**
+ * The schema with `additionalProperties: false` wherever an object lists its
+ * properties and neither allows more nor preserves unknown fields. The API
+ * server prunes an undeclared field of a structural schema silently, so a
+ * typo such as `adminPortalCredentialRef` would be dropped without an error:
+ * here it fails instead.
+ */
+function closeObjects (schema: Json): Json {
+  if (Array.isArray(schema)) return schema.map(closeObjects)
+  if (!isObject(schema)) return schema
+  const out: JsonObject = Object.fromEntries(Object.entries(schema).map(([k, v]) => [k, k === 'properties' && isObject(v)
+    ? Object.fromEntries(Object.entries(v).map(([name, sub]) => [name, closeObjects(sub)]))
+    : closeObjects(v)]))
+  if (isObject(schema.properties) && schema.additionalProperties === undefined && schema['x-kubernetes-preserve-unknown-fields'] !== true) {
+    out.additionalProperties = false
+  }
+  return out
+}
+
+/**
+ * A validator for the custom resources a CRD defines, from the served
+ * version's openAPIV3Schema (ajv); it returns `instancePath message` for
+ * each error, none when valid. Throws when the CRD holds no such version.
+ */
+export function crdValidator (crdFile: string, version: string): (obj: JsonObject) => string[] {
+  const crd = readYamlDocuments(crdFile).find((d) => isObject(d) && d.kind === 'CustomResourceDefinition')
+  if (!isObject(crd) || !isObject(crd.spec) || !Array.isArray(crd.spec.versions) || !isObject(crd.spec.names)) throw new Error(`${crdFile}: not a CustomResourceDefinition`)
+  const served = crd.spec.versions.find((v) => isObject(v) && v.name === version)
+  const schema = isObject(served) && isObject(served.schema) ? served.schema.openAPIV3Schema : undefined
+  if (schema === undefined) throw new Error(`${crdFile}: no openAPIV3Schema for version ${version}`)
+  const group = String(crd.spec.group)
+  const kind = String(crd.spec.names.kind)
+  const ajv = new Ajv({ allErrors: true, strict: false })
+  // The formats Kubernetes' schemas use.
+  ajv.addFormat('int32', { type: 'number', validate: (n: number) => Number.isInteger(n) && n >= -(2 ** 31) && n < 2 ** 31 })
+  ajv.addFormat('int64', { type: 'number', validate: (n: number) => Number.isSafeInteger(n) })
+  ajv.addFormat('date-time', (t: string) => !Number.isNaN(Date.parse(t)))
+  const validate = ajv.compile(closeObjects(schema) as object)
+  return (obj) => {
+    const problems: string[] = []
+    if (obj.apiVersion !== `${group}/${version}`) problems.push(`/apiVersion is ${JSON.stringify(obj.apiVersion)}, not ${group}/${version}`)
+    if (obj.kind !== kind) problems.push(`/kind is ${JSON.stringify(obj.kind)}, not ${kind}`)
+    if (!isObject(obj.metadata) || typeof obj.metadata.name !== 'string' || obj.metadata.name === '') problems.push('/metadata/name is missing')
+    if (!validate(obj)) {
+      for (const e of validate.errors ?? []) {
+        const extra = e.keyword === 'additionalProperties' ? ` (${String((e.params as { additionalProperty?: string }).additionalProperty)})` : ''
+        problems.push(`${e.instancePath || '/'} ${e.message ?? 'is invalid'}${extra}`)
+      }
+    }
+    return problems
+  }
 }
