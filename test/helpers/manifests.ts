@@ -4,11 +4,16 @@
  * and a strict unknown-field check (the schemas themselves accept any extra
  * field, so a typo such as `imagee:` would otherwise pass).
  */
-import { readFileSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Deployment, type IDeployment } from 'kubernetes-models/apps/v1'
-import { ConfigMap, Secret, Service, type IConfigMap, type ISecret, type IService } from 'kubernetes-models/v1'
+import { NetworkPolicy, type INetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1'
+import { PodDisruptionBudget, type IPodDisruptionBudget } from 'kubernetes-models/policy/v1'
+import { ConfigMap, Pod, Secret, Service, type IConfigMap, type IContainer, type IPod, type IProbe, type ISecret, type IService } from 'kubernetes-models/v1'
+import { Ajv } from 'ajv'
 import { parseAllDocuments } from 'yaml'
 
 /** The repository root, from dist/test/helpers (or test/helpers). */
@@ -188,7 +193,10 @@ const MODELS: Readonly<Record<string, (data: JsonObject) => Validatable>> = {
   'apps/v1/Deployment': (d) => new Deployment(d as unknown as IDeployment),
   'v1/Service': (d) => new Service(d as unknown as IService),
   'v1/Secret': (d) => new Secret(d as unknown as ISecret),
-  'v1/ConfigMap': (d) => new ConfigMap(d as unknown as IConfigMap)
+  'v1/ConfigMap': (d) => new ConfigMap(d as unknown as IConfigMap),
+  'v1/Pod': (d) => new Pod(d as unknown as IPod),
+  'policy/v1/PodDisruptionBudget': (d) => new PodDisruptionBudget(d as unknown as IPodDisruptionBudget),
+  'networking.k8s.io/v1/NetworkPolicy': (d) => new NetworkPolicy(d as unknown as INetworkPolicy)
 }
 
 export const SUPPORTED_KINDS = Object.keys(MODELS)
@@ -276,28 +284,55 @@ export function unknownFields (obj: JsonObject): string[] {
 // Kustomize
 
 const KUSTOMIZATION_KEYS = new Set(['apiVersion', 'kind', 'resources', 'images', 'labels', 'commonLabels', 'commonAnnotations', 'namespace', 'namePrefix', 'nameSuffix', 'patches', 'configMapGenerator', 'secretGenerator', 'generatorOptions', 'replicas', 'components'])
+const LIST_KEYS = ['resources', 'components', 'patches', 'configMapGenerator', 'secretGenerator'] as const
 const IMAGE_KEYS = new Set(['name', 'newName', 'newTag', 'digest'])
 
 export interface KustomizeImage { readonly name: string, readonly newName?: string, readonly newTag?: string, readonly digest?: string }
 
 export interface Kustomization {
+  readonly kind: 'Kustomization' | 'Component'
   readonly resources: readonly string[]
+  readonly components: readonly string[]
   readonly images: readonly KustomizeImage[]
+  readonly secretGenerator: readonly JsonObject[]
+  readonly configMapGenerator: readonly JsonObject[]
 }
 
-/** A kustomization.yaml checked against a small strict schema. */
+/**
+ * A kustomization.yaml (a Kustomization, or a Component: kustomize's reusable
+ * piece of an overlay) checked against a small strict schema.
+ */
 export function parseKustomization (doc: Json): Kustomization {
   const problems: string[] = []
   if (!isObject(doc)) throw new Error('kustomization.yaml is not a mapping')
   for (const key of Object.keys(doc)) {
     if (!KUSTOMIZATION_KEYS.has(key)) problems.push(`unknown kustomization field ${key}`)
   }
-  if (doc.apiVersion !== 'kustomize.config.k8s.io/v1beta1') problems.push('apiVersion is not kustomize.config.k8s.io/v1beta1')
-  if (doc.kind !== 'Kustomization') problems.push('kind is not Kustomization')
-  const resources = doc.resources
-  if (!Array.isArray(resources) || resources.length === 0 || !resources.every((r) => typeof r === 'string')) {
-    problems.push('resources is not a non-empty list of paths')
+  const kind = doc.kind
+  if (kind === 'Component') {
+    if (doc.apiVersion !== 'kustomize.config.k8s.io/v1alpha1') problems.push('a Component\'s apiVersion is not kustomize.config.k8s.io/v1alpha1')
+  } else if (kind === 'Kustomization') {
+    if (doc.apiVersion !== 'kustomize.config.k8s.io/v1beta1') problems.push('apiVersion is not kustomize.config.k8s.io/v1beta1')
+  } else {
+    problems.push('kind is neither Kustomization nor Component')
   }
+  for (const key of LIST_KEYS) {
+    if (doc[key] !== undefined && !Array.isArray(doc[key])) problems.push(`${key} is not a list`)
+  }
+  const resources = doc.resources ?? []
+  const components = doc.components ?? []
+  for (const [key, list] of [['resources', resources], ['components', components]] as const) {
+    if (Array.isArray(list) && !list.every((r) => typeof r === 'string')) problems.push(`${key} is not a list of paths`)
+  }
+  if (kind === 'Kustomization' && Array.isArray(resources) && resources.length === 0) problems.push('resources is empty')
+  const generators = (key: 'secretGenerator' | 'configMapGenerator'): JsonObject[] => {
+    const list = doc[key] ?? []
+    if (!Array.isArray(list)) return []
+    if (!list.every(isObject)) problems.push(`${key} holds something that is not a mapping`)
+    return list.filter(isObject)
+  }
+  const secretGenerator = generators('secretGenerator')
+  const configMapGenerator = generators('configMapGenerator')
   const images: KustomizeImage[] = []
   if (doc.images !== undefined) {
     if (!Array.isArray(doc.images)) {
@@ -315,7 +350,7 @@ export function parseKustomization (doc: Json): Kustomization {
     }
   }
   if (problems.length > 0) throw new Error(`invalid kustomization.yaml:\n${problems.join('\n')}`)
-  return { resources: resources as string[], images }
+  return { kind: kind as 'Kustomization' | 'Component', resources: resources as string[], components: components as string[], images, secretGenerator, configMapGenerator }
 }
 
 /** An image reference split as registry/repository[:tag][@digest]. */
@@ -336,4 +371,188 @@ export function applyImages (ref: string, images: readonly KustomizeImage[]): st
   if (rule.digest !== undefined) return `${newName}@${rule.digest}`
   const newTag = rule.newTag ?? tag
   return `${newName}${newTag !== undefined ? `:${newTag}` : ''}${rule.newTag === undefined && digest !== undefined ? `@${digest}` : ''}`
+}
+
+// ---------------------------------------------------------------------------
+// kustomize itself (kubectl kustomize), for overlays and components
+
+const KUBECTL = ['/usr/bin/kubectl', '/usr/local/bin/kubectl'].find((p) => existsSync(p))
+
+/** Why the tests that render with kustomize are skipped, or false when they run. */
+export const kustomizeSkip: string | false = KUBECTL === undefined
+  ? 'kubectl is not installed: kubectl kustomize renders overlays and components offline'
+  : false
+
+/**
+ * Render openshift/<dir> with `kubectl kustomize`, as `oc apply -k` would,
+ * in a copy of openshift/ where `files` (paths relative to openshift/) are
+ * written first: the files an overlay's generators read, which users keep
+ * out of git, or a kustomization made for the test.
+ */
+export function kustomizeBuild (dir: string, files: Readonly<Record<string, string>> = {}): JsonObject[] {
+  if (KUBECTL === undefined) throw new Error('kubectl is not installed')
+  const root = mkdtempSync(join(tmpdir(), 'sidecar-kustomize-'))
+  try {
+    cpSync(openshiftPath(), join(root, 'openshift'), { recursive: true })
+    for (const [path, content] of Object.entries(files)) {
+      mkdirSync(dirname(join(root, 'openshift', path)), { recursive: true })
+      writeFileSync(join(root, 'openshift', path), content)
+    }
+    const out = execFileSync(KUBECTL, ['kustomize', join(root, 'openshift', dir)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
+    const docs = parseAllDocuments(out)
+    if (!Array.isArray(docs)) return []
+    return docs.map((d) => d.toJS() as Json).filter(isObject)
+  } finally {
+    rmSync(root, { recursive: true, force: true })
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Pods: the objects, containers, env and probes the policy tests look at
+
+const nameOf = (obj: JsonObject): string => isObject(obj.metadata) ? String(obj.metadata.name) : '?'
+
+/** The one object of `kind` (and `name`, when given); throws unless exactly one. */
+export function only (objects: readonly JsonObject[], kind: string, name?: string): JsonObject {
+  const found = objects.filter((o) => o.kind === kind && (name === undefined || nameOf(o) === name))
+  if (found.length !== 1) throw new Error(`expected one ${kind}${name !== undefined ? ` ${name}` : ''}, found ${found.length}`)
+  return found[0] as JsonObject
+}
+
+/** Every container of a pod template, init containers included. */
+export function allContainers (d: IDeployment): IContainer[] {
+  return [...(d.spec?.template.spec?.initContainers ?? []), ...(d.spec?.template.spec?.containers ?? [])]
+}
+
+export function containerOf (d: IDeployment, name: string): IContainer {
+  const c = allContainers(d).find((c) => c.name === name)
+  if (c === undefined) throw new Error(`no ${name} container`)
+  return c
+}
+
+/** A literal env value; throws when the variable is set twice. */
+export function envOf (c: IContainer, name: string): string | undefined {
+  const found = (c.env ?? []).filter((e) => e.name === name)
+  if (found.length > 1) throw new Error(`${c.name}: ${name} set twice`)
+  return found[0]?.value
+}
+
+/** A probe's port as a number, resolving a named port. */
+function probePort (c: IContainer, port: number | string | undefined): number | undefined {
+  if (typeof port === 'number') return port
+  return c.ports?.find((p) => p.name === port)?.containerPort
+}
+
+/** `httpGet PATH :PORT` (with the scheme when it is not HTTP), `tcpSocket :PORT`, … or `none`. */
+export function probeTarget (c: IContainer, probe: IProbe | undefined): string {
+  if (probe === undefined) return 'none'
+  if (probe.httpGet !== undefined) {
+    const scheme = probe.httpGet.scheme !== undefined && probe.httpGet.scheme !== 'HTTP' ? `${probe.httpGet.scheme} ` : ''
+    return `httpGet ${scheme}${probe.httpGet.path ?? '/'} :${probePort(c, probe.httpGet.port)}`
+  }
+  if (probe.tcpSocket !== undefined) return `tcpSocket :${probePort(c, probe.tcpSocket.port)}`
+  if (probe.exec !== undefined) return `exec ${(probe.exec.command ?? []).join(' ')}`
+  if (probe.grpc !== undefined) return `grpc :${probe.grpc.port}`
+  return 'no handler'
+}
+
+/** Do these labels satisfy a selector's matchLabels (and only matchLabels)? */
+export function selects (selector: { matchLabels?: Record<string, string>, matchExpressions?: unknown[] } | undefined, labels: Record<string, string> | undefined): boolean {
+  if (selector === undefined || (selector.matchExpressions ?? []).length > 0) return false
+  const wanted = Object.entries(selector.matchLabels ?? {})
+  return wanted.length > 0 && wanted.every(([k, v]) => labels?.[k] === v)
+}
+
+// ---------------------------------------------------------------------------
+// Images: what the manifests may name
+
+/** The supported APIcast image of Red Hat 3scale API Management 2.16 (registry.redhat.io, needs a pull secret). */
+export const APICAST_IMAGE = 'registry.redhat.io/3scale-amp2/apicast-gateway-rhel8:3scale2.16'
+/** The sidecar is not published on any registry: users build it into their cluster's registry. */
+export const SIDECAR_IMAGE_IN_CLUSTER = /^image-registry\.openshift-image-registry\.svc:5000\/[a-z0-9]([-a-z0-9]*[a-z0-9])?\/apicast-sidecar-proxy:\d+\.\d+\.\d+$/
+/** The name a base gives the sidecar's image, for an overlay's `images:` to replace. */
+export const SIDECAR_IMAGE_PLACEHOLDER = 'apicast-sidecar-proxy'
+
+/**
+ * What keeps the sidecar's container from being hardened as the README
+ * promises: non-root, read-only root, no privilege escalation, no
+ * capabilities, RuntimeDefault seccomp, no fixed UID (OpenShift assigns one),
+ * and cpu and memory requests and limits. Empty when it is.
+ */
+export function sidecarHardeningProblems (c: IContainer): string[] {
+  const sc = c.securityContext
+  const problems: string[] = []
+  if (sc?.runAsNonRoot !== true) problems.push('runAsNonRoot is not true')
+  if (sc?.readOnlyRootFilesystem !== true) problems.push('readOnlyRootFilesystem is not true')
+  if (sc?.allowPrivilegeEscalation !== false) problems.push('allowPrivilegeEscalation is not false')
+  if (JSON.stringify(sc?.capabilities?.drop) !== '["ALL"]') problems.push('capabilities.drop is not [ALL]')
+  if (sc?.capabilities?.add !== undefined) problems.push('capabilities.add is set')
+  if (sc?.seccompProfile?.type !== 'RuntimeDefault') problems.push('seccompProfile is not RuntimeDefault')
+  if (sc?.privileged !== undefined) problems.push('privileged is set')
+  if (sc?.runAsUser !== undefined) problems.push('runAsUser is fixed')
+  for (const kind of ['requests', 'limits'] as const) {
+    for (const resource of ['cpu', 'memory']) {
+      if (c.resources?.[kind]?.[resource] === undefined) problems.push(`no ${kind}.${resource}`)
+    }
+  }
+  return problems
+}
+
+// ---------------------------------------------------------------------------
+// Custom resources, against their CustomResourceDefinition's openAPIV3Schema
+
+/** /work/shared/reference, beside the work tree: the APIcast operator's CRD (source and commit in its first line). */
+export const APICAST_CRD = join(REPO_ROOT, '..', 'shared', 'reference', 'apicast-operator-crd.yaml')
+
+/**
+ * The schema with `additionalProperties: false` wherever an object lists its
+ * properties and neither allows more nor preserves unknown fields. The API
+ * server prunes an undeclared field of a structural schema silently, so a
+ * typo such as `adminPortalCredentialRef` would be dropped without an error:
+ * here it fails instead.
+ */
+function closeObjects (schema: Json): Json {
+  if (Array.isArray(schema)) return schema.map(closeObjects)
+  if (!isObject(schema)) return schema
+  const out: JsonObject = Object.fromEntries(Object.entries(schema).map(([k, v]) => [k, k === 'properties' && isObject(v)
+    ? Object.fromEntries(Object.entries(v).map(([name, sub]) => [name, closeObjects(sub)]))
+    : closeObjects(v)]))
+  if (isObject(schema.properties) && schema.additionalProperties === undefined && schema['x-kubernetes-preserve-unknown-fields'] !== true) {
+    out.additionalProperties = false
+  }
+  return out
+}
+
+/**
+ * A validator for the custom resources a CRD defines, from the served
+ * version's openAPIV3Schema (ajv); it returns `instancePath message` for
+ * each error, none when valid. Throws when the CRD holds no such version.
+ */
+export function crdValidator (crdFile: string, version: string): (obj: JsonObject) => string[] {
+  const crd = readYamlDocuments(crdFile).find((d) => isObject(d) && d.kind === 'CustomResourceDefinition')
+  if (!isObject(crd) || !isObject(crd.spec) || !Array.isArray(crd.spec.versions) || !isObject(crd.spec.names)) throw new Error(`${crdFile}: not a CustomResourceDefinition`)
+  const served = crd.spec.versions.find((v) => isObject(v) && v.name === version)
+  const schema = isObject(served) && isObject(served.schema) ? served.schema.openAPIV3Schema : undefined
+  if (schema === undefined) throw new Error(`${crdFile}: no openAPIV3Schema for version ${version}`)
+  const group = String(crd.spec.group)
+  const kind = String(crd.spec.names.kind)
+  const ajv = new Ajv({ allErrors: true, strict: false })
+  // The formats Kubernetes' schemas use.
+  ajv.addFormat('int32', { type: 'number', validate: (n: number) => Number.isInteger(n) && n >= -(2 ** 31) && n < 2 ** 31 })
+  ajv.addFormat('int64', { type: 'number', validate: (n: number) => Number.isSafeInteger(n) })
+  ajv.addFormat('date-time', (t: string) => !Number.isNaN(Date.parse(t)))
+  const validate = ajv.compile(closeObjects(schema) as object)
+  return (obj) => {
+    const problems: string[] = []
+    if (obj.apiVersion !== `${group}/${version}`) problems.push(`/apiVersion is ${JSON.stringify(obj.apiVersion)}, not ${group}/${version}`)
+    if (obj.kind !== kind) problems.push(`/kind is ${JSON.stringify(obj.kind)}, not ${kind}`)
+    if (!isObject(obj.metadata) || typeof obj.metadata.name !== 'string' || obj.metadata.name === '') problems.push('/metadata/name is missing')
+    if (!validate(obj)) {
+      for (const e of validate.errors ?? []) {
+        const extra = e.keyword === 'additionalProperties' ? ` (${String((e.params as { additionalProperty?: string }).additionalProperty)})` : ''
+        problems.push(`${e.instancePath || '/'} ${e.message ?? 'is invalid'}${extra}`)
+      }
+    }
+    return problems
+  }
 }

@@ -1,12 +1,18 @@
 import assert from 'node:assert/strict'
-import { existsSync } from 'node:fs'
-import { join } from 'node:path'
+import { existsSync, readFileSync, readdirSync } from 'node:fs'
+import { join, relative } from 'node:path'
 import { describe, it } from 'node:test'
 import type { IDeployment } from 'kubernetes-models/apps/v1'
-import type { IContainer, IProbe, IService } from 'kubernetes-models/v1'
+import type { IConfigMap, IContainer, IProbe, IService } from 'kubernetes-models/v1'
 import {
+  APICAST_IMAGE,
+  REPO_ROOT,
+  SIDECAR_IMAGE_IN_CLUSTER,
+  SIDECAR_IMAGE_PLACEHOLDER,
   applyImages,
   isObject,
+  kustomizeBuild,
+  kustomizeSkip,
   openshiftPath,
   parameterReferences,
   parseKustomization,
@@ -26,10 +32,13 @@ import {
 
 const TEMPLATE_FILE = openshiftPath('template.yaml')
 const KUSTOMIZE_DIR = openshiftPath('kustomize', 'base')
+const EXAMPLE_DIR = openshiftPath('kustomize', 'example')
 
 /** Realistic values for the required parameters that have no default. */
 const SAMPLE_VALUES: Readonly<Record<string, string>> = {
-  THREESCALE_PORTAL_ENDPOINT: 'https://acme-admin.3scale.net'
+  THREESCALE_PORTAL_ENDPOINT: 'https://acme-admin.3scale.net',
+  // The image as the example overlay names it: built into the cluster's registry.
+  SIDECAR_IMAGE: 'image-registry.openshift-image-registry.svc:5000/apicast/apicast-sidecar-proxy:0.1.0'
 }
 
 const EXPECTED_PARAMETERS = [
@@ -48,6 +57,24 @@ const once = <T>(load: () => T): (() => T) => {
 const template = once((): Template => parseTemplate(readYamlDocument(TEMPLATE_FILE)))
 const processed = once((): JsonObject[] => processTemplate(template(), SAMPLE_VALUES))
 const kustomization = once((): Kustomization => parseKustomization(readYamlDocument(join(KUSTOMIZE_DIR, 'kustomization.yaml'))))
+const exampleKustomization = once((): Kustomization => parseKustomization(readYamlDocument(join(EXAMPLE_DIR, 'kustomization.yaml'))))
+/** The example overlay's endpoints ConfigMap, from its configMapGenerator literals. */
+const exampleEndpoints = once((): Record<string, string> => {
+  const generator = exampleKustomization().configMapGenerator.find((g) => g.name === 'apicast-sidecar-endpoints')
+  assert.ok(generator !== undefined && Array.isArray(generator.literals), 'the example makes no apicast-sidecar-endpoints ConfigMap')
+  return Object.fromEntries(generator.literals.map((l) => {
+    const text = String(l)
+    return [text.slice(0, text.indexOf('=')), text.slice(text.indexOf('=') + 1)]
+  }))
+})
+/** The base's Deployment with the example overlay's images: what the example applies, bar generated names. */
+const baseDeploymentAsExample = (): IDeployment => {
+  const deployment = structuredClone(only(kustomizeObjects().map((o) => o.obj), 'Deployment')) as unknown as IDeployment
+  for (const c of deployment.spec?.template.spec?.containers ?? []) {
+    if (c.image !== undefined) c.image = applyImages(c.image, [...kustomization().images, ...exampleKustomization().images])
+  }
+  return deployment
+}
 const kustomizeObjects = once((): Array<{ file: string, obj: JsonObject }> =>
   kustomization().resources.flatMap((file) => readYamlDocuments(join(KUSTOMIZE_DIR, file)).map((obj) => {
     if (!isObject(obj)) throw new Error(`${file}: a document is not a mapping`)
@@ -65,18 +92,23 @@ function only (objects: readonly JsonObject[], kind: string): JsonObject {
   return found[0] as JsonObject
 }
 
-/** The Deployments the policy applies to, after parameters and image overrides. */
-const DEPLOYMENTS: Array<{ source: string, load: () => IDeployment }> = [
-  { source: 'Template', load: () => only(processed(), 'Deployment') as unknown as IDeployment },
+/**
+ * The Deployments the policy applies to, after parameters and image
+ * overrides, with the ConfigMap their configMapKeyRef env reads.
+ */
+const DEPLOYMENTS: Array<{ source: string, load: () => IDeployment, configMap: () => { name: string, data: Record<string, string> } }> = [
   {
-    source: 'kustomize base',
-    load: () => {
-      const deployment = structuredClone(only(kustomizeObjects().map((o) => o.obj), 'Deployment')) as unknown as IDeployment
-      for (const c of deployment.spec?.template.spec?.containers ?? []) {
-        if (c.image !== undefined) c.image = applyImages(c.image, kustomization().images)
-      }
-      return deployment
+    source: 'Template',
+    load: () => only(processed(), 'Deployment') as unknown as IDeployment,
+    configMap: () => {
+      const cm = only(processed(), 'ConfigMap') as unknown as IConfigMap
+      return { name: cm.metadata?.name ?? '', data: cm.data ?? {} }
     }
+  },
+  {
+    source: 'kustomize base with the example overlay\'s images',
+    load: baseDeploymentAsExample,
+    configMap: () => ({ name: 'apicast-sidecar-endpoints', data: exampleEndpoints() })
   }
 ]
 
@@ -136,15 +168,17 @@ describe('OpenShift Template: parameters', () => {
     assert.deepEqual(missing.map((p) => p.name), [])
   })
 
-  it('THREESCALE_PORTAL_ENDPOINT is required and has no default', () => {
-    const p = template().parameters.find((p) => p.name === 'THREESCALE_PORTAL_ENDPOINT')
-    assert.equal(p?.required, true)
-    assert.equal(p?.value, undefined)
-  })
+  for (const name of ['THREESCALE_PORTAL_ENDPOINT', 'SIDECAR_IMAGE']) {
+    it(`${name} is required and has no default`, () => {
+      // No registry publishes the sidecar's image: a default would be an ImagePullBackOff.
+      const p = template().parameters.find((p) => p.name === name)
+      assert.equal(p?.required, true)
+      assert.equal(p?.value, undefined)
+    })
+  }
 
   const defaults: Array<[string, string]> = [
-    ['APICAST_IMAGE', 'quay.io/3scale/apicast:3scale-2.15'],
-    ['SIDECAR_IMAGE', 'quay.io/apicast-sidecar-proxy/apicast-sidecar-proxy:0.1.0'],
+    ['APICAST_IMAGE', APICAST_IMAGE],
     ['BACKEND_ENDPOINT_OVERRIDE', 'https://su1.3scale.net'],
     ['ACCESS_TOKEN_LOCATION', 'query'],
     ['LOG_LEVEL', 'info'],
@@ -181,11 +215,11 @@ describe('OpenShift Template: parameters', () => {
 })
 
 describe('OpenShift Template: objects against the Kubernetes schemas', () => {
-  it('holds one Deployment and one Service', () => {
-    assert.deepEqual(template().objects.map((o) => `${String(o.apiVersion)} ${String(o.kind)}`).sort(), ['apps/v1 Deployment', 'v1 Service'])
+  it('holds one Deployment, one Service and the endpoints ConfigMap', () => {
+    assert.deepEqual(template().objects.map((o) => `${String(o.apiVersion)} ${String(o.kind)}`).sort(), ['apps/v1 Deployment', 'v1 ConfigMap', 'v1 Service'])
   })
 
-  for (const kind of ['Deployment', 'Service']) {
+  for (const kind of ['Deployment', 'Service', 'ConfigMap']) {
     it(`the ${kind} passes kubernetes-models validation`, () => {
       assert.deepEqual(validateObject(only(processed(), kind)), [])
     })
@@ -201,8 +235,8 @@ describe('kustomize base', () => {
     assert.deepEqual(missing, [])
   })
 
-  it('holds a Deployment, a Service, a Secret and a ConfigMap', () => {
-    assert.deepEqual(kustomizeObjects().map((o) => String(o.obj.kind)).sort(), ['ConfigMap', 'Deployment', 'Secret', 'Service'])
+  it('holds a Deployment and a Service', () => {
+    assert.deepEqual(kustomizeObjects().map((o) => String(o.obj.kind)).sort(), ['Deployment', 'Service'])
   })
 
   it('every resource passes kubernetes-models validation', () => {
@@ -215,34 +249,81 @@ describe('kustomize base', () => {
     assert.deepEqual(problems, [])
   })
 
-  it('images: pins the sidecar (and APIcast) to a tag, never latest', () => {
-    const images = kustomization().images
-    for (const name of ['quay.io/apicast-sidecar-proxy/apicast-sidecar-proxy', 'quay.io/3scale/apicast']) {
-      const rule = images.find((i) => i.name === name)
-      assert.ok(rule !== undefined, `no images: entry for ${name}`)
-      assert.ok(rule.digest !== undefined || (rule.newTag !== undefined && rule.newTag !== 'latest'), `${name} is not pinned`)
-    }
+  it('names the sidecar\'s image for an overlay to replace, and the example replaces it with the cluster registry\'s, pinned', () => {
+    const d = only(kustomizeObjects().map((o) => o.obj), 'Deployment') as unknown as IDeployment
+    assert.equal(container(d, 'sidecar').image, SIDECAR_IMAGE_PLACEHOLDER)
+    const rule = exampleKustomization().images.find((i) => i.name === SIDECAR_IMAGE_PLACEHOLDER)
+    assert.ok(rule !== undefined, 'the example has no images: entry for the sidecar')
+    assert.match(applyImages(SIDECAR_IMAGE_PLACEHOLDER, [rule]), SIDECAR_IMAGE_IN_CLUSTER)
   })
 
-  it('the Secret example holds placeholders only, under the keys the Deployment mounts', () => {
-    const secret = only(kustomizeObjects().map((o) => o.obj), 'Secret')
-    assert.equal(secret.data, undefined, 'use stringData with placeholders, never base64 data')
-    assert.ok(isObject(secret.stringData))
-    assert.deepEqual(Object.keys(secret.stringData).sort(), ['access-token', 'https-proxy'])
-    for (const [key, value] of Object.entries(secret.stringData)) {
-      assert.match(String(value), /REPLACE_WITH_/, `${key} is not a placeholder`)
-    }
+  it('its Deployment and Service, with the example\'s images, equal the processed Template with the same values', () => {
+    assert.deepEqual(baseDeploymentAsExample(), only(processed(), 'Deployment'), 'the Deployment differs between the kustomize base and the Template')
+    assert.deepEqual(only(kustomizeObjects().map((o) => o.obj), 'Service'), only(processed(), 'Service'), 'the Service differs')
   })
 
-  it('the ConfigMap example has the proxy-ca.pem key', () => {
-    const cm = only(kustomizeObjects().map((o) => o.obj), 'ConfigMap')
-    assert.ok(isObject(cm.data) && typeof cm.data['proxy-ca.pem'] === 'string')
+  it('the example\'s endpoints are the Template\'s ConfigMap with the same values', () => {
+    assert.deepEqual(exampleEndpoints(), (only(processed(), 'ConfigMap') as unknown as IConfigMap).data)
+  })
+})
+
+describe('bases hold no placeholders', () => {
+  // `oc apply -k` of a base that held a placeholder Secret overwrote the
+  // real one, and the sidecar then exited on the placeholder certificate.
+  const BASES = ['kustomize/base', 'standalone/base']
+  for (const base of BASES) {
+    it(`${base}: no Secret, no ConfigMap, and no REPLACE_WITH_ anywhere`, () => {
+      const dir = openshiftPath(...base.split('/'))
+      const k = parseKustomization(readYamlDocument(join(dir, 'kustomization.yaml')))
+      assert.deepEqual([...k.secretGenerator, ...k.configMapGenerator], [], 'a base generates no Secret or ConfigMap')
+      const objects = k.resources.flatMap((file) => readYamlDocuments(join(dir, file)))
+      assert.deepEqual(objects.filter((o) => isObject(o) && (o.kind === 'Secret' || o.kind === 'ConfigMap')).map((o) => (o as JsonObject).kind), [])
+      const placeholders = [...strings(objects)].filter(({ text }) => /REPLACE_WITH_|CHANGE_?ME/i.test(text)).map(({ path }) => path)
+      assert.deepEqual(placeholders, [])
+    })
+  }
+})
+
+describe('kustomize example overlay (kustomize)', { skip: kustomizeSkip }, () => {
+  const files = {
+    'kustomize/example/access-token': 'sample-access-token',
+    'kustomize/example/https-proxy': 'http://user:password@proxy.corp.example:3128'
+  }
+  const rendered = once(() => kustomizeBuild('kustomize/example', files))
+
+  it('every object passes kubernetes-models validation and has no undeclared field', () => {
+    const problems = rendered().flatMap((obj) => [...validateObject(obj), ...unknownFields(obj)].map((e) => `${describeObject(obj)}: ${e}`))
+    assert.deepEqual(problems, [])
   })
 
-  it('its Deployment and Service equal the processed Template with the same values', () => {
-    const base = kustomizeObjects().map((o) => o.obj)
+  it('generates the Secret from the user\'s files, under the keys the Deployment mounts, and mounts it by its generated name', () => {
+    const secret = only(rendered(), 'Secret')
+    assert.ok(isObject(secret.data) && isObject(secret.metadata))
+    assert.deepEqual(Object.keys(secret.data).sort(), ['access-token', 'https-proxy'])
+    assert.equal(Buffer.from(String(secret.data['access-token']), 'base64').toString(), files['kustomize/example/access-token'])
+    const d = only(rendered(), 'Deployment') as unknown as IDeployment
+    const volume = d.spec?.template.spec?.volumes?.find((v) => v.name === 'sidecar-secret')
+    assert.equal(volume?.secret?.secretName, secret.metadata.name)
+    assert.match(String(secret.metadata.name), /^apicast-sidecar-[a-z0-9]{10}$/)
+  })
+
+  it('makes the endpoints ConfigMap, which the sidecar reads by its generated name, and no CA ConfigMap unless turned on', () => {
+    const cm = only(rendered(), 'ConfigMap') as unknown as IConfigMap
+    assert.match(cm.metadata?.name ?? '', /^apicast-sidecar-endpoints-[a-z0-9]{10}$/)
+    const d = only(rendered(), 'Deployment') as unknown as IDeployment
+    const refs = container(d, 'sidecar').env?.flatMap((e) => e.valueFrom?.configMapKeyRef?.name ?? []) ?? []
+    assert.deepEqual([...new Set(refs)], [cm.metadata?.name])
+    assert.equal(d.spec?.template.spec?.volumes?.find((v) => v.name === 'proxy-ca')?.configMap?.optional, true)
+  })
+
+  it('kustomize renders the base\'s Deployment and Service as this test reads them', () => {
+    const base = kustomizeBuild('kustomize/base')
     for (const kind of ['Deployment', 'Service']) {
-      assert.deepEqual(only(base, kind), only(processed(), kind), `${kind} differs between the kustomize base and the Template`)
+      const read = structuredClone(only(kustomizeObjects().map((o) => o.obj), kind)) as unknown as IDeployment
+      for (const c of read.spec?.template?.spec?.containers ?? []) {
+        if (c.image !== undefined) c.image = applyImages(c.image, kustomization().images)
+      }
+      assert.deepEqual(only(base, kind), read)
     }
   })
 })
@@ -299,7 +380,15 @@ describe('unknown-field check', () => {
   })
 })
 
-for (const { source, load } of DEPLOYMENTS) {
+for (const { source, load, configMap } of DEPLOYMENTS) {
+  /** A sidecar setting: its literal value, or the value of the ConfigMap key it reads. */
+  const setting = (name: string): string | undefined => {
+    const e = container(load(), 'sidecar').env?.find((e) => e.name === name)
+    const ref = e?.valueFrom?.configMapKeyRef
+    if (ref === undefined) return env(container(load(), 'sidecar'), name)
+    assert.equal(ref.name, configMap().name, `${name} reads another ConfigMap`)
+    return configMap().data[ref.key]
+  }
   describe(`policy (${source})`, () => {
     it('runs apicast and sidecar in one pod', () => {
       assert.deepEqual(containers(load()).map((c) => c.name).sort(), ['apicast', 'sidecar'])
@@ -310,8 +399,8 @@ for (const { source, load } of DEPLOYMENTS) {
         const { tag, digest } = splitImage(c.image ?? '')
         assert.ok(digest !== undefined || (tag !== undefined && tag !== 'latest'), `${c.name}: ${c.image ?? 'no image'} is not pinned`)
       }
-      assert.equal(container(load(), 'sidecar').image, 'quay.io/apicast-sidecar-proxy/apicast-sidecar-proxy:0.1.0')
-      assert.equal(container(load(), 'apicast').image, 'quay.io/3scale/apicast:3scale-2.15')
+      assert.equal(container(load(), 'sidecar').image, SAMPLE_VALUES.SIDECAR_IMAGE)
+      assert.equal(container(load(), 'apicast').image, APICAST_IMAGE)
     })
 
     it('the sidecar runs non-root, read-only, without privilege escalation, with no capabilities', () => {
@@ -420,7 +509,7 @@ for (const { source, load } of DEPLOYMENTS) {
     ]
     for (const [name, value] of sidecarEnv) {
       it(`sidecar env ${name}=${value}`, () => {
-        assert.equal(env(container(load(), 'sidecar'), name), value)
+        assert.equal(setting(name), value)
       })
     }
 
@@ -532,6 +621,60 @@ describe('policy (Template): no credential written in the Template', () => {
     }
     for (const text of ['https://acme-admin.3scale.net', '/var/run/secrets/apicast-sidecar/access-token', '.svc,.cluster.local']) {
       assert.ok(!CREDENTIAL_LIKE.some(([, re]) => re.test(text)), text)
+    }
+  })
+})
+
+describe('every image the manifests name is real and supported', () => {
+  // The sidecar is published on no registry: a default such as
+  // quay.io/apicast-sidecar-proxy/...:0.1.0 was an ImagePullBackOff for every
+  // new user. Bases name it for an overlay to replace; examples name the
+  // cluster's registry; the template requires it; Podman builds it locally.
+  const files = (dir: string): string[] => readdirSync(dir, { recursive: true, encoding: 'utf8' })
+    .filter((f) => /\.ya?ml$/.test(f)).map((f) => join(dir, f))
+  const manifests = [...files(openshiftPath()), ...files(join(REPO_ROOT, 'deploy'))]
+  const LOCAL_SIDECAR = /^localhost\/apicast-sidecar-proxy:\d+\.\d+\.\d+$/
+
+  const allowed = (file: string, image: string): boolean => {
+    const rel = relative(REPO_ROOT, file)
+    if (image === APICAST_IMAGE) return true
+    if (image === SIDECAR_IMAGE_PLACEHOLDER) return /\/base\//.test(rel)
+    if (image === '${APICAST_IMAGE}' || image === '${SIDECAR_IMAGE}') return rel === join('openshift', 'template.yaml')
+    if (LOCAL_SIDECAR.test(image)) return rel.startsWith(join('deploy', 'podman'))
+    return false
+  }
+
+  it('the manifests were found', () => assert.ok(manifests.length >= 10, manifests.join(', ')))
+
+  it('every image: is APIcast\'s supported image or the sidecar as it is built, where it is built', () => {
+    const bad: string[] = []
+    for (const file of manifests) {
+      for (const doc of readYamlDocuments(file)) {
+        const walk = (v: Json, key: string): void => {
+          if (key === 'image' && typeof v === 'string' && !allowed(file, v)) bad.push(`${relative(REPO_ROOT, file)}: ${v}`)
+          if (Array.isArray(v)) v.forEach((x) => walk(x, ''))
+          else if (isObject(v)) for (const [k, x] of Object.entries(v)) walk(x, k)
+        }
+        walk(doc, '')
+      }
+    }
+    assert.deepEqual(bad, [])
+  })
+
+  it('every kustomize images: entry points the sidecar at the cluster\'s registry, pinned', () => {
+    const bad: string[] = []
+    for (const file of manifests.filter((f) => f.endsWith('kustomization.yaml'))) {
+      for (const rule of parseKustomization(readYamlDocument(file)).images) {
+        const image = applyImages(rule.name, [rule])
+        if (rule.name !== SIDECAR_IMAGE_PLACEHOLDER || !SIDECAR_IMAGE_IN_CLUSTER.test(image)) bad.push(`${relative(REPO_ROOT, file)}: ${rule.name} → ${image}`)
+      }
+    }
+    assert.deepEqual(bad, [])
+  })
+
+  it('nothing names the unpublished quay.io image any more', () => {
+    for (const file of [...manifests, join(REPO_ROOT, 'README.md')]) {
+      assert.ok(!readFileSync(file, 'utf8').includes('quay.io/apicast-sidecar-proxy'), relative(REPO_ROOT, file))
     }
   })
 })
