@@ -2,7 +2,8 @@ import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
-import { describe, it } from 'node:test'
+import { it } from 'node:test'
+import { describeOrSkip } from '../helpers/describe-or-skip.js'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { Client } from '../helpers/client.js'
@@ -38,7 +39,7 @@ async function inspect (image: string): Promise<ImageInspect> {
   return info
 }
 
-describe('the image as built', { skip }, () => {
+describeOrSkip('the image as built', skip, () => {
   it('carries the certification labels, with no Red Hat in name, vendor or maintainer, and an honest source', async () => {
     const labels = (await inspect(IMAGE as string)).Config.Labels ?? {}
     for (const name of ['name', 'vendor', 'version', 'release', 'summary', 'description', 'maintainer', 'io.k8s.display-name', 'io.k8s.description']) {
@@ -73,7 +74,7 @@ describe('the image as built', { skip }, () => {
   })
 })
 
-describe('the container image', { skip }, () => {
+describeOrSkip('the container image', skip, () => {
   const users: Array<[string, string[]]> = [
     ['as the image\'s own non-root user', []],
     ['as an arbitrary UID in group 0, as OpenShift runs it', ['--user', '1000770000:0']]

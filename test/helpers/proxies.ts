@@ -116,6 +116,8 @@ const NTLM_FAKE = '/usr/lib/squid/ntlm_fake_auth'
 const CERTGEN = '/usr/lib/squid/security_file_certgen'
 /** squid tests run when Debian's squid (and htpasswd) are installed, as .ci/run does. */
 export const haveSquid = existsSync(SQUID) && existsSync(NCSA) && commandExists('htpasswd')
+/** The skip reason of a squid test, or false when squid is there. */
+export const squidSkip: string | false = haveSquid ? false : 'squid-openssl and apache2-utils are not installed (.ci/run installs them)'
 
 function commandExists (cmd: string): boolean {
   try {

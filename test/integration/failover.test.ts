@@ -3,14 +3,13 @@ import { describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Client } from '../helpers/client.js'
 import { startOrigin } from '../helpers/origin.js'
-import { freePort, haveSquid, PROXY_PASSWORD, proxyUrl, startProxyChain, startSquid } from '../helpers/proxies.js'
+import { freePort, squidSkip, PROXY_PASSWORD, proxyUrl, startProxyChain, startSquid } from '../helpers/proxies.js'
 import { startSidecar } from '../helpers/sidecar.js'
 
-const skipSquid = haveSquid ? false : 'squid-openssl and apache2-utils are not installed (.ci/run installs them)'
 const secrets = [PROXY_PASSWORD, encodeURIComponent(PROXY_PASSWORD)]
 
 describe('proxy failover (FALLBACK_PROXIES)', () => {
-  it('two squids, the first stopped: requests go through the second, a POST is sent once', { skip: skipSquid }, async () => {
+  it('two squids, the first stopped: requests go through the second, a POST is sent once', { skip: squidSkip }, async () => {
     const origin = await startOrigin()
     const first = await startSquid()
     const second = await startSquid()

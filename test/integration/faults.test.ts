@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict'
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs'
-import { after, before, describe, it } from 'node:test'
+import { after, before, it } from 'node:test'
+import { describeOrSkip } from '../helpers/describe-or-skip.js'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Agent, request } from 'undici'
 import { rawExchange } from '../helpers/client.js'
 import { startOrigin, threescaleHandler, type Handler, type Origin } from '../helpers/origin.js'
-import { haveSquid, PROXY_PASSWORD, startSquid, waitForPort, type Squid } from '../helpers/proxies.js'
+import { squidSkip, PROXY_PASSWORD, startSquid, waitForPort, type Squid } from '../helpers/proxies.js'
 import { startSidecar, type RunningSidecar } from '../helpers/sidecar.js'
 
 /*
@@ -20,7 +21,6 @@ import { startSidecar, type RunningSidecar } from '../helpers/sidecar.js'
  *   had succeeded went missing.
  */
 
-const skipSquid = haveSquid ? false : 'squid-openssl and apache2-utils are not installed (.ci/run installs them)'
 const secrets = [PROXY_PASSWORD, encodeURIComponent(PROXY_PASSWORD)]
 /** Short limits, so that every fault resolves in seconds. */
 const LIMITS = {
@@ -105,7 +105,7 @@ async function settle<T> (probe: () => T, ok: (v: T) => boolean, ms: number): Pr
   return v
 }
 
-describe('fault injection: the sidecar survives, leaks nothing, and never loses or repeats a report', { skip: skipSquid }, () => {
+describeOrSkip('fault injection: the sidecar survives, leaks nothing, and never loses or repeats a report', squidSkip, () => {
   const received = new Map<number, number>()
   const mode: { fault: Fault } = { fault: 'none' }
   let origin: Origin

@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict'
-import { describe, it } from 'node:test'
+import { it } from 'node:test'
+import { describeOrSkip } from '../helpers/describe-or-skip.js'
 import { Client } from '../helpers/client.js'
 import { startOrigin } from '../helpers/origin.js'
-import { haveSquid, PROXY_PASSWORD, startSquid } from '../helpers/proxies.js'
+import { squidSkip, PROXY_PASSWORD, startSquid } from '../helpers/proxies.js'
 import { startSidecar } from '../helpers/sidecar.js'
 
-const skip = haveSquid ? false : 'squid-openssl and apache2-utils are not installed (.ci/run installs them)'
 
-describe('a misspelled endpoint host through squid', { skip }, () => {
+describeOrSkip('a misspelled endpoint host through squid', squidSkip, () => {
   it('502 tunnel_refused naming the target, squid\'s own error, and the host to check; not a timeout', async (t) => {
     const origin = await startOrigin()
     t.after(async () => { await origin.close() })

@@ -1,15 +1,15 @@
 import assert from 'node:assert/strict'
 import { createServer, type AddressInfo } from 'node:net'
 import { after, before, describe, it } from 'node:test'
+import { describeOrSkip } from '../helpers/describe-or-skip.js'
 import { Client, runConcurrently } from '../helpers/client.js'
 import { startOrigin, type Origin } from '../helpers/origin.js'
-import { haveSquid, PROXY_PASSWORD, PROXY_USER, proxyUrl, startSquid, type Squid } from '../helpers/proxies.js'
+import { squidSkip, PROXY_PASSWORD, PROXY_USER, proxyUrl, startSquid, type Squid } from '../helpers/proxies.js'
 import { testCa } from '../helpers/pki.js'
 import { runCli, startSidecar } from '../helpers/sidecar.js'
 
-const skip = haveSquid ? false : 'squid-openssl and apache2-utils are not installed (.ci/run installs them)'
 
-describe('proxy authentication: Digest, through squid with digest_file_auth', { skip }, () => {
+describeOrSkip('proxy authentication: Digest, through squid with digest_file_auth', squidSkip, () => {
   let origin: Origin
   let squid: Squid
   const client = new Client()
@@ -97,7 +97,7 @@ describe('proxy authentication: Digest, through squid with digest_file_auth', { 
   })
 })
 
-describe('proxy authentication: NTLM, through squid with ntlm_fake_auth', { skip }, () => {
+describeOrSkip('proxy authentication: NTLM, through squid with ntlm_fake_auth', squidSkip, () => {
   let origin: Origin
   let squid: Squid
   const client = new Client()

@@ -3,17 +3,17 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
+import { describeOrSkip } from '../helpers/describe-or-skip.js'
 import { Client } from '../helpers/client.js'
 import { startOrigin, type Origin } from '../helpers/origin.js'
 import { createCa } from '../helpers/pki.js'
-import { haveSquid, PROXY_PASSWORD, startSquid, type Squid } from '../helpers/proxies.js'
+import { squidSkip, PROXY_PASSWORD, startSquid, type Squid } from '../helpers/proxies.js'
 import { startSidecar } from '../helpers/sidecar.js'
 
-const skip = haveSquid ? false : 'squid-openssl and apache2-utils are not installed (.ci/run installs them)'
 
 interface ReadyBody { ready: boolean, routes: Record<string, { ok: boolean, failed?: string, steps: Array<{ name: string, ok?: boolean }> }> }
 
-describe('/readyz checks the chain through the forwarding transport', { skip }, () => {
+describeOrSkip('/readyz checks the chain through the forwarding transport', squidSkip, () => {
   let origin: Origin
   let squid: Squid
   before(async () => {

@@ -1,15 +1,15 @@
 import assert from 'node:assert/strict'
-import { after, before, describe, it } from 'node:test'
+import { after, before, it } from 'node:test'
+import { describeOrSkip } from '../helpers/describe-or-skip.js'
 import { basicUserinfo, Client, runConcurrently } from '../helpers/client.js'
 import { BACKEND_403_XML, startOrigin, type Origin } from '../helpers/origin.js'
 import { createCa, testCa } from '../helpers/pki.js'
-import { haveSquid, PROXY_PASSWORD, proxyUrl, startSquid, type Squid } from '../helpers/proxies.js'
+import { squidSkip, PROXY_PASSWORD, proxyUrl, startSquid, type Squid } from '../helpers/proxies.js'
 import { startSidecar } from '../helpers/sidecar.js'
 
 const TOKEN = 'squid-token-31c4'
-const skip = haveSquid ? false : 'squid-openssl and apache2-utils are not installed (.ci/run installs them)'
 
-describe('through squid with basic_ncsa_auth', { skip }, () => {
+describeOrSkip('through squid with basic_ncsa_auth', squidSkip, () => {
   let origin: Origin
   let squid: Squid
 
@@ -98,7 +98,7 @@ describe('through squid with basic_ncsa_auth', { skip }, () => {
   })
 })
 
-describe('through a TLS proxy (squid https_port)', { skip }, () => {
+describeOrSkip('through a TLS proxy (squid https_port)', squidSkip, () => {
   it('opens TLS to the proxy, verified with the trust store, then CONNECTs inside it', async () => {
     const origin = await startOrigin()
     const squid = await startSquid({ tls: await (await testCa()).issue(['127.0.0.1']) })

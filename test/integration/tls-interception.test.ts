@@ -3,16 +3,16 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
+import { describeOrSkip } from '../helpers/describe-or-skip.js'
 import { basicUserinfo, Client } from '../helpers/client.js'
 import { startOrigin, type Origin } from '../helpers/origin.js'
 import { createCa, testCa, type CertificateAuthority } from '../helpers/pki.js'
-import { haveSquid, PROXY_PASSWORD, startSquid, type Squid } from '../helpers/proxies.js'
+import { squidSkip, PROXY_PASSWORD, startSquid, type Squid } from '../helpers/proxies.js'
 import { runCli, startSidecar } from '../helpers/sidecar.js'
 
 const TOKEN = 'bumped-token-4e1f'
-const skip = haveSquid ? false : 'squid-openssl and apache2-utils are not installed (.ci/run installs them)'
 
-describe('behind a TLS-intercepting squid (ssl-bump)', { skip }, () => {
+describeOrSkip('behind a TLS-intercepting squid (ssl-bump)', squidSkip, () => {
   let origin: Origin
   let squid: Squid
   let bumpCa: CertificateAuthority

@@ -7,7 +7,8 @@
  */
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
-import { describe, it } from 'node:test'
+import { it } from 'node:test'
+import { describeOrSkip } from '../helpers/describe-or-skip.js'
 import type { IDeployment } from 'kubernetes-models/apps/v1'
 import {
   containerOf,
@@ -58,7 +59,7 @@ const describeObject = (obj: JsonObject): string => `${String(obj.kind)} ${Strin
 const deployment = (objects: readonly JsonObject[]): IDeployment => only(objects, 'Deployment') as unknown as IDeployment
 
 for (const [where, rendered] of layouts) {
-  describe(`native sidecar ${where} (kustomize)`, { skip: kustomizeSkip }, () => {
+  describeOrSkip(`native sidecar ${where} (kustomize)`, kustomizeSkip, () => {
     it('every object passes kubernetes-models validation and has no undeclared field', () => {
       const problems = rendered().flatMap((obj) => [...validateObject(obj), ...unknownFields(obj)].map((e) => `${describeObject(obj)}: ${e}`))
       assert.deepEqual(problems, [])

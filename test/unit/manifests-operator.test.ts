@@ -8,6 +8,7 @@ import assert from 'node:assert/strict'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
+import { describeOrSkip } from '../helpers/describe-or-skip.js'
 import type { IDeployment } from 'kubernetes-models/apps/v1'
 import type { INetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1'
 import type { ISecret } from 'kubernetes-models/v1'
@@ -42,7 +43,7 @@ const read = (file: string): JsonObject => {
 }
 const spec = (file: string): JsonObject => read(file).spec as JsonObject
 
-describe('the example APIcast resources against the operator\'s CRD', { skip: crdSkip }, () => {
+describeOrSkip('the example APIcast resources against the operator\'s CRD', crdSkip, () => {
   for (const file of ['apicast.yaml', 'apicast-embedded.yaml']) {
     it(`${file} is valid`, () => assert.deepEqual(validate()(read(file)), []))
   }
@@ -112,7 +113,7 @@ describe('the example APIcast resources', () => {
   })
 })
 
-describe('the operator kustomization (kustomize)', { skip: kustomizeSkip }, () => {
+describeOrSkip('the operator kustomization (kustomize)', kustomizeSkip, () => {
   const url = 'http://sample-token@apicast-sidecar-proxy.apicast.svc:9090'
   const rendered = once(() => kustomizeBuild('operator', { 'operator/AdminPortalURL': url }))
 

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
+import { describeOrSkip } from '../helpers/describe-or-skip.js'
 import type { IDeployment } from 'kubernetes-models/apps/v1'
 import type { INetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1'
 import type { IPodDisruptionBudget } from 'kubernetes-models/policy/v1'
@@ -83,7 +84,7 @@ describe('standalone base', () => {
   })
 })
 
-describe('standalone example overlay (kustomize)', { skip: kustomizeSkip }, () => {
+describeOrSkip('standalone example overlay (kustomize)', kustomizeSkip, () => {
   for (const [name, objects] of [['example', example], ['example with components/tls', exampleTls]] as const) {
     it(`${name}: every object passes kubernetes-models validation and has no undeclared field`, () => {
       const problems = objects().flatMap((obj) => [...validateObject(obj), ...unknownFields(obj)].map((e) => `${describeObject(obj)}: ${e}`))
@@ -205,7 +206,7 @@ describe('standalone policy', () => {
   }
 })
 
-describe('standalone components/tls (kustomize)', { skip: kustomizeSkip }, () => {
+describeOrSkip('standalone components/tls (kustomize)', kustomizeSkip, () => {
   it('asks the service CA for a serving certificate, and the sidecar serves HTTPS with it', () => {
     const service = only(exampleTls(), 'Service') as unknown as IService
     const secretName = service.metadata?.annotations?.['service.beta.openshift.io/serving-cert-secret-name']

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { existsSync, readFileSync, readdirSync } from 'node:fs'
 import { join, relative } from 'node:path'
 import { describe, it } from 'node:test'
+import { describeOrSkip } from '../helpers/describe-or-skip.js'
 import type { IDeployment } from 'kubernetes-models/apps/v1'
 import type { IConfigMap, IContainer, IProbe, IService } from 'kubernetes-models/v1'
 import {
@@ -284,7 +285,7 @@ describe('bases hold no placeholders', () => {
   }
 })
 
-describe('kustomize example overlay (kustomize)', { skip: kustomizeSkip }, () => {
+describeOrSkip('kustomize example overlay (kustomize)', kustomizeSkip, () => {
   const files = {
     'kustomize/example/access-token': 'sample-access-token',
     'kustomize/example/https-proxy': 'http://user:password@proxy.corp.example:3128'
