@@ -5,13 +5,16 @@
 // 1. scripts/bundle.mjs bundles src/cli.ts and its dependencies into one
 //    CommonJS file (inside a SEA, require() only loads built-in modules);
 // 2. node --experimental-sea-config turns it into a blob;
-// 3. the blob is injected into a copy of this node binary with postject.
-// The blob must come from the same node binary it is injected into.
+// 3. the blob is injected into a copy of the shipped node binary with postject.
+// The runtime inside is the pinned Node LTS of scripts/shipped-node.json, not
+// the build machine's node, which may be older or end-of-life. The blob must
+// come from the same node binary it is injected into, so that node makes it.
 import { execFileSync } from 'node:child_process'
 import { chmodSync, copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { bundle } from './bundle.mjs'
+import { shippedNode } from './shipped-node.mjs'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const out = join(root, 'build')
@@ -22,6 +25,8 @@ const { version } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'))
 rmSync(work, { recursive: true, force: true })
 mkdirSync(work, { recursive: true })
 
+const node = shippedNode()
+const nodeVersion = execFileSync(node, ['--version'], { encoding: 'utf8' }).trim()
 const main = await bundle()
 
 writeFileSync(join(work, 'sea-config.json'), JSON.stringify({
@@ -30,10 +35,10 @@ writeFileSync(join(work, 'sea-config.json'), JSON.stringify({
   disableExperimentalSEAWarning: true,
   useCodeCache: true
 }))
-execFileSync(process.execPath, ['--experimental-sea-config', join(work, 'sea-config.json')], { stdio: 'inherit' })
+execFileSync(node, ['--experimental-sea-config', join(work, 'sea-config.json')], { stdio: ['ignore', 'ignore', 'inherit'] })
 
 rmSync(binary, { force: true })
-copyFileSync(process.execPath, binary)
+copyFileSync(node, binary)
 chmodSync(binary, 0o755)
 try {
   execFileSync('strip', [binary], { stdio: 'ignore' })
@@ -41,7 +46,14 @@ try {
   // strip is optional: without binutils the binary is only larger
 }
 const postject = join(root, 'node_modules', 'postject', 'dist', 'cli.js')
-execFileSync(process.execPath, [postject, binary, 'NODE_SEA_BLOB', join(work, 'sea-prep.blob'),
-  '--sentinel-fuse', 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2'], { stdio: ['ignore', 'ignore', 'inherit'] })
+// postject's ELF library warns about the section names strip removed
+// ("Can't find string offset"), harmlessly: its output shows only on failure.
+try {
+  execFileSync(process.execPath, [postject, binary, 'NODE_SEA_BLOB', join(work, 'sea-prep.blob'),
+    '--sentinel-fuse', 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2'], { stdio: 'pipe' })
+} catch (err) {
+  process.stderr.write(String(err.stderr ?? ''))
+  throw err
+}
 
-process.stdout.write(`built ${binary} (apicast-sidecar-proxy ${version}, Node ${process.version})\n`)
+process.stdout.write(`built ${binary} (apicast-sidecar-proxy ${version}, Node ${nodeVersion})\n`)

@@ -41,6 +41,7 @@ export interface StartOptions {
  * the sidecar never runs half alive.
  */
 export async function startSidecar (config: Config, tls: TlsMaterial, log: Logger, options: StartOptions = {}): Promise<Sidecar> {
+  log.info({ version: version(), node: process.version, pid: process.pid }, `apicast-sidecar-proxy ${version()} on node ${process.version}`)
   log.info({ trustStore: tls.trust.sources }, tls.trust.summary)
   if (!config.tls.verifyUpstream) {
     log.warn('UPSTREAM_TLS_VERIFY=false: the TLS certificates of 3scale are NOT verified. Anyone on the path, the proxy included, can read and change this traffic, tokens included. Trust the proxy\'s CA with CA_BUNDLE instead.')
@@ -293,7 +294,7 @@ export async function main (argv: readonly string[], env: NodeJS.ProcessEnv): Pr
     return 0
   }
   if (argv.includes('--version')) {
-    process.stdout.write(`${version()}\n`)
+    process.stdout.write(`apicast-sidecar-proxy ${version()} (node ${process.version})\n`)
     return 0
   }
   if (argv[0] === 'doctor') {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
-import { mkdtempSync, readdirSync } from 'node:fs'
+import { mkdtempSync, readFileSync, readdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { describe, it } from 'node:test'
@@ -13,12 +13,16 @@ import { startSidecar } from '../helpers/sidecar.js'
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..')
 const BINARY = join(ROOT, 'build', 'apicast-sidecar-proxy')
 const TOKEN = 'binary-token-9c0d'
+/** The runtime the binary ships: the pinned Node LTS, whatever node builds it. */
+const SHIPPED = JSON.parse(readFileSync(join(ROOT, 'scripts', 'shipped-node.json'), 'utf8')) as { version: string }
 
 describe('the single executable (npm run build:binary)', () => {
-  it('builds, then forwards to a TLS upstream through an authenticating proxy with no node on PATH', { timeout: 120_000 }, async () => {
+  it('builds on the pinned Node LTS, then forwards to a TLS upstream through an authenticating proxy with no node on PATH', { timeout: 120_000 }, async () => {
     execFileSync('npm', ['run', '--silent', 'build:binary'], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] })
     const emptyPath = mkdtempSync(join(tmpdir(), 'sidecar-nopath-'))
     assert.deepEqual(readdirSync(emptyPath), [])
+    assert.match(execFileSync(BINARY, ['--version'], { encoding: 'utf8', env: { PATH: emptyPath } }),
+      new RegExp(`^apicast-sidecar-proxy \\d+\\.\\d+\\.\\d+ \\(node v${SHIPPED.version.replaceAll('.', '\\.')}\\)\\n$`))
 
     const origin = await startOrigin()
     const proxy = await startProxyChain()

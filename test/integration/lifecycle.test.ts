@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { readFileSync } from 'node:fs'
 import { createServer, type AddressInfo } from 'node:net'
 import { describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -85,6 +86,6 @@ describe('lifecycle', () => {
     assert.match(help.stdout, /Usage: apicast-sidecar-proxy/)
     const version = await runCli({}, ['--version'])
     assert.equal(version.code, 0)
-    assert.match(version.stdout, /^\d+\.\d+\.\d+\n$/)
+    assert.equal(version.stdout, `apicast-sidecar-proxy ${JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')).version as string} (node ${process.version})\n`)
   })
 })
