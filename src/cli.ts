@@ -1,3 +1,5 @@
+// First, so that the heap is sized before any module allocates.
+import './gc-tuning.js'
 import { main } from './main.js'
 
 main(process.argv.slice(2), process.env).then((code) => {

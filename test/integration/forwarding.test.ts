@@ -131,7 +131,7 @@ describe('forwarding, direct (loopback is never proxied)', () => {
     assert.equal(up.text(), String(size))
 
     const peakGrowthMb = (peakRssKb(sidecar.pid) - rssBefore) / 1024
-    assert.ok(peakGrowthMb < 50, `the sidecar's peak RSS grew by ${peakGrowthMb.toFixed(1)} MB while streaming 200 MB`)
+    assert.ok(peakGrowthMb < STREAM_GROWTH_BOUND_MB, `the sidecar's peak RSS grew by ${peakGrowthMb.toFixed(1)} MB while streaming 200 MB (bound ${STREAM_GROWTH_BOUND_MB} MB on V8 ${process.versions.v8})`)
   })
 })
 
@@ -208,5 +208,13 @@ function statusKb (pid: number, field: string): number {
   const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
   return Number(m?.[1] ?? 0)
 }
+/**
+ * What streaming may add to the sidecar's peak RSS. On V8 13 and later (Node
+ * 24, the runtime that ships) src/gc-tuning.ts caps the young generation:
+ * 28–35 MB measured, against 62–73 MB without the cap. Node 20's V8 has no
+ * run-time control of it, and it measured 50–58 MB there.
+ */
+const STREAM_GROWTH_BOUND_MB = Number(process.versions.v8.split('.')[0]) >= 13 ? 45 : 64
+
 function rssKb (pid: number): number { return statusKb(pid, 'VmRSS') }
 function peakRssKb (pid: number): number { return statusKb(pid, 'VmHWM') }
