@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make localhost/node-base:local, a stand-in for a Node.js base image when no
-# registry is reachable: Debian bookworm (debootstrap minbase) plus this
-# machine's node and npm. Used by CI as the Dockerfile's BASE_IMAGE.
+# registry is reachable: Debian bookworm (debootstrap minbase) plus the Node
+# that ships (the LTS pinned in scripts/shipped-node.json, as in the default
+# UBI base) and this machine's npm. Used by CI as the Dockerfile's BASE_IMAGE.
 #
 # It also trusts what this machine trusts: the CI network intercepts TLS to
 # the npm registry, so the host's CA bundle (which holds that CA) replaces
@@ -25,7 +26,7 @@ if podman image exists "$tag"; then
 else
   mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
   debootstrap --variant=minbase --include=ca-certificates bookworm "$work/rootfs" "${mirror:-http://deb.debian.org/debian}" >/dev/null
-  node=$(command -v node)
+  node=$(node "$here/../shipped-node.mjs")
   npm_dir=$(dirname "$(dirname "$(readlink -f "$(command -v npm)")")")
   install -m 0755 "$node" "$work/rootfs/usr/local/bin/node"
   mkdir -p "$work/rootfs/usr/local/lib/node_modules"
