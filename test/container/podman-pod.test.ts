@@ -16,7 +16,7 @@
  */
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
@@ -148,14 +148,20 @@ describe('the podman pod (deploy/podman)', { skip }, () => {
     t.after(() => client.close())
 
     const dir = mkdtempSync(join(tmpdir(), 'sidecar-podman-pod-'))
+    const name = `sidecar-pod-${process.pid}-${Date.now()}`
+    const podFile = join(dir, 'apicast-sidecar-pod.yaml')
+    const configMapFile = join(dir, 'secrets.yaml')
+    // Registered before anything can fail: the pod, its volume and the files go whatever happens.
+    t.after(async () => {
+      if (existsSync(podFile)) await podman('kube', 'down', podFile).catch(() => '')
+      await podman('volume', 'rm', '-f', `${name}-state`).catch(() => '')
+      rmSync(dir, { recursive: true, force: true })
+    })
     const caDir = join(dir, 'ca')
     mkdirSync(caDir)
     chmodSync(caDir, 0o755) // read by the sidecar's user, 10001
     writeFileSync(join(caDir, 'test-ca.pem'), ca.certPem, { mode: 0o644 })
-    const name = `sidecar-pod-${process.pid}-${Date.now()}`
     const ports = { gateway: await freePort(), management: await freePort(), admin: await freePort() }
-    const podFile = join(dir, 'apicast-sidecar-pod.yaml')
-    const configMapFile = join(dir, 'secrets.yaml')
     writeFileSync(podFile, stringify(podForTest(name, ports, caDir)))
     writeFileSync(configMapFile, stringify(configMapForTest({
       'apicast-portal-endpoint': `http://${TOKEN}@127.0.0.1:9090`,
@@ -166,12 +172,6 @@ describe('the podman pod (deploy/podman)', { skip }, () => {
       'proxy-user': PROXY_USER,
       'proxy-password': PROXY_PASSWORD
     })), { mode: 0o600 })
-    t.after(async () => {
-      await podman('kube', 'down', podFile).catch(() => '')
-      await podman('volume', 'rm', '-f', `${name}-state`).catch(() => '')
-      rmSync(dir, { recursive: true, force: true })
-    })
-
     await podman('kube', 'play', '--network', 'slirp4netns:allow_host_loopback=true', '--configmap', configMapFile, podFile)
 
     // Only the ports the manifest publishes: never the portal and backend listeners.
