@@ -19,7 +19,8 @@ import { execFile } from 'node:child_process'
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { describe, it } from 'node:test'
+import { it } from 'node:test'
+import { describeOrSkip } from '../helpers/describe-or-skip.js'
 import { promisify } from 'node:util'
 import type { IConfigMap, IPod } from 'kubernetes-models/v1'
 import { stringify } from 'yaml'
@@ -28,7 +29,7 @@ import { eventually } from '../helpers/eventually.js'
 import { REPO_ROOT, readYamlDocument } from '../helpers/manifests.js'
 import { startOrigin } from '../helpers/origin.js'
 import { testCa } from '../helpers/pki.js'
-import { freePort, haveSquid, PROXY_PASSWORD, PROXY_USER, startSquid } from '../helpers/proxies.js'
+import { freePort, squidSkip, PROXY_PASSWORD, PROXY_USER, startSquid } from '../helpers/proxies.js'
 
 const run = promisify(execFile)
 /** Set by .ci/run after it built the image with scripts/container/build-image.sh. */
@@ -39,7 +40,7 @@ const skip = IMAGE === undefined
   ? 'SIDECAR_IMAGE is not set (.ci/run builds the image and sets it)'
   : BASE === undefined
     ? 'SIDECAR_BASE_IMAGE is not set (.ci/run sets it to the base it built the image on)'
-    : !haveSquid ? 'squid-openssl and apache2-utils are not installed (.ci/run installs them)' : false
+    : squidSkip
 
 const POD_FILE = join(REPO_ROOT, 'deploy', 'podman', 'apicast-sidecar-pod.yaml')
 const EXAMPLE_FILE = join(REPO_ROOT, 'deploy', 'podman', 'secrets.example.yaml')
@@ -137,7 +138,7 @@ function configMapForTest (values: Readonly<Record<string, string>>): IConfigMap
   return cm
 }
 
-describe('the podman pod (deploy/podman)', { skip }, () => {
+describeOrSkip('the podman pod (deploy/podman)', skip, () => {
   it('APIcast\'s calls go through the sidecar in its pod, an authenticating squid and TLS to 3scale; the pod stops cleanly', { timeout: 240_000 }, async (t) => {
     const ca = await testCa()
     const origin = await startOrigin()
