@@ -75,9 +75,11 @@ WORKDIR /app
 # (and STALE_CONFIG_DIR, when set).
 # Group 0 can read, so OpenShift's arbitrary UID (always in group 0) works.
 COPY --from=build /src/dist/bundle/apicast-sidecar-proxy.cjs ./apicast-sidecar-proxy.cjs
-# The licence, where Red Hat's certification looks for it.
+# The licence, where Red Hat's certification looks for it, with those of the
+# packages bundled into the .cjs (the base's own cover Node.js).
 COPY LICENSE /licenses/LICENSE
-RUN chmod -R g=u,o-w /app && chmod 0644 /licenses/LICENSE
+COPY --from=build /src/dist/bundle/THIRD-PARTY-LICENSES.txt /licenses/THIRD-PARTY-LICENSES.txt
+RUN chmod -R g=u,o-w /app && chmod 0644 /licenses/LICENSE /licenses/THIRD-PARTY-LICENSES.txt
 # Where STALE_CONFIG_DIR may point: a volume mounted here starts owned by the
 # sidecar's user (and group 0, for OpenShift). Not set by default: with a
 # read-only root and no volume it could not be written.

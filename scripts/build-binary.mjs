@@ -13,8 +13,8 @@ import { execFileSync } from 'node:child_process'
 import { chmodSync, copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { bundle } from './bundle.mjs'
-import { shippedNode } from './shipped-node.mjs'
+import { bundle, LICENSES } from './bundle.mjs'
+import { shippedNode, shippedNodeDir } from './shipped-node.mjs'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const out = join(root, 'build')
@@ -55,5 +55,10 @@ try {
   process.stderr.write(String(err.stderr ?? ''))
   throw err
 }
+
+// The binary holds the bundled packages and Node itself: their licences go
+// beside it, to be installed with it (the README's systemd steps do).
+writeFileSync(join(out, 'THIRD-PARTY-LICENSES.txt'), readFileSync(LICENSES, 'utf8') +
+  `\n${'='.repeat(78)}\nNode.js ${nodeVersion} (the runtime inside the binary)\n${readFileSync(join(shippedNodeDir(), 'LICENSE'), 'utf8').trim()}\n`)
 
 process.stdout.write(`built ${binary} (apicast-sidecar-proxy ${version}, Node ${nodeVersion})\n`)

@@ -18,7 +18,7 @@ const skip = IMAGE === undefined ? 'SIDECAR_IMAGE is not set (.ci/run builds the
 /** The base .ci/run built SIDECAR_IMAGE on: its variant whose default user is not root, as UBI's (1001). */
 const BASE = process.env.SIDECAR_BASE_IMAGE
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..')
-const PACKAGE = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string, license: string }
+const PACKAGE = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string, license: string, dependencies: Record<string, string> }
 
 async function podman (...args: string[]): Promise<string> {
   const { stdout } = await run('podman', args, { maxBuffer: 16 * 1024 * 1024 })
@@ -60,10 +60,12 @@ describeOrSkip('the image as built', skip, () => {
     assert.match(info.Healthcheck?.Test?.join(' ') ?? '', /\/healthz/)
   })
 
-  it('ships this repository\'s LICENSE in /licenses', async () => {
+  it('ships this repository\'s LICENSE in /licenses, and those of every package bundled into it', async () => {
     const run = (...args: string[]): Promise<string> => podman('run', '--rm', '--network', 'none', '--entrypoint', args[0] ?? '', IMAGE as string, ...args.slice(1))
-    assert.equal(await run('ls', '/licenses'), 'LICENSE')
+    assert.equal(await run('ls', '/licenses'), 'LICENSE\nTHIRD-PARTY-LICENSES.txt')
     assert.equal(await run('cat', '/licenses/LICENSE'), readFileSync(join(ROOT, 'LICENSE'), 'utf8').trim())
+    const thirdParty = await run('cat', '/licenses/THIRD-PARTY-LICENSES.txt')
+    for (const name of Object.keys(PACKAGE.dependencies)) assert.match(thirdParty, new RegExp(`^${name.replace('/', '\\/')}@\\d`, 'm'), name)
   })
 
   it('was built on a base whose default user is not root, as UBI\'s Node.js images (1001)', { skip: BASE === undefined ? 'SIDECAR_BASE_IMAGE is not set' : false }, async () => {

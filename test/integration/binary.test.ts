@@ -15,12 +15,16 @@ const BINARY = join(ROOT, 'build', 'apicast-sidecar-proxy')
 const TOKEN = 'binary-token-9c0d'
 /** The runtime the binary ships: the pinned Node LTS, whatever node builds it. */
 const SHIPPED = JSON.parse(readFileSync(join(ROOT, 'scripts', 'shipped-node.json'), 'utf8')) as { version: string }
+const PACKAGE = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { dependencies: Record<string, string> }
 
 describe('the single executable (npm run build:binary)', () => {
   it('builds on the pinned Node LTS, then forwards to a TLS upstream through an authenticating proxy with no node on PATH', { timeout: 120_000 }, async () => {
     execFileSync('npm', ['run', '--silent', 'build:binary'], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] })
     const emptyPath = mkdtempSync(join(tmpdir(), 'sidecar-nopath-'))
     assert.deepEqual(readdirSync(emptyPath), [])
+    const licences = readFileSync(join(ROOT, 'build', 'THIRD-PARTY-LICENSES.txt'), 'utf8')
+    for (const name of Object.keys(PACKAGE.dependencies)) assert.match(licences, new RegExp(`^${name.replace('/', '\\/')}@\\d`, 'm'), `${name}'s licence goes with the binary`)
+    assert.match(licences, new RegExp(`^Node\\.js v${SHIPPED.version.replaceAll('.', '\\.')} `, 'm'), 'and Node\'s, which is inside it')
     assert.match(execFileSync(BINARY, ['--version'], { encoding: 'utf8', env: { PATH: emptyPath } }),
       new RegExp(`^apicast-sidecar-proxy \\d+\\.\\d+\\.\\d+ \\(node v${SHIPPED.version.replaceAll('.', '\\.')}\\)\\n$`))
 

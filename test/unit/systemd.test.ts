@@ -31,6 +31,9 @@ describe('systemd unit (deploy/systemd)', () => {
     ['has no capabilities', 'CapabilityBoundingSet', /^$/],
     ['sees the file system read-only', 'ProtectSystem', /^strict$/]
   ]
+  it('points Documentation= at the README the install steps put on the host, not at a foreign repository', () => {
+    assert.equal(section('Unit').get('Documentation'), 'file:/usr/share/doc/apicast-sidecar-proxy/README.md')
+  })
   for (const [name, key, want] of cases) {
     it(name, () => assert.match(service.get(key) ?? '(missing)', want, `${key}=${service.get(key) ?? '(missing)'}`))
   }
