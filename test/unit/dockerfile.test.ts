@@ -108,10 +108,11 @@ describe('Dockerfile', () => {
     }],
     ['ships the licence in /licenses', () => assert.match(TEXT, /^COPY LICENSE \/licenses\/LICENSE$/m)],
     ['bakes in no secret', () => assert.doesNotMatch(TEXT, /(_proxy|PROXY|TOKEN|PASSWORD|_KEY)=/)],
-    ['ships the one-file bundle and no node_modules (so no dev dependencies)', () => {
+    ['ships the one-file bundle, its licences and no node_modules (so no dev dependencies)', () => {
       const copies = args('COPY')
       // dockerfile-ast leaves flags out of the arguments: the bundle's COPY is --from=build.
-      assert.deepEqual(copies, ['/src/dist/bundle/apicast-sidecar-proxy.cjs ./apicast-sidecar-proxy.cjs', 'LICENSE /licenses/LICENSE'])
+      assert.deepEqual(copies, ['/src/dist/bundle/apicast-sidecar-proxy.cjs ./apicast-sidecar-proxy.cjs', 'LICENSE /licenses/LICENSE',
+        '/src/dist/bundle/THIRD-PARTY-LICENSES.txt /licenses/THIRD-PARTY-LICENSES.txt'])
       assert.match(TEXT, /^COPY --from=build \/src\/dist\/bundle\/apicast-sidecar-proxy\.cjs /m)
       assert.match(args('ENTRYPOINT').at(-1) ?? '', /apicast-sidecar-proxy\.cjs/)
     }]
