@@ -3,7 +3,7 @@ import { bool, customCleanEnv, makeValidator, str, EnvError, EnvMissingError } f
 import { hasControlCharacter } from './access-token.js'
 import { NoProxyError, parseNoProxy } from './no-proxy.js'
 import type { TrustSettings } from './trust-store.js'
-import type { ProxyAuthScheme } from './tunnel-client.js'
+import type { ProxyAuthScheme } from './auth-negotiation.js'
 import { PROXY_VARIABLES, parseProxyUrl, ProxyUrlError, withDefaultScheme, type ProxyEndpoint, type ProxyEnv } from './egress.js'
 
 export type AccessTokenLocation = 'query' | 'header'

@@ -14,7 +14,8 @@ import { joinPath } from './rewrite.js'
 import { hostPort } from './redact.js'
 import type { Route } from './routes.js'
 import type { TrustStore } from './trust-store.js'
-import { TunnelClient, type ProxyAuthScheme } from './tunnel-client.js'
+import type { ProxyAuthScheme } from './auth-negotiation.js'
+import { TunnelClient } from './tunnel-client.js'
 import { buildConnector } from './undici-parts.js'
 
 /**

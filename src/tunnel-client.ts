@@ -3,10 +3,8 @@ import { isIP, type Socket } from 'node:net'
 import { parseProxyResponse } from 'https-proxy-agent/dist/parse-proxy-response.js'
 import type { buildConnector as BuildConnector, Dispatcher } from 'undici'
 import { errors } from './undici-parts.js'
-import { basicAuthorization, canAnswerDigest, digestAuthorization, ntlmAuthenticate, ntlmNegotiate, parseChallenges, type Challenge } from './proxy-auth.js'
-
-/** Proxy authentication schemes the sidecar speaks; `auto` takes the proxy's challenge. */
-export type ProxyAuthScheme = 'auto' | 'basic' | 'digest' | 'ntlm'
+import { answerChallenge, FRESH_MEMORY, openingMessage, type AuthMemory, type AuthMessage, type AuthPolicy, type ProxyAuthScheme } from './auth-negotiation.js'
+import { basicAuthorization, digestAuthorization, ntlmAuthenticate, ntlmNegotiate, parseChallenges } from './proxy-auth.js'
 
 export interface TunnelClientOptions {
   readonly username: string
@@ -49,38 +47,40 @@ interface Reply {
  * ProxyAgent keeps the pooling, TLS to the upstream and keep-alive.
  */
 export class TunnelClient {
-  #digest: { challenge: Challenge, nc: number } | undefined
-  /** The proxy asked for NTLM: start every tunnel with the negotiate message. */
-  #ntlm = false
+  /** What this proxy taught earlier tunnels (auth-negotiation.ts decides). */
+  #memory: AuthMemory = FRESH_MEMORY
+  readonly #policy: AuthPolicy
   readonly #sockets = new Set<Socket>()
   #closed = false
 
-  constructor (private readonly connector: BuildConnector.connector, private readonly proxy: URL, private readonly options: TunnelClientOptions) {}
+  constructor (private readonly connector: BuildConnector.connector, private readonly proxy: URL, private readonly options: TunnelClientOptions) {
+    this.#policy = { scheme: options.scheme, hasCredentials: options.username !== '' || options.password !== '' }
+  }
 
   async connect (params: Dispatcher.ConnectOptions & { path: string, headers?: Record<string, string> }): Promise<ConnectResult> {
     if (this.#closed) throw new errors.ClientDestroyedError()
     const target = params.path
     let socket = await this.#open(params.signal)
-    const first = this.#firstAuthorization(target)
-    let authorization = first?.authorization
-    let answered: string | undefined = first?.scheme
+    let sent = this.#decide(openingMessage(this.#policy, this.#memory))
     for (let round = 0; ; round++) {
-      const reply = await this.#exchange(socket, target, params.headers ?? {}, authorization, params.signal)
+      const reply = await this.#exchange(socket, target, params.headers ?? {}, sent !== undefined ? this.#render(sent, target) : undefined, params.signal)
       if (reply.statusCode === 200) {
         this.#sockets.delete(socket)
         return { statusCode: 200, headers: reply.headers, socket }
       }
-      const next = reply.statusCode === 407 && round < 3 ? this.#answer(reply.headers['proxy-authenticate'], target, answered) : undefined
+      const decision = reply.statusCode === 407 && round < 3
+        ? answerChallenge(this.#policy, this.#memory, sent, parseChallenges(reply.headers['proxy-authenticate']))
+        : undefined
+      const next = decision?.message
       // NTLM's authenticate message must go on the connection its challenge came on.
-      const sameConnection = next?.scheme === 'ntlm-authenticate'
+      const sameConnection = next?.kind === 'ntlm-authenticate'
       const reusable = next !== undefined && await this.#reusable(socket, reply, params.signal)
-      if (next === undefined || (sameConnection && !reusable)) {
+      if (decision === undefined || next === undefined || (sameConnection && !reusable)) {
         this.options.onRefused(reply.statusCode, reply.headers)
         this.#sockets.delete(socket)
         return { statusCode: reply.statusCode, headers: reply.headers, socket }
       }
-      answered = next.scheme
-      authorization = next.authorization
+      sent = this.#decide(decision)
       // A new connection for the next round unless this one is kept and its 407 body was skipped.
       if (!reusable) {
         socket.destroy()
@@ -99,56 +99,21 @@ export class TunnelClient {
     await this.close()
   }
 
-  /** What the first CONNECT of a tunnel carries, from the scheme and what the proxy asked for before. */
-  #firstAuthorization (target: string): { scheme: string, authorization: string } | undefined {
-    const { username, password, scheme } = this.options
-    if (username === '' && password === '') return undefined
-    if (scheme === 'ntlm' || (scheme === 'auto' && this.#ntlm)) return { scheme: 'ntlm-negotiate', authorization: ntlmNegotiate(username) }
-    if (scheme === 'digest' || (scheme === 'auto' && this.#digest !== undefined)) {
-      // A nonce already answered: use it again, with the next nonce count.
-      if (this.#digest === undefined) return undefined
-      this.#digest.nc++
-      return { scheme: 'digest-reused', authorization: digestAuthorization({ challenge: this.#digest.challenge, username, password, method: 'CONNECT', uri: target, nc: this.#digest.nc }) }
-    }
-    return { scheme: 'basic', authorization: basicAuthorization(username, password) }
+  /** Keep what the decision taught about this proxy; return what to send. */
+  #decide (decision: { readonly message: AuthMessage | undefined, readonly memory: AuthMemory }): AuthMessage | undefined {
+    this.#memory = decision.memory
+    return decision.message
   }
 
-  /**
-   * The answer to a 407, given what was last sent (`answered`), or undefined
-   * when there is none worth sending: every challenge is answered once.
-   */
-  #answer (header: string | string[] | undefined, target: string, answered: string | undefined): { scheme: string, authorization: string } | undefined {
-    const { username, password, scheme } = this.options
-    if (username === '' && password === '') return undefined
-    const challenges = parseChallenges(header)
-    const allowed = (s: ProxyAuthScheme): boolean => scheme === 'auto' || scheme === s
-
-    const ntlm = challenges.find((c) => c.scheme === 'ntlm')
-    if (ntlm !== undefined && allowed('ntlm')) {
-      if (ntlm.token68 !== undefined && answered === 'ntlm-negotiate') {
-        return { scheme: 'ntlm-authenticate', authorization: ntlmAuthenticate(ntlm.token68, username, password) }
-      }
-      if (ntlm.token68 === undefined && answered !== 'ntlm-negotiate' && answered !== 'ntlm-authenticate') {
-        this.#ntlm = true
-        return { scheme: 'ntlm-negotiate', authorization: ntlmNegotiate(username) }
-      }
-      return undefined // the authenticate message was refused: a wrong password
+  /** The Proxy-Authorization value of `message`, for a CONNECT to `target`. */
+  #render (message: AuthMessage, target: string): string {
+    const { username, password } = this.options
+    switch (message.kind) {
+      case 'basic': return basicAuthorization(username, password)
+      case 'digest': return digestAuthorization({ challenge: message.challenge, username, password, method: 'CONNECT', uri: target, nc: message.nc })
+      case 'ntlm-negotiate': return ntlmNegotiate(username)
+      case 'ntlm-authenticate': return ntlmAuthenticate(message.challenge, username, password)
     }
-
-    const digest = challenges.find(canAnswerDigest)
-    if (digest !== undefined && allowed('digest')) {
-      // Answer a Digest challenge once, or again only if the proxy says our nonce was merely stale.
-      if (answered === 'digest' && digest.params.stale?.toLowerCase() !== 'true') return undefined
-      this.#digest = { challenge: digest, nc: 1 }
-      return { scheme: 'digest', authorization: digestAuthorization({ challenge: digest, username, password, method: 'CONNECT', uri: target, nc: 1 }) }
-    }
-    const basic = challenges.some((c) => c.scheme === 'basic')
-    if (basic && answered === 'digest-reused' && scheme === 'auto') {
-      // We led with a remembered Digest nonce the proxy no longer takes, and it offers Basic.
-      this.#digest = undefined
-      return { scheme: 'basic', authorization: basicAuthorization(username, password) }
-    }
-    return undefined
   }
 
   async #open (signal: Dispatcher.ConnectOptions['signal']): Promise<Socket> {
