@@ -9,6 +9,7 @@ import type { Logger } from './logger.js'
 import type { RouteMetrics } from './metrics.js'
 import { hostPort } from './redact.js'
 import type { ProxyAuthScheme } from './auth-negotiation.js'
+import { ProxyRotation } from './proxy-rotation.js'
 import { TunnelClient } from './tunnel-client.js'
 import type { Route } from './routes.js'
 import type { TrustStore } from './trust-store.js'
@@ -103,33 +104,22 @@ export function buildUpstream (route: Route, options: UpstreamOptions): Upstream
     onOpened(socket)
     options.metrics?.tunnelOpened(labels[index] as string)
   }))
-  const downUntil = paths.map(() => 0)
-  let current = 0
+  const rotation = new ProxyRotation(paths.length, options.failoverBackoffMs)
   options.metrics?.proxyInUse(labels[0] as string, labels)
 
-  const activeIndex = (): number => {
-    const now = Date.now()
-    const pick = paths.findIndex((_, i) => (downUntil[i] as number) <= now)
-    // Every path backed off: use the one whose back-off ends first.
-    return pick !== -1 ? pick : downUntil.indexOf(Math.min(...downUntil))
-  }
   const select = (): EgressPath => {
-    const pick = activeIndex()
-    if (pick !== current) {
-      if (pick < current) log.info({ proxy: paths[pick]?.label }, `back-off over: using the proxy ${paths[pick]?.label ?? ''} again`)
-      options.metrics?.proxyInUse(labels[pick] as string, labels)
+    const { index, previous } = rotation.select()
+    if (index !== previous) {
+      if (index < previous) log.info({ proxy: paths[index]?.label }, `back-off over: using the proxy ${paths[index]?.label ?? ''} again`)
+      options.metrics?.proxyInUse(labels[index] as string, labels)
     }
-    current = pick
-    return paths[pick] as EgressPath
+    return paths[index] as EgressPath
   }
 
   const failover = (path: EgressPath, failure: Failure, tried: ReadonlySet<number>): EgressPath | undefined => {
     if (paths.length < 2 || path.proxy === undefined || !isFailoverFailure(failure)) return undefined
-    const now = Date.now()
-    const wasUp = (downUntil[path.index] as number) <= now
-    downUntil[path.index] = now + options.failoverBackoffMs
-    const next = paths.find((p) => !tried.has(p.index) && (downUntil[p.index] as number) <= now) ??
-      paths.find((p) => !tried.has(p.index))
+    const { next: nextIndex, wasUp } = rotation.fail(path.index, tried)
+    const next = nextIndex !== undefined ? paths[nextIndex] : undefined
     if (wasUp) {
       log.warn({ proxy: path.label, error: failure.code, next: next?.label },
         `proxy ${path.label} failed (${failure.message}); ` +
@@ -142,7 +132,7 @@ export function buildUpstream (route: Route, options: UpstreamOptions): Upstream
   return {
     paths,
     select,
-    active: () => paths[activeIndex()] as EgressPath,
+    active: () => paths[rotation.active()] as EgressPath,
     failover,
     connectionsOpened: () => opened,
     close: async () => { await Promise.all(paths.map(async (p) => { await p.dispatcher.close() })) },
