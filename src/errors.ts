@@ -1,5 +1,5 @@
 import type { ProxyEndpoint } from './egress.js'
-import { hostPort } from './redact.js'
+import { hostPort, redactText } from './redact.js'
 
 /**
  * Stable codes for failures the sidecar itself answers for (never for a
@@ -51,6 +51,8 @@ export interface Failure {
    * the same way again.
    */
   readonly transient: boolean
+  /** The error it was classified from, kept for the debug line (causeChain). */
+  readonly cause?: unknown
 }
 
 /**
@@ -201,7 +203,7 @@ export function classifyUpstreamError (err: unknown, ctx: FailureContext): Failu
 
   const transient = RESET_CODES.has(code)
   const failure = (failureCode: FailureCode, ctx: FailureContext, detail: string, variant?: Variant): Failure =>
-    ({ ...describeFailure(failureCode, ctx, detail, variant), transient })
+    ({ ...describeFailure(failureCode, ctx, detail, variant), transient, cause: err })
 
   if (cause instanceof UpstreamCertificateError) {
     if (!UNKNOWN_ISSUER.has(cause.reason)) return failure('tls_untrusted', ctx, `${cause.reason} (issued by ${cause.issuer})`)
@@ -318,6 +320,37 @@ function offered (ctx: FailureContext): string {
 }
 
 /** Happy-eyeballs connects fail with an AggregateError; its first error says why. */
+/** One link of an error's chain, as the debug line shows it. */
+export interface CauseLink {
+  readonly name: string
+  readonly code?: string
+  readonly message: string
+}
+
+/**
+ * The error behind a failure, link by link through `cause` (and the first of
+ * an AggregateError's errors, as Node's connect gives when every address
+ * failed), for the debug line the upstream_error hint promises: name, code
+ * and message, the message redacted (it is undici's, Node's or OpenSSL's
+ * text, and may quote a URL), no stack. At most 5 links.
+ */
+export function causeChain (err: unknown): CauseLink[] {
+  const links: CauseLink[] = []
+  let current = err
+  while (current !== undefined && current !== null && links.length < 5) {
+    const code = errorCode(current)
+    links.push({
+      name: current instanceof Error ? current.name : typeof current,
+      ...(code !== '' ? { code } : {}),
+      message: redactText(messageOf(current))
+    })
+    const next: unknown = current instanceof AggregateError && current.errors.length > 0 ? current.errors[0] : (current as { cause?: unknown }).cause
+    if (next === current) break
+    current = next
+  }
+  return links
+}
+
 function innermost (err: unknown): unknown {
   if (err instanceof AggregateError && err.errors.length > 0 && errorCode(err) === '') return err.errors[0]
   return err

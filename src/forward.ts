@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Dispatcher } from 'undici'
 import type { Timeouts } from './config.js'
 import type { EgressPath, Upstream } from './dispatcher.js'
-import { classifyUpstreamError, ConnectFailure, type Failure, type FailureCode } from './errors.js'
+import { causeChain, classifyUpstreamError, ConnectFailure, type Failure, type FailureCode } from './errors.js'
 import type { Logger } from './logger.js'
 import type { RouteMetrics } from './metrics.js'
 import { redactPath } from './redact.js'
@@ -74,7 +74,7 @@ export function createForwarder (ctx: ForwardContext): (req: IncomingMessage, re
     if (ctx.draining()) res.shouldKeepAlive = false
     const { route, upstream } = ctx.live
     if (inFlight >= ctx.maxConcurrent) {
-      overloaded(req, res, started)
+      overloaded(req, res, started, reqId)
       return
     }
     inFlight++
@@ -115,7 +115,7 @@ export function createForwarder (ctx: ForwardContext): (req: IncomingMessage, re
         if (!shouldRetry({ method: outgoing.method, hasBody, failure, beforeWrite, responseStarted, retried })) return false
         retried = true
         ctx.metrics.retried(beforeWrite ? 'connect' : 'sent')
-        ctx.log.info({ method: req.method, path: redactPath(req.url ?? ''), error: failure.code, proxy: path.label },
+        ctx.log.info({ reqId, method: req.method, path: redactPath(req.url ?? ''), error: failure.code, proxy: path.label },
           `retrying once on a fresh connection: ${failure.message}` + (beforeWrite ? ' (before any byte was sent)' : ' (no response had begun)'))
         attempt(path)
         return true
@@ -133,16 +133,16 @@ export function createForwarder (ctx: ForwardContext): (req: IncomingMessage, re
  * every request would log a warning, adding I/O where it hurts most, so the
  * first refusal is logged and then one line per 10 s with the count.
  */
-function overloadRefuser (ctx: ForwardContext): (req: IncomingMessage, res: ServerResponse, started: number) => void {
+function overloadRefuser (ctx: ForwardContext): (req: IncomingMessage, res: ServerResponse, started: number, reqId: number) => void {
   const message = `${ctx.maxConcurrent} requests in flight (MAX_CONCURRENT_REQUESTS); the upstream or the proxy is slower than the load, or the limit is too low`
   const sample = createLogSampler()
-  return (req, res, started) => {
+  return (req, res, started, reqId) => {
     answerLocally(res, 503, `the sidecar is forwarding ${ctx.maxConcurrent} requests already (MAX_CONCURRENT_REQUESTS); try again shortly`, { 'retry-after': '1', 'x-sidecar-error': 'overloaded' })
     req.resume()
     ctx.metrics.overloaded()
     const unlogged = sample()
     if (unlogged === undefined) return
-    ctx.log.warn({ method: req.method, path: redactPath(req.url ?? ''), status: 503, error: 'overloaded', ms: elapsed(started), refusedSinceLastLine: unlogged },
+    ctx.log.warn({ reqId, method: req.method, path: redactPath(req.url ?? ''), status: 503, error: 'overloaded', ms: elapsed(started), refusedSinceLastLine: unlogged },
       `request refused: ${message}` + (unlogged > 0 ? `; ${unlogged} more refused since the last such line` : ''))
   }
 }
@@ -345,6 +345,9 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
       refusal: this.path.lastRefusal(),
       timeouts: this.ctx.timeouts
     })
+    if (this.ctx.log.isLevelEnabled('debug')) {
+      this.ctx.log.debug({ reqId: this.shared.reqId, error: failure.code, cause: causeChain(err) }, `the cause of ${failure.code}, as undici and Node reported it`)
+    }
     if (this.res.headersSent) {
       // The status line is gone; the only honest signal left is a broken
       // connection, never a second response.

@@ -132,3 +132,17 @@ export function hostPort (url: URL): string {
   const port = url.port !== '' ? url.port : (url.protocol === 'https:' ? '443' : '80')
   return `${url.hostname}:${port}`
 }
+
+/**
+ * Free text that may quote a URL or a request-target, such as an error's
+ * message, as it may appear in a log: the userinfo of every `scheme://…@`
+ * and every credential-bearing parameter (as redactPath) replaced, and an
+ * `Authorization`/`Proxy-Authorization` value quoted in it too. For messages
+ * the sidecar does not write itself (undici's, Node's, OpenSSL's).
+ */
+export function redactText (text: string): string {
+  return text
+    .replace(/\b([a-z][a-z0-9+.-]*:\/\/)[^\s/@]*@/gi, `$1${REDACTED}@`)
+    .replace(/\b((?:proxy-)?authorization:\s*)\S+(\s+\S+)?/gi, `$1${REDACTED}`)
+    .replace(/[?;&][^\s?#]*/g, (params) => params[0] + redactParams(params.slice(1), true))
+}

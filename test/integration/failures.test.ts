@@ -124,6 +124,22 @@ describe('failures: each maps to a status, an X-Sidecar-Error code and a log lin
     })
   })
 
+  it('at LOG_LEVEL=debug the failure keeps its cause: a debug line with the request\'s reqId and the error chain, secrets redacted', async (t) => {
+    const port = await freePort()
+    const sidecar = await startSidecar({
+      THREESCALE_PORTAL_ENDPOINT: origin.url(),
+      BACKEND_ENDPOINT_OVERRIDE: `https://127.0.0.1:${port}`,
+      LOG_LEVEL: 'debug'
+    }, { secrets: ['s3cr3t-user-key'] })
+    t.after(async () => { await sidecar.stop() })
+    const res = await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_id=1&user_key=s3cr3t-user-key`)
+    assert.equal(res.status, 502)
+    const failed = await sidecar.waitForLog((l) => l.error === 'upstream_unreachable' && l.level === 'error')
+    const debug = await sidecar.waitForLog((l) => l.level === 'debug' && l.reqId === failed.reqId && Array.isArray(l.cause))
+    assert.equal(debug.error, 'upstream_unreachable')
+    assert.ok((debug.cause as Array<{ code?: string }>).some((link) => link.code === 'ECONNREFUSED'), JSON.stringify(debug.cause))
+  })
+
   it('upstream certificate from an unknown CA (through the proxy) → 502 tls_untrusted naming the issuer; no request reaches it', async () => {
     const rogueCa = await createCa('Corp Interception CA')
     const rogue = await startOrigin({ ca: rogueCa })

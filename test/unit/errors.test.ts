@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { errors as undiciErrors } from 'undici'
 import { parseProxyUrl, type ProxyEndpoint } from '../../src/egress.js'
-import { classifyUpstreamError, ConnectFailure, parseAuthSchemes, UpstreamCertificateError, type FailureContext } from '../../src/errors.js'
+import { causeChain, classifyUpstreamError, ConnectFailure, parseAuthSchemes, UpstreamCertificateError, type CauseLink, type FailureContext } from '../../src/errors.js'
 
 const proxied: ProxyEndpoint | undefined = parseProxyUrl('http://u:p@proxy.corp:3128')
 const direct: ProxyEndpoint | undefined = undefined
@@ -107,5 +107,32 @@ describe('the fix follows what the proxy said', () => {
   it('a CONNECT timeout points at the host name first, not at raising timeouts', () => {
     const { hint } = classifyUpstreamError(new ConnectFailure(new undiciErrors.HeadersTimeoutError()), ctx(proxied))
     assert.match(hint, /still resolving the name, so first check the host in the endpoint/)
+  })
+})
+
+describe('causeChain: every failure keeps its cause, for the debug line', () => {
+  const refused = sysError('ECONNREFUSED')
+  const cases: Array<[string, unknown, CauseLink[]]> = [
+    ['a plain error', refused, [{ name: 'Error', code: 'ECONNREFUSED', message: 'connect ECONNREFUSED' }]],
+    ['wrapped by the connector: both links', new ConnectFailure(refused), [
+      { name: 'ConnectFailure', code: 'SIDECAR_CONNECT_FAILED', message: 'connect ECONNREFUSED' }, { name: 'Error', code: 'ECONNREFUSED', message: 'connect ECONNREFUSED' }]],
+    ['every address refused (AggregateError): the first one', new AggregateError([refused, sysError('ENETUNREACH')], 'all failed'), [
+      { name: 'AggregateError', message: 'all failed' }, { name: 'Error', code: 'ECONNREFUSED', message: 'connect ECONNREFUSED' }]],
+    ['a message quoting a proxy URL with its password: redacted', new Error('bad proxy http://alice:s3cret@proxy:3128'), [
+      { name: 'Error', message: 'bad proxy http://[REDACTED]@proxy:3128' }]],
+    ['something thrown that is not an Error', 'boom', [{ name: 'string', message: 'boom' }]]
+  ]
+  for (const [name, err, want] of cases) it(name, () => assert.deepEqual(causeChain(err), want))
+
+  it('a chain that loops ends after 5 links', () => {
+    const a = new Error('a') as Error & { cause?: unknown }
+    const b = new Error('b', { cause: a })
+    a.cause = b
+    assert.equal(causeChain(a).length, 5)
+  })
+
+  it('classifyUpstreamError keeps the error it classified', () => {
+    const err = new ConnectFailure(refused)
+    assert.equal(classifyUpstreamError(err, ctx(proxied)).cause, err)
   })
 })

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { hostPort, redactPath, redactUrl } from '../../src/redact.js'
+import { hostPort, redactPath, redactText, redactUrl } from '../../src/redact.js'
 
 describe('redactPath', () => {
   const cases: Array<[string, string]> = [
@@ -60,4 +60,19 @@ describe('redactUrl / hostPort', () => {
     assert.equal(hostPort(new URL('https://h')), 'h:443')
     assert.equal(hostPort(new URL('http://[::1]:8080')), '[::1]:8080')
   })
+})
+
+describe('redactText: error messages the sidecar did not write', () => {
+  const cases: Array<[string, string]> = [
+    ['connect ECONNREFUSED 127.0.0.1:3128', 'connect ECONNREFUSED 127.0.0.1:3128'],
+    ['Invalid URL: http://alice:s3cret@proxy.corp:3128', 'Invalid URL: http://[REDACTED]@proxy.corp:3128'],
+    ['Invalid URL: https://TOKEN123@portal.test/admin', 'Invalid URL: https://[REDACTED]@portal.test/admin'],
+    ['GET /admin/api/services.json?access_token=t0k3n&page=2 failed', 'GET /admin/api/services.json?access_token=[REDACTED]&page=2 failed'],
+    ['authrep?service_id=7&user_key=k3y', 'authrep?service_id=7&user_key=[REDACTED]'],
+    ['sent Proxy-Authorization: Basic YWxpY2U6czNjcmV0 and failed', 'sent Proxy-Authorization: [REDACTED] and failed'],
+    ['header authorization: Bearer abc.def', 'header authorization: [REDACTED]'],
+    ['Proxy response (407) !== 200 when HTTP Tunneling', 'Proxy response (407) !== 200 when HTTP Tunneling'],
+    ['a question? no parameters here', 'a question? no parameters here']
+  ]
+  for (const [input, want] of cases) it(input, () => assert.equal(redactText(input), want))
 })
