@@ -1,3 +1,4 @@
+import type { LookupFunction } from 'node:net'
 import { ConfigError, loadConfig, type Config } from './config.js'
 import { diagnoseRoute, type RouteReport, type Step, type StepName } from './diagnose.js'
 import type { ProxyEndpoint } from './egress.js'
@@ -11,15 +12,16 @@ import { version } from './version.js'
  *   1. config (and the trust store);
  *   2. proxy DNS and TCP (or the upstream's, when direct);
  *   3. CONNECT to each upstream, with the 407 schemes offered if any;
- *   4. the TLS chain, with the issuer and interception;
+ *   4. the TLS chain: who issued it, and, for a private CA through a proxy,
+ *      the certificate over a direct connection to compare (tls-verdict.ts);
  *   5. an unauthenticated request: 3scale's 403 means reachable;
  *   6. with a token configured, an authenticated portal call.
  * Every proxy of a route is checked, fallbacks included. Exit code 0 when
  * every step passes, 1 otherwise.
  */
-export async function runDoctor (argv: readonly string[], env: NodeJS.ProcessEnv, out: NodeJS.WritableStream = process.stdout): Promise<number> {
+export async function runDoctor (argv: readonly string[], env: NodeJS.ProcessEnv, out: NodeJS.WritableStream = process.stdout, options: DoctorOptions = {}): Promise<number> {
   const json = argv.includes('--json')
-  const report = await diagnose(env)
+  const report = await diagnose(env, options)
   out.write(json ? JSON.stringify(report, null, 2) + '\n' : render(report))
   return report.ok ? 0 : 1
 }
@@ -31,7 +33,12 @@ export interface DoctorReport {
   readonly routes: readonly RouteReport[]
 }
 
-async function diagnose (env: NodeJS.ProcessEnv): Promise<DoctorReport> {
+export interface DoctorOptions {
+  /** How names are resolved for direct connections (node:dns by default); tests resolve *.test without DNS. */
+  readonly lookup?: LookupFunction
+}
+
+async function diagnose (env: NodeJS.ProcessEnv, options: DoctorOptions): Promise<DoctorReport> {
   let config: Config
   let tls: TlsMaterial
   try {
@@ -56,7 +63,9 @@ async function diagnose (env: NodeJS.ProcessEnv): Promise<DoctorReport> {
         timeoutMs: config.timeouts.connectMs,
         proxyAuthScheme: config.proxyAuthScheme,
         authenticated: true,
-        clientCert: tls.upstreamClient
+        clientCert: tls.upstreamClient,
+        compareDirect: true,
+        ...(options.lookup !== undefined ? { lookup: options.lookup } : {})
       }))
     }
   }

@@ -122,7 +122,7 @@ export async function runDemo (argv: readonly string[], out: NodeJS.WritableStre
     say(`                   backend ${backendUrl} → ${env.BACKEND_ENDPOINT_OVERRIDE}`)
     say(`                   via the proxy, CA_BUNDLE=${ca.certFile}; JSON logs in ${logFile}`)
     say(`                   admin   http://127.0.0.1:${sidecar.admin.address.port} (/healthz, /readyz, /metrics)`)
-    say('  The log warns "TLS interception detected": expected here, the stand-in\'s certificate comes from the private demo CA.')
+    say('  The log names the private demo CA that signs the stand-in\'s certificate, trusted through CA_BUNDLE, as an on-premise 3scale\'s internal CA would be: no warning.')
     say()
 
     const portalAuth = { authorization: 'Basic ' + Buffer.from(`${accessToken}:`).toString('base64') }
