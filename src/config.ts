@@ -1,6 +1,7 @@
 import { accessSync, constants, readFileSync, statSync } from 'node:fs'
 import { bool, customCleanEnv, makeValidator, str, EnvError, EnvMissingError } from 'envalid'
 import { hasControlCharacter } from './access-token.js'
+import { endpointOriginFix } from './errors.js'
 import { NoProxyError, parseNoProxy } from './no-proxy.js'
 import type { TrustSettings } from './trust-store.js'
 import type { ProxyAuthScheme } from './tunnel-client.js'
@@ -252,6 +253,7 @@ export function loadConfig (env: Readonly<Record<string, string | undefined>>, r
   const portal = cleaned.THREESCALE_PORTAL_ENDPOINT as URL | undefined
   const backend = cleaned.BACKEND_ENDPOINT_OVERRIDE as URL | undefined
   const userinfoToken = portal !== undefined ? takeUserinfoToken(portal, problems) : undefined
+  if (portal !== undefined) checkPortalPath(portal, problems)
   const token = tokenFromFile ?? userinfoToken
   if (backend !== undefined && (backend.username !== '' || backend.password !== '')) {
     problems.push('BACKEND_ENDPOINT_OVERRIDE must not contain credentials: 3scale backend calls carry theirs in the query')
@@ -343,6 +345,21 @@ export function loadConfig (env: Readonly<Record<string, string | undefined>>, r
       listen: listenTls
     })
   })
+}
+
+/**
+ * Admin portal pages, as a browser's address bar shows them: the dashboard
+ * (`/p/admin/dashboard`), the admin area (`/admin`, and the API's own
+ * `/admin/api/…` URLs), the integration pages (`/apiconfig/…`) and the
+ * accounts (`/buyers/…`). Pasted as the endpoint, each becomes a prefix of
+ * every API path (`/p/admin/dashboard/admin/api/services.json`), which 3scale
+ * answers with 404; doctor then blamed the token (issue 16).
+ */
+const PORTAL_PAGE = /^\/(p|admin|apiconfig|buyers)(\/|$)/i
+
+function checkPortalPath (portal: URL, problems: string[]): void {
+  if (!PORTAL_PAGE.test(portal.pathname)) return
+  problems.push(`THREESCALE_PORTAL_ENDPOINT has the path ${portal.pathname}, a page of the admin portal as a browser shows it, not where its API is: ${endpointOriginFix(portal)}`)
 }
 
 /** The token in `https://TOKEN@host` (or `https://:TOKEN@host`), percent-decoded. */

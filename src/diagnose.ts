@@ -8,9 +8,9 @@ import { HttpProxyAgent } from 'http-proxy-agent'
 import type { buildConnector as BuildConnectorType } from 'undici'
 import { basicTokenHeader } from './access-token.js'
 import { proxyAuthorization, type ProxyEndpoint } from './egress.js'
-import { describeTrustedChain, explainUntrustedCertificate, isTlsCode, parseAuthSchemes, proxyAuthHint } from './errors.js'
+import { describeTrustedChain, endpointNotFoundHint, explainUntrustedCertificate, isTlsCode, parseAuthSchemes, proxyAuthHint } from './errors.js'
 import { joinPath } from './rewrite.js'
-import { hostPort } from './redact.js'
+import { endpointLabel, hostPort } from './redact.js'
 import type { Route } from './routes.js'
 import { caBundleState, readChain } from './tls-chain.js'
 import { isSaasHost, judgeChain, type ChainFacts, type DirectComparison, type TlsVerdictCode } from './tls-verdict.js'
@@ -81,7 +81,7 @@ export async function diagnoseRoute (route: Route, proxy: ProxyEndpoint | undefi
   const via = proxy !== undefined ? `via proxy ${proxy.url.protocol}//${hostPort(proxy.url)}` : 'direct'
   const done = (): RouteReport => {
     const failed = steps.find((s) => s.ok === false)?.name
-    return { route: route.name, upstream: upstream.origin + (upstream.pathname === '/' ? '' : upstream.pathname), via, ok: failed === undefined, failed, steps }
+    return { route: route.name, upstream: endpointLabel(upstream), via, ok: failed === undefined, failed, steps }
   }
   const skip = (...names: StepName[]): void => {
     for (const name of names) steps.push({ name, ok: undefined, detail: 'not run: an earlier step failed' })
@@ -407,6 +407,9 @@ function httpStep (route: Route, res: IncomingMessage, path: string, ms: number)
   const shown = path.replace(/access_token=[^&]*/, 'access_token=***')
   if (status >= 500) {
     return { name: 'http', ok: false, detail: `GET ${shown} answered ${status} (${type})`, fix: 'the upstream (or a proxy in front of it) is failing; check 3scale\'s status and the endpoint URL', ms }
+  }
+  if (status === 404) {
+    return { name: 'http', ok: false, detail: `GET ${shown} answered 404 (${type}): ${route.upstream.host} has no such path`, fix: endpointNotFoundHint(route.name === 'portal' ? 'THREESCALE_PORTAL_ENDPOINT' : 'BACKEND_ENDPOINT_OVERRIDE', route.upstream), ms }
   }
   const threescale = status === 403 || status === 401
     ? `: 3scale's ${status} without credentials, so it is reachable`

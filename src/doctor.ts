@@ -2,6 +2,7 @@ import type { LookupFunction } from 'node:net'
 import { ConfigError, loadConfig, type Config } from './config.js'
 import { diagnoseRoute, type RouteReport, type Step, type StepName } from './diagnose.js'
 import type { ProxyEndpoint } from './egress.js'
+import { endpointLabel } from './redact.js'
 import { buildRoutes } from './routes.js'
 import { loadTlsMaterial, TlsSetupError, type TlsMaterial } from './tls-material.js'
 import { version } from './version.js'
@@ -72,7 +73,8 @@ async function diagnose (env: NodeJS.ProcessEnv, options: DoctorOptions): Promis
   return {
     ok: reports.every((r) => r.ok),
     version: version(),
-    config: { ok: true, detail: `${routes.map((r) => `${r.name} → ${r.upstream.origin}`).join(', ')}; ${tls.trust.summary.split(' — ')[0] ?? ''}` },
+    // The endpoints with their paths (a pasted page path is the first thing to see), never a token.
+    config: { ok: true, detail: `${routes.map((r) => `${r.name} → ${endpointLabel(r.upstream)}`).join(', ')}; ${tls.trust.summary.split(' — ')[0] ?? ''}` },
     routes: reports
   }
 }

@@ -391,6 +391,23 @@ export function describeTrustedChain (chain: ChainFacts, verdict: TlsVerdict, ro
   }
 }
 
+/**
+ * The fix for an endpoint whose path is not where 3scale's API is: 3scale
+ * serves it at the root of its host, so the endpoint is the origin only.
+ */
+export function endpointOriginFix (url: URL): string {
+  return `use the origin only, ${url.origin} (3scale's API is at the root of its host, as in https://acme-admin.3scale.net)`
+}
+
+/** What a 404 from the readiness or doctor probe means: the endpoint's path or host, not the token. */
+export function endpointNotFoundHint (setting: 'THREESCALE_PORTAL_ENDPOINT' | 'BACKEND_ENDPOINT_OVERRIDE', upstream: URL): string {
+  if (upstream.pathname !== '/' && upstream.pathname !== '') {
+    return `check the path in ${setting} (${upstream.pathname}): ${endpointOriginFix(upstream)}; keep a path only where 3scale is published under one, behind a reverse proxy`
+  }
+  return `${upstream.host} has no 3scale API at ${setting === 'THREESCALE_PORTAL_ENDPOINT' ? '/admin/api' : '/transactions'}: check the host in ${setting}` +
+    (setting === 'THREESCALE_PORTAL_ENDPOINT' ? ' (the admin portal\'s host, such as acme-admin.3scale.net, not the developer portal\'s)' : '')
+}
+
 function proxyName (ctx: FailureContext): string {
   return ctx.proxy !== undefined ? hostPort(ctx.proxy.url) : '(none)'
 }

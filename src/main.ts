@@ -5,7 +5,7 @@ import { createForwarder, type LiveRoute } from './forward.js'
 import { StaleConfigCache } from './stale-config.js'
 import { StaleConfigDir } from './stale-config-dir.js'
 import { createLogger, type Logger } from './logger.js'
-import { hostPort } from './redact.js'
+import { endpointLabel, hostPort } from './redact.js'
 import { createAdminHandler } from './admin.js'
 import { createClientErrorReporter } from './client-errors.js'
 import { createLogSampler } from './log-sampler.js'
@@ -236,7 +236,7 @@ export class ListenError extends Error {
 /** One line per listener: listener → upstream, via proxy host:port or direct. Credentials masked. */
 function logRoute (log: Logger, route: Route, listener: Listener, config: Config): void {
   const listen = `${listener.address.address}:${listener.address.port}`
-  const upstream = displayUrl(route.upstream)
+  const upstream = endpointLabel(route.upstream)
   const egress = route.egress
   const fields: Record<string, unknown> = { listen, upstream, port: listener.address.port, tls: listener.tls }
   let via: string
@@ -267,11 +267,6 @@ function logRoute (log: Logger, route: Route, listener: Listener, config: Config
   }
   fields.timeouts = config.timeouts
   log.info(fields, `${route.name} ${listener.tls ? 'https' : 'http'}://${listen} → ${upstream} ${via}`)
-}
-
-/** An endpoint for log lines: origin plus path prefix, no trailing `/`. */
-function displayUrl (url: URL): string {
-  return url.pathname === '/' ? url.origin : url.origin + url.pathname
 }
 
 const USAGE = `Usage: apicast-sidecar-proxy [--help | --version]

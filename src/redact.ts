@@ -132,3 +132,12 @@ export function hostPort (url: URL): string {
   const port = url.port !== '' ? url.port : (url.protocol === 'https:' ? '443' : '80')
   return `${url.hostname}:${port}`
 }
+
+/**
+ * An endpoint as the operator wrote it, for start-up lines and doctor:
+ * origin plus path prefix (no trailing `/`), never the userinfo, where a
+ * portal token may be.
+ */
+export function endpointLabel (url: URL): string {
+  return url.pathname === '/' || url.pathname === '' ? url.origin : url.origin + url.pathname
+}
