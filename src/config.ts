@@ -215,8 +215,25 @@ export const SETTING_NAMES = Object.keys(SPEC)
  * listing every problem at once. Takes the environment as a parameter (tests
  * pass plain objects) and never exits the process: only main does that.
  * An empty variable counts as unset, as `docker run -e NAME=` users expect.
+ * At start, settings.ts also reads the TLS files in the same round.
  */
 export function loadConfig (env: Readonly<Record<string, string | undefined>>, readSecret: ReadSecret = readSecretFile): Config {
+  const reading = readConfig(env, readSecret)
+  if (!reading.ok) throw new ConfigError(reading.problems)
+  return reading.config
+}
+
+/**
+ * The config, or every problem found, with the TLS settings as far as they
+ * could be read either way: so the TLS files they name are checked in the
+ * same round as the environment, not only once it is fixed.
+ */
+export type ConfigReading =
+  | { readonly ok: true, readonly config: Config }
+  | { readonly ok: false, readonly problems: readonly string[], readonly tls: Config['tls'] }
+
+/** loadConfig without the throw; see ConfigReading. */
+export function readConfig (env: Readonly<Record<string, string | undefined>>, readSecret: ReadSecret = readSecretFile): ConfigReading {
   const present: Record<string, string> = {}
   for (const [name, value] of Object.entries(env)) {
     if (value !== undefined && value !== '') present[name] = value
@@ -290,11 +307,23 @@ export function loadConfig (env: Readonly<Record<string, string | undefined>>, r
 
   checkTokenExposure(cleaned.LISTEN_ADDRESS, cleaned.PORTAL_TOKEN_SOURCE, token !== undefined ? (tokenFromFile !== undefined ? 'ACCESS_TOKEN_FILE' : 'THREESCALE_PORTAL_ENDPOINT') : undefined, problems)
 
+  const tls = Object.freeze({
+    trust: Object.freeze({
+      sslCertFile: cleaned.SSL_CERT_FILE,
+      sslCertDir: cleaned.SSL_CERT_DIR,
+      nodeExtraCaCerts: cleaned.NODE_EXTRA_CA_CERTS,
+      caBundle: cleaned.CA_BUNDLE
+    }),
+    verifyUpstream: cleaned.UPSTREAM_TLS_VERIFY,
+    upstreamClient,
+    listen: listenTls
+  })
+
   if (problems.length > 0 || portal === undefined || backend === undefined) {
-    throw new ConfigError(problems)
+    return { ok: false, problems, tls }
   }
 
-  return Object.freeze({
+  const config: Config = Object.freeze({
     portal: Object.freeze({
       endpoint: withoutUserinfo(portal),
       token,
@@ -333,18 +362,9 @@ export function loadConfig (env: Readonly<Record<string, string | undefined>>, r
     }),
     proxyEnv: Object.freeze(proxyEnv),
     secretFiles: Object.freeze(secretFiles),
-    tls: Object.freeze({
-      trust: Object.freeze({
-        sslCertFile: cleaned.SSL_CERT_FILE,
-        sslCertDir: cleaned.SSL_CERT_DIR,
-        nodeExtraCaCerts: cleaned.NODE_EXTRA_CA_CERTS,
-        caBundle: cleaned.CA_BUNDLE
-      }),
-      verifyUpstream: cleaned.UPSTREAM_TLS_VERIFY,
-      upstreamClient,
-      listen: listenTls
-    })
+    tls
   })
+  return { ok: true, config }
 }
 
 /**

@@ -1,10 +1,11 @@
 import type { LookupFunction } from 'node:net'
-import { ConfigError, loadConfig, type Config } from './config.js'
+import { ConfigError, type Config } from './config.js'
 import { diagnoseRoute, type RouteReport, type Step, type StepName } from './diagnose.js'
 import type { ProxyEndpoint } from './egress.js'
 import { endpointLabel } from './redact.js'
 import { buildRoutes } from './routes.js'
-import { loadTlsMaterial, TlsSetupError, type TlsMaterial } from './tls-material.js'
+import { loadSettings } from './settings.js'
+import type { TlsMaterial } from './tls-material.js'
 import { version } from './version.js'
 
 /**
@@ -43,14 +44,13 @@ async function diagnose (env: NodeJS.ProcessEnv, options: DoctorOptions): Promis
   let config: Config
   let tls: TlsMaterial
   try {
-    config = loadConfig(env)
-    tls = loadTlsMaterial(config.tls)
+    ({ config, tls } = loadSettings(env))
   } catch (err) {
-    if (!(err instanceof ConfigError) && !(err instanceof TlsSetupError)) throw err
+    if (!(err instanceof ConfigError)) throw err
     return {
       ok: false,
       version: version(),
-      config: { ok: false, detail: err instanceof ConfigError ? 'the configuration is invalid' : 'TLS files cannot be used', problems: err.problems },
+      config: { ok: false, detail: 'the configuration is invalid', problems: err.problems },
       routes: []
     }
   }

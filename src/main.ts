@@ -13,7 +13,8 @@ import { createMetrics } from './metrics.js'
 import { createReadiness } from './readiness.js'
 import { buildRoutes, type Route, type RouteName } from './routes.js'
 import { startListener, type Listener } from './server.js'
-import { loadTlsMaterial, TlsSetupError, type TlsMaterial } from './tls-material.js'
+import { loadSettings } from './settings.js'
+import type { TlsMaterial } from './tls-material.js'
 import { version } from './version.js'
 
 export interface Sidecar {
@@ -304,20 +305,14 @@ export async function main (argv: readonly string[], env: NodeJS.ProcessEnv): Pr
     return 2
   }
 
+  // Every problem of the environment, the secret files and the TLS files at
+  // once, on stderr: stdout carries JSON log lines only.
   let config: Config
-  try {
-    config = loadConfig(env)
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err
-    process.stderr.write(`apicast-sidecar-proxy: ${err.message}\n`)
-    return 1
-  }
-
   let tls: TlsMaterial
   try {
-    tls = loadTlsMaterial(config.tls)
+    ({ config, tls } = loadSettings(env))
   } catch (err) {
-    if (!(err instanceof TlsSetupError)) throw err
+    if (!(err instanceof ConfigError)) throw err
     process.stderr.write(`apicast-sidecar-proxy: ${err.message}\n`)
     return 1
   }

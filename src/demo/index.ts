@@ -11,10 +11,9 @@ import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { pino } from 'pino'
 import { Agent, request, type Dispatcher } from 'undici'
-import { loadConfig } from '../config.js'
 import { createLogger } from '../logger.js'
 import type { RouteName } from '../routes.js'
-import { loadTlsMaterial } from '../tls-material.js'
+import { loadSettings } from '../settings.js'
 import { createCa } from './pki.js'
 import { startDemoProxy } from './proxy.js'
 import { BACKEND_HOST, PORTAL_HOST, SERVICE_ID, startThreescale } from './threescale.js'
@@ -92,8 +91,7 @@ export async function runDemo (argv: readonly string[], out: NodeJS.WritableStre
       ADMIN_LISTEN_PORT: hostEnv.ADMIN_LISTEN_PORT ?? '0',
       LOG_LEVEL: 'info'
     }
-    const config = loadConfig(env)
-    const tls = loadTlsMaterial(config.tls)
+    const { config, tls } = loadSettings(env)
     const logFile = join(mkdtempSync(join(tmpdir(), 'apicast-sidecar-demo-')), 'sidecar.log')
     // Synchronous, so the file is complete whenever the user looks at it.
     const logDestination = pino.destination({ dest: logFile, sync: true })
