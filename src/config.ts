@@ -1,6 +1,7 @@
 import { accessSync, constants, readFileSync, statSync } from 'node:fs'
 import { bool, customCleanEnv, makeValidator, str, EnvError, EnvMissingError } from 'envalid'
 import { hasControlCharacter } from './access-token.js'
+import { endpointOriginFix } from './errors.js'
 import { NoProxyError, parseNoProxy } from './no-proxy.js'
 import type { TrustSettings } from './trust-store.js'
 import type { ProxyAuthScheme } from './auth-negotiation.js'
@@ -214,8 +215,25 @@ export const SETTING_NAMES = Object.keys(SPEC)
  * listing every problem at once. Takes the environment as a parameter (tests
  * pass plain objects) and never exits the process: only main does that.
  * An empty variable counts as unset, as `docker run -e NAME=` users expect.
+ * At start, settings.ts also reads the TLS files in the same round.
  */
 export function loadConfig (env: Readonly<Record<string, string | undefined>>, readSecret: ReadSecret = readSecretFile): Config {
+  const reading = readConfig(env, readSecret)
+  if (!reading.ok) throw new ConfigError(reading.problems)
+  return reading.config
+}
+
+/**
+ * The config, or every problem found, with the TLS settings as far as they
+ * could be read either way: so the TLS files they name are checked in the
+ * same round as the environment, not only once it is fixed.
+ */
+export type ConfigReading =
+  | { readonly ok: true, readonly config: Config }
+  | { readonly ok: false, readonly problems: readonly string[], readonly tls: Config['tls'] }
+
+/** loadConfig without the throw; see ConfigReading. */
+export function readConfig (env: Readonly<Record<string, string | undefined>>, readSecret: ReadSecret = readSecretFile): ConfigReading {
   const present: Record<string, string> = {}
   for (const [name, value] of Object.entries(env)) {
     if (value !== undefined && value !== '') present[name] = value
@@ -252,6 +270,7 @@ export function loadConfig (env: Readonly<Record<string, string | undefined>>, r
   const portal = cleaned.THREESCALE_PORTAL_ENDPOINT as URL | undefined
   const backend = cleaned.BACKEND_ENDPOINT_OVERRIDE as URL | undefined
   const userinfoToken = portal !== undefined ? takeUserinfoToken(portal, problems) : undefined
+  if (portal !== undefined) checkPortalPath(portal, problems)
   const token = tokenFromFile ?? userinfoToken
   if (backend !== undefined && (backend.username !== '' || backend.password !== '')) {
     problems.push('BACKEND_ENDPOINT_OVERRIDE must not contain credentials: 3scale backend calls carry theirs in the query')
@@ -288,11 +307,23 @@ export function loadConfig (env: Readonly<Record<string, string | undefined>>, r
 
   checkTokenExposure(cleaned.LISTEN_ADDRESS, cleaned.PORTAL_TOKEN_SOURCE, token !== undefined ? (tokenFromFile !== undefined ? 'ACCESS_TOKEN_FILE' : 'THREESCALE_PORTAL_ENDPOINT') : undefined, problems)
 
+  const tls = Object.freeze({
+    trust: Object.freeze({
+      sslCertFile: cleaned.SSL_CERT_FILE,
+      sslCertDir: cleaned.SSL_CERT_DIR,
+      nodeExtraCaCerts: cleaned.NODE_EXTRA_CA_CERTS,
+      caBundle: cleaned.CA_BUNDLE
+    }),
+    verifyUpstream: cleaned.UPSTREAM_TLS_VERIFY,
+    upstreamClient,
+    listen: listenTls
+  })
+
   if (problems.length > 0 || portal === undefined || backend === undefined) {
-    throw new ConfigError(problems)
+    return { ok: false, problems, tls }
   }
 
-  return Object.freeze({
+  const config: Config = Object.freeze({
     portal: Object.freeze({
       endpoint: withoutUserinfo(portal),
       token,
@@ -331,18 +362,24 @@ export function loadConfig (env: Readonly<Record<string, string | undefined>>, r
     }),
     proxyEnv: Object.freeze(proxyEnv),
     secretFiles: Object.freeze(secretFiles),
-    tls: Object.freeze({
-      trust: Object.freeze({
-        sslCertFile: cleaned.SSL_CERT_FILE,
-        sslCertDir: cleaned.SSL_CERT_DIR,
-        nodeExtraCaCerts: cleaned.NODE_EXTRA_CA_CERTS,
-        caBundle: cleaned.CA_BUNDLE
-      }),
-      verifyUpstream: cleaned.UPSTREAM_TLS_VERIFY,
-      upstreamClient,
-      listen: listenTls
-    })
+    tls
   })
+  return { ok: true, config }
+}
+
+/**
+ * Admin portal pages, as a browser's address bar shows them: the dashboard
+ * (`/p/admin/dashboard`), the admin area (`/admin`, and the API's own
+ * `/admin/api/…` URLs), the integration pages (`/apiconfig/…`) and the
+ * accounts (`/buyers/…`). Pasted as the endpoint, each becomes a prefix of
+ * every API path (`/p/admin/dashboard/admin/api/services.json`), which 3scale
+ * answers with 404; doctor then blamed the token (issue 16).
+ */
+const PORTAL_PAGE = /^\/(p|admin|apiconfig|buyers)(\/|$)/i
+
+function checkPortalPath (portal: URL, problems: string[]): void {
+  if (!PORTAL_PAGE.test(portal.pathname)) return
+  problems.push(`THREESCALE_PORTAL_ENDPOINT has the path ${portal.pathname}, a page of the admin portal as a browser shows it, not where its API is: ${endpointOriginFix(portal)}`)
 }
 
 /** The token in `https://TOKEN@host` (or `https://:TOKEN@host`), percent-decoded. */

@@ -1,18 +1,19 @@
-import { lookup } from 'node:dns/promises'
+import { lookup as dnsLookup } from 'node:dns'
 import { request as httpRequest, type ClientRequestArgs, type IncomingMessage } from 'node:http'
-import { request as httpsRequest } from 'node:https'
-import { connect as netConnect, isIP } from 'node:net'
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https'
+import { connect as netConnect, isIP, type LookupFunction } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { connect as tlsConnect, TLSSocket } from 'node:tls'
 import { HttpProxyAgent } from 'http-proxy-agent'
 import type { buildConnector as BuildConnectorType } from 'undici'
 import { basicTokenHeader } from './access-token.js'
-import { chainTop, isPublicChain } from './dispatcher.js'
 import { proxyAuthorization, type ProxyEndpoint } from './egress.js'
-import { isTlsCode, parseAuthSchemes, proxyAuthHint } from './errors.js'
+import { describeTrustedChain, endpointNotFoundHint, explainUntrustedCertificate, isTlsCode, parseAuthSchemes, proxyAuthHint } from './errors.js'
 import { joinPath } from './rewrite.js'
-import { hostPort } from './redact.js'
+import { endpointLabel, hostPort } from './redact.js'
 import type { Route } from './routes.js'
+import { caBundleState, readChain } from './tls-chain.js'
+import { isSaasHost, judgeChain, type ChainFacts, type DirectComparison, type TlsVerdictCode } from './tls-verdict.js'
 import type { TrustStore } from './trust-store.js'
 import type { ProxyAuthScheme } from './auth-negotiation.js'
 import { TunnelClient } from './tunnel-client.js'
@@ -35,6 +36,8 @@ export interface Step {
   /** What to change, for a failed step. */
   readonly fix?: string
   readonly ms?: number
+  /** The TLS step's verdict on who signed the chain (tls-verdict.ts). */
+  readonly verdict?: TlsVerdictCode
 }
 
 export interface RouteReport {
@@ -55,6 +58,15 @@ export interface DiagnoseOptions {
   readonly clientCert?: { readonly cert: string, readonly key: string } | undefined
   /** PROXY_AUTH_SCHEME, answered the way the forwarding path answers it. */
   readonly proxyAuthScheme?: ProxyAuthScheme
+  /**
+   * For a proxied chain that ends at a private CA, also read the
+   * certificate over a direct connection (no request is sent) to tell the
+   * server's own CA from the proxy's (doctor; /readyz never opens a
+   * connection forwarding would not).
+   */
+  readonly compareDirect?: boolean
+  /** How this host resolves names (node:dns lookup by default); tests resolve *.test without DNS. */
+  readonly lookup?: LookupFunction
 }
 
 /** Paths that answer without credentials with 3scale's own 403. */
@@ -70,7 +82,7 @@ export async function diagnoseRoute (route: Route, proxy: ProxyEndpoint | undefi
   const via = proxy !== undefined ? `via proxy ${proxy.url.protocol}//${hostPort(proxy.url)}` : 'direct'
   const done = (): RouteReport => {
     const failed = steps.find((s) => s.ok === false)?.name
-    return { route: route.name, upstream: upstream.origin + (upstream.pathname === '/' ? '' : upstream.pathname), via, ok: failed === undefined, failed, steps }
+    return { route: route.name, upstream: endpointLabel(upstream), via, ok: failed === undefined, failed, steps }
   }
   const skip = (...names: StepName[]): void => {
     for (const name of names) steps.push({ name, ok: undefined, detail: 'not run: an earlier step failed' })
@@ -84,7 +96,7 @@ export async function diagnoseRoute (route: Route, proxy: ProxyEndpoint | undefi
 
   // 1. DNS and TCP to the proxy, or to the upstream when direct.
   const target = proxy !== undefined ? proxy.url : upstream
-  const tcp = await checkTcp(proxy !== undefined ? 'proxy' : 'tcp', target, options.timeoutMs)
+  const tcp = await checkTcp(proxy !== undefined ? 'proxy' : 'tcp', target, options.timeoutMs, options.lookup ?? dnsLookup)
   steps.push(tcp)
   if (tcp.ok !== true) {
     skip(...later)
@@ -101,7 +113,8 @@ export async function diagnoseRoute (route: Route, proxy: ProxyEndpoint | undefi
 
   // 5. With a token configured, an authenticated portal call (doctor only).
   if (later.includes('auth') && route.tokenPolicy.kind === 'access_token' && route.tokenPolicy.fallbackToken !== undefined) {
-    const authed = await probe(route, proxy, PROBE_PATH.portal, route.tokenPolicy.fallbackToken, options)
+    // The TLS verdict is the first exchange's: no second direct comparison.
+    const authed = await probe(route, proxy, PROBE_PATH.portal, route.tokenPolicy.fallbackToken, { ...options, compareDirect: false })
     const http = authed.steps.find((s) => s.name === 'http')
     if (http?.ok !== true || authed.status === undefined) {
       steps.push({ name: 'auth', ok: false, detail: `the authenticated call failed: ${http?.detail ?? 'no answer'}`, fix: http?.fix ?? 'run doctor again' })
@@ -119,13 +132,15 @@ export async function diagnoseRoute (route: Route, proxy: ProxyEndpoint | undefi
   return done()
 }
 
-async function checkTcp (name: 'proxy' | 'tcp', url: URL, timeoutMs: number): Promise<Step> {
+async function checkTcp (name: 'proxy' | 'tcp', url: URL, timeoutMs: number, lookup: LookupFunction): Promise<Step> {
   const what = name === 'proxy' ? `the proxy ${hostPort(url)}` : hostPort(url)
   const started = performance.now()
   const host = url.hostname.replace(/^\[|\]$/g, '')
   let address: string
   try {
-    address = (await withTimeout(lookup(host), timeoutMs, 'DNS lookup')).address
+    address = await withTimeout(new Promise<string>((resolve, reject) => {
+      lookup(host, {}, (err, found) => { if (err !== null) reject(err); else resolve(typeof found === 'string' ? found : found[0]?.address ?? '') })
+    }), timeoutMs, 'DNS lookup')
   } catch (err) {
     return {
       name,
@@ -171,9 +186,12 @@ async function probe (route: Route, proxy: ProxyEndpoint | undefined, path: stri
   // An http upstream goes to the proxy in absolute-form (http-proxy-agent);
   // an https one through a tunnel opened by the same TunnelClient as the
   // forwarding path, so Digest proxies are checked as they are used.
+  // A direct https upstream gets an agent without a TLS session cache: a
+  // resumed session presents no certificate, and this step must name it
+  // (two routes to one host:port resumed the first one's session).
   const agent = proxy !== undefined && !https
     ? new HttpProxyAgent(proxy.url, { ca: [...options.trust.ca], headers: proxyAuth, keepAlive: false })
-    : undefined
+    : proxy === undefined && https ? new HttpsAgent({ keepAlive: false, maxCachedSessions: 0 }) : undefined
   const tunnel = proxy !== undefined && https
     ? new TunnelClient(buildConnector({ timeout: options.timeoutMs, ca: [...options.trust.ca] } as BuildConnectorType.BuildOptions), proxy.url, {
       username: proxy.username,
@@ -207,6 +225,7 @@ async function probe (route: Route, proxy: ProxyEndpoint | undefined, path: stri
         ...(tunnel !== undefined ? { createConnection: tunnelConnection(tunnel, upstream, options, (reply) => { connect = reply }) } : {}),
         ca: [...options.trust.ca],
         servername: serverName(upstream),
+        ...(options.lookup !== undefined ? { lookup: options.lookup } : {}),
         // Verified below, where the certificate can be named; a token is
         // never sent on an unverified connection (see tokenAllowed).
         rejectUnauthorized: false,
@@ -235,7 +254,7 @@ async function probe (route: Route, proxy: ProxyEndpoint | undefined, path: stri
       steps.push({ name: 'connect', ok: true, detail: `${hostPort(proxy.url)} accepted CONNECT ${hostPort(upstream)} (200)` })
     }
     if (https) {
-      const tls = tlsStep(tlsFacts, route, proxy)
+      const tls = await tlsStep(tlsFacts, route, proxy, options)
       steps.push(tls)
       if (tls.ok !== true) return { steps, status: undefined }
     }
@@ -305,42 +324,82 @@ function refusedConnect (proxy: ProxyEndpoint, upstream: URL, status: number, au
 interface TlsFacts {
   readonly authorized: boolean
   readonly reason: string
-  readonly issuer: string
-  /** Subject of the chain's top when it is not a public root: a private CA. */
-  readonly privateCa: string | undefined
+  /** undefined only if the server sent no certificate. */
+  readonly chain: ChainFacts | undefined
 }
 
 function readTls (socket: TLSSocket, trust: TrustStore): TlsFacts {
   const leaf = socket.getPeerX509Certificate()
-  const top = chainTop(leaf)
   return {
     authorized: socket.authorized,
     reason: String(socket.authorizationError ?? ''),
-    issuer: leaf?.issuer.replace(/\n/g, ', ') ?? '(unknown)',
-    privateCa: top !== undefined && !isPublicChain(top, trust) ? top.subject.replace(/\n/g, ', ') : undefined
+    chain: leaf !== undefined ? readChain(leaf, trust) : undefined
   }
 }
 
-function tlsStep (facts: TlsFacts | undefined, route: Route, proxy: ProxyEndpoint | undefined): Step {
+/**
+ * The TLS step, worded by the failure catalogue (errors.ts) as requests and
+ * /readyz see it, plus what a direct connection showed when one was made.
+ */
+async function tlsStep (facts: TlsFacts | undefined, route: Route, proxy: ProxyEndpoint | undefined, options: DiagnoseOptions): Promise<Step> {
   if (facts === undefined) return { name: 'tls', ok: false, detail: 'no TLS handshake took place', fix: 'check that the endpoint is https' }
+  if (facts.chain === undefined) {
+    return facts.authorized
+      ? { name: 'tls', ok: true, detail: 'verified (a resumed TLS session: the certificate was checked when it began)' }
+      : { name: 'tls', ok: false, detail: `the certificate of ${hostPort(route.upstream)} did not verify (${facts.reason}), and the server sent none to name`, fix: 'check the endpoint URL and that it serves TLS with a certificate' }
+  }
+  const chain = facts.chain
+  // Only a private chain through a proxy, for a host that is not 3scale SaaS
+  // (whose private chain is evidence enough), leaves a question a direct
+  // connection can answer.
+  const direct = options.compareDirect === true && proxy !== undefined && !chain.publicRoot && !isSaasHost(route.upstream.hostname)
+    ? await compareDirect(route.upstream, chain.leaf.fingerprint, options)
+    : undefined
+  const verdict = judgeChain(chain, { host: route.upstream.hostname, direct })
   if (!facts.authorized) {
-    return {
-      name: 'tls',
-      ok: false,
-      detail: `the certificate of ${hostPort(route.upstream)} did not verify (${facts.reason}); issued by ${facts.issuer}` +
-        (proxy !== undefined ? `: this looks like TLS interception by ${hostPort(proxy.url)}` : ''),
-      fix: proxy !== undefined
-        ? 'get the proxy\'s interception CA certificate (PEM) and set CA_BUNDLE=/path/to/ca.pem'
-        : 'check the endpoint URL and the clock; for a private CA, set CA_BUNDLE=/path/to/ca.pem'
+    const explained = explainUntrustedCertificate({ upstream: route.upstream, proxy, timeouts: { connectMs: options.timeoutMs, responseHeadersMs: options.timeoutMs, idleMs: options.timeoutMs } },
+      facts.reason, chain, caBundleState(options.trust), direct)
+    return { name: 'tls', ok: false, detail: explained.message, fix: explained.hint, verdict: verdict.code }
+  }
+  const said = describeTrustedChain(chain, verdict, {
+    upstream: route.upstream,
+    proxy,
+    tokenInQuery: route.tokenPolicy.kind === 'access_token' && route.tokenPolicy.location === 'query'
+  })
+  return { name: 'tls', ok: true, detail: `verified; ${said !== undefined ? said.message : `issued by ${chain.leaf.issuer}`}`, verdict: verdict.code }
+}
+
+/**
+ * Read the upstream's certificate over a direct TLS connection (bypassing
+ * the proxy; no request is sent) and compare it with the one seen through
+ * the proxy: the same certificate clears the proxy, a different one is
+ * interception. Where the network allows no direct connection, the answer
+ * is "unavailable" with the reason, and the verdict stays "a private CA".
+ */
+async function compareDirect (upstream: URL, fingerprint: string, options: DiagnoseOptions): Promise<DirectComparison> {
+  const timeoutMs = Math.min(options.timeoutMs, 5000)
+  return await new Promise<DirectComparison>((resolve) => {
+    const socket = tlsConnect({
+      host: upstream.hostname.replace(/^\[|\]$/g, ''),
+      port: upstream.port !== '' ? Number(upstream.port) : 443,
+      servername: serverName(upstream),
+      rejectUnauthorized: false,
+      ...(options.lookup !== undefined ? { lookup: options.lookup } : {})
+    })
+    const done = (result: DirectComparison): void => {
+      clearTimeout(timer)
+      socket.destroy()
+      resolve(result)
     }
-  }
-  return {
-    name: 'tls',
-    ok: true,
-    detail: `verified; issued by ${facts.issuer}` + (facts.privateCa !== undefined && proxy !== undefined
-      ? `; chained to the private CA ${facts.privateCa}: TLS interception by the proxy (set ACCESS_TOKEN_LOCATION=header to keep the token out of URLs)`
-      : '')
-  }
+    const timer = setTimeout(() => { done({ kind: 'unavailable', reason: `no TLS handshake within ${timeoutMs} ms` }) }, timeoutMs)
+    socket.once('secureConnect', () => {
+      const leaf = socket.getPeerX509Certificate()
+      if (leaf === undefined) done({ kind: 'unavailable', reason: 'no certificate' })
+      else if (leaf.fingerprint256 === fingerprint) done({ kind: 'same' })
+      else done({ kind: 'different', issuer: readChain(leaf, options.trust).leaf.issuer })
+    })
+    socket.once('error', (err) => { done({ kind: 'unavailable', reason: codeOf(err) }) })
+  })
 }
 
 function httpStep (route: Route, res: IncomingMessage, path: string, ms: number): Step {
@@ -349,6 +408,9 @@ function httpStep (route: Route, res: IncomingMessage, path: string, ms: number)
   const shown = path.replace(/access_token=[^&]*/, 'access_token=***')
   if (status >= 500) {
     return { name: 'http', ok: false, detail: `GET ${shown} answered ${status} (${type})`, fix: 'the upstream (or a proxy in front of it) is failing; check 3scale\'s status and the endpoint URL', ms }
+  }
+  if (status === 404) {
+    return { name: 'http', ok: false, detail: `GET ${shown} answered 404 (${type}): ${route.upstream.host} has no such path`, fix: endpointNotFoundHint(route.name === 'portal' ? 'THREESCALE_PORTAL_ENDPOINT' : 'BACKEND_ENDPOINT_OVERRIDE', route.upstream), ms }
   }
   const threescale = status === 403 || status === 401
     ? `: 3scale's ${status} without credentials, so it is reachable`

@@ -1,10 +1,9 @@
-import type { X509Certificate } from 'node:crypto'
 import type { Socket } from 'node:net'
-import { createSecureContext, TLSSocket, type PeerCertificate, type SecureContext } from 'node:tls'
+import { createSecureContext, TLSSocket, type SecureContext } from 'node:tls'
 import type { Dispatcher, ProxyAgent as ProxyAgentType, buildConnector as BuildConnector } from 'undici'
 import type { Timeouts } from './config.js'
 import { proxyAuthorization, type ProxyEndpoint } from './egress.js'
-import { ConnectFailure, UpstreamCertificateError, parseAuthSchemes, type Failure, type FailureCode, type TunnelRefusal } from './errors.js'
+import { ConnectFailure, UpstreamCertificateError, describeTrustedChain, parseAuthSchemes, type Failure, type FailureCode, type TunnelRefusal } from './errors.js'
 import type { Logger } from './logger.js'
 import type { RouteMetrics } from './metrics.js'
 import { hostPort } from './redact.js'
@@ -13,6 +12,8 @@ import { ProxyRotation } from './proxy-rotation.js'
 import { TunnelClient } from './tunnel-client.js'
 import type { Route } from './routes.js'
 import type { TrustStore } from './trust-store.js'
+import { caBundleState, readChain } from './tls-chain.js'
+import { judgeChain } from './tls-verdict.js'
 import { Agent, Pool, ProxyAgent, buildConnector } from './undici-parts.js'
 
 /** One way to reach a route's upstream: directly, or through one proxy. */
@@ -94,7 +95,7 @@ export function buildUpstream (route: Route, options: UpstreamOptions): Upstream
     // First contact: look once at who signed the upstream's chain.
     if (!inspected && socket instanceof TLSSocket) {
       inspected = true
-      warnOnInterception(route, socket, tls.trust, log)
+      reportChain(route, socket, tls.trust, log)
     }
   }
 
@@ -160,7 +161,7 @@ function buildPath (route: Route, proxy: ProxyEndpoint | undefined, index: numbe
   const upstreamTls = { timeout: timeouts.connectMs, rejectUnauthorized: false, secureContext: contexts.upstream }
 
   if (proxy === undefined) {
-    const connect = verifyingConnector(buildConnector(upstreamTls), tls.verify, onOpened)
+    const connect = verifyingConnector(buildConnector(upstreamTls), tls, onOpened)
     return { index, proxy, label: 'direct', dispatcher: new Agent({ ...poolOptions, connect }), lastRefusal: () => undefined }
   }
 
@@ -201,7 +202,7 @@ function buildPath (route: Route, proxy: ProxyEndpoint | undefined, index: numbe
     // function, wrapped so the upstream's certificate is verified.
     factory: (origin: string | URL, opts: object) => {
       const { connect } = opts as { connect: BuildConnector.connector }
-      return new Pool(origin, { ...opts, connect: verifyingConnector(connect, tls.verify, onOpened) })
+      return new Pool(origin, { ...opts, connect: verifyingConnector(connect, tls, onOpened) })
     }
   } as unknown as ProxyAgentType.Options)
   return { index, proxy, label: hostPort(proxy.url), dispatcher, lastRefusal: () => refusal }
@@ -231,22 +232,25 @@ function secureContexts (tls: UpstreamTls): { upstream: SecureContext, proxy: Se
  * Wrap a connector so that:
  * - a TLS socket is handed to undici only if `authorized` (chain and host
  *   name both verified, as rejectUnauthorized would); otherwise it is
- *   destroyed and the error names the certificate's issuer. `verify` false
- *   (UPSTREAM_TLS_VERIFY=false, logged loudly at start) skips only this;
+ *   destroyed and the error carries what the server sent (its chain, read
+ *   against the trust store) so the failure can name the real issuer.
+ *   `verify` false (UPSTREAM_TLS_VERIFY=false, logged loudly at start)
+ *   skips only this;
  * - every connect-phase error becomes a ConnectFailure (see errors.ts).
  */
-export function verifyingConnector (inner: BuildConnector.connector, verify: boolean, onOpened: (socket: Socket) => void): BuildConnector.connector {
+export function verifyingConnector (inner: BuildConnector.connector, tls: Pick<UpstreamTls, 'trust' | 'verify'>, onOpened: (socket: Socket) => void): BuildConnector.connector {
   return function connect (opts, callback) {
     inner(opts, (err, socket) => {
       if (err !== null) {
         callback(new ConnectFailure(err), null)
         return
       }
-      if (verify && socket instanceof TLSSocket && !socket.authorized) {
-        const cert = socket.getPeerCertificate(false) as PeerCertificate | Record<string, never>
+      if (tls.verify && socket instanceof TLSSocket && !socket.authorized) {
+        const leaf = socket.getPeerX509Certificate()
         const reason = String(socket.authorizationError ?? 'unknown')
         socket.destroy()
-        callback(new ConnectFailure(new UpstreamCertificateError(reason, describeName(cert.issuer), describeName(cert.subject))), null)
+        const chain = leaf !== undefined ? readChain(leaf, tls.trust) : undefined
+        callback(new ConnectFailure(new UpstreamCertificateError(reason, chain, caBundleState(tls.trust))), null)
         return
       }
       onOpened(socket as Socket)
@@ -255,51 +259,33 @@ export function verifyingConnector (inner: BuildConnector.connector, verify: boo
   }
 }
 
-/** `CN=…, O=…` from a certificate name, for log lines. */
-function describeName (name: PeerCertificate['issuer'] | undefined): string {
-  if (name === undefined) return '(unknown)'
-  const parts: string[] = []
-  for (const key of ['CN', 'O', 'OU'] as const) {
-    const value = name[key]
-    if (value !== undefined) parts.push(`${key}=${Array.isArray(value) ? value.join('+') : value}`)
-  }
-  return parts.length > 0 ? parts.join(', ') : '(no name)'
-}
-
 /**
- * The top of the verified chain above `leaf` (from getPeerX509Certificate,
- * which gives a usable chain once per handshake): Node completes the peer's
- * chain from the trust store, so this is normally the root that vouched.
+ * Say once per route, at first contact, who vouches for the upstream's
+ * verified chain (errors.ts words it): nothing for a public root, `info` for
+ * a private CA the operator put in the trust store, `warn` only on evidence
+ * of interception. No extra connection is opened to find out: a direct
+ * probe, as doctor makes, would bypass the proxy the network requires and
+ * can set off the firewall's alarms on every start.
  */
-export function chainTop (leaf: X509Certificate | undefined): X509Certificate | undefined {
-  let cert = leaf
-  for (let depth = 0; cert !== undefined && depth < 10; depth++) {
-    const issuer = cert.issuerCertificate
-    if (issuer === undefined || issuer.fingerprint256 === cert.fingerprint256) break
-    cert = issuer
+function reportChain (route: Route, socket: TLSSocket, trust: TrustStore, log: Logger): void {
+  const leaf = socket.getPeerX509Certificate()
+  if (!socket.authorized || leaf === undefined) return
+  const chain = readChain(leaf, trust)
+  const verdict = judgeChain(chain, { host: route.upstream.hostname })
+  const proxy = route.egress.kind === 'proxy' ? route.egress.proxy : undefined
+  const said = describeTrustedChain(chain, verdict, {
+    upstream: route.upstream,
+    proxy,
+    tokenInQuery: route.tokenPolicy.kind === 'access_token' && route.tokenPolicy.location === 'query'
+  })
+  if (said === undefined) return
+  const fields = {
+    tlsVerdict: verdict.code,
+    ...(verdict.code === 'interception' ? { interception: true } : {}),
+    issuer: chain.anchor?.subject ?? chain.top.issuer,
+    trustSource: chain.anchor?.source,
+    ...(proxy !== undefined ? { proxy: hostPort(proxy.url) } : {})
   }
-  return cert
-}
-
-/** True when a chain ends in one of Node's bundled public roots. */
-export function isPublicChain (top: X509Certificate, trust: TrustStore): boolean {
-  return trust.publicRoots.fingerprints.has(top.fingerprint256) || trust.publicRoots.subjects.has(top.issuer)
-}
-
-/**
- * A proxied upstream whose certificate chains to a private CA is almost
- * certainly being re-signed by the proxy (TLS interception): the proxy then
- * sees every URL, the access_token query parameter included. Said once per
- * route, at first contact.
- */
-function warnOnInterception (route: Route, socket: TLSSocket, trust: TrustStore, log: Logger): void {
-  if (route.egress.kind !== 'proxy' || !socket.authorized) return
-  const top = chainTop(socket.getPeerX509Certificate())
-  if (top === undefined || isPublicChain(top, trust)) return
-  const ca = top.subject.split('\n').find((p) => p.startsWith('CN=')) ?? top.subject.replace(/\n/g, ', ')
-  const exposed = route.tokenPolicy.kind === 'access_token' && route.tokenPolicy.location === 'query'
-    ? ' It can read the access_token query parameter: set ACCESS_TOKEN_LOCATION=header to move the token into a header.'
-    : ' It can read everything sent to 3scale, credentials in the query included.'
-  log.warn({ interception: true, issuer: ca, proxy: hostPort(route.egress.proxy.url) },
-    `TLS interception detected: ${hostPort(route.upstream)} presents a certificate chained to the private CA ${ca}, not a public root, through the proxy ${hostPort(route.egress.proxy.url)}.${exposed}`)
+  if (said.level === 'warn') log.warn(fields, said.message)
+  else log.info(fields, said.message)
 }

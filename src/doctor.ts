@@ -1,8 +1,11 @@
-import { ConfigError, loadConfig, type Config } from './config.js'
+import type { LookupFunction } from 'node:net'
+import { ConfigError, type Config } from './config.js'
 import { diagnoseRoute, type RouteReport, type Step, type StepName } from './diagnose.js'
 import type { ProxyEndpoint } from './egress.js'
+import { endpointLabel } from './redact.js'
 import { buildRoutes } from './routes.js'
-import { loadTlsMaterial, TlsSetupError, type TlsMaterial } from './tls-material.js'
+import { loadSettings } from './settings.js'
+import type { TlsMaterial } from './tls-material.js'
 import { version } from './version.js'
 
 /**
@@ -11,15 +14,16 @@ import { version } from './version.js'
  *   1. config (and the trust store);
  *   2. proxy DNS and TCP (or the upstream's, when direct);
  *   3. CONNECT to each upstream, with the 407 schemes offered if any;
- *   4. the TLS chain, with the issuer and interception;
+ *   4. the TLS chain: who issued it, and, for a private CA through a proxy,
+ *      the certificate over a direct connection to compare (tls-verdict.ts);
  *   5. an unauthenticated request: 3scale's 403 means reachable;
  *   6. with a token configured, an authenticated portal call.
  * Every proxy of a route is checked, fallbacks included. Exit code 0 when
  * every step passes, 1 otherwise.
  */
-export async function runDoctor (argv: readonly string[], env: NodeJS.ProcessEnv, out: NodeJS.WritableStream = process.stdout): Promise<number> {
+export async function runDoctor (argv: readonly string[], env: NodeJS.ProcessEnv, out: NodeJS.WritableStream = process.stdout, options: DoctorOptions = {}): Promise<number> {
   const json = argv.includes('--json')
-  const report = await diagnose(env)
+  const report = await diagnose(env, options)
   out.write(json ? JSON.stringify(report, null, 2) + '\n' : render(report))
   return report.ok ? 0 : 1
 }
@@ -31,18 +35,22 @@ export interface DoctorReport {
   readonly routes: readonly RouteReport[]
 }
 
-async function diagnose (env: NodeJS.ProcessEnv): Promise<DoctorReport> {
+export interface DoctorOptions {
+  /** How names are resolved for direct connections (node:dns by default); tests resolve *.test without DNS. */
+  readonly lookup?: LookupFunction
+}
+
+async function diagnose (env: NodeJS.ProcessEnv, options: DoctorOptions): Promise<DoctorReport> {
   let config: Config
   let tls: TlsMaterial
   try {
-    config = loadConfig(env)
-    tls = loadTlsMaterial(config.tls)
+    ({ config, tls } = loadSettings(env))
   } catch (err) {
-    if (!(err instanceof ConfigError) && !(err instanceof TlsSetupError)) throw err
+    if (!(err instanceof ConfigError)) throw err
     return {
       ok: false,
       version: version(),
-      config: { ok: false, detail: err instanceof ConfigError ? 'the configuration is invalid' : 'TLS files cannot be used', problems: err.problems },
+      config: { ok: false, detail: 'the configuration is invalid', problems: err.problems },
       routes: []
     }
   }
@@ -56,14 +64,17 @@ async function diagnose (env: NodeJS.ProcessEnv): Promise<DoctorReport> {
         timeoutMs: config.timeouts.connectMs,
         proxyAuthScheme: config.proxyAuthScheme,
         authenticated: true,
-        clientCert: tls.upstreamClient
+        clientCert: tls.upstreamClient,
+        compareDirect: true,
+        ...(options.lookup !== undefined ? { lookup: options.lookup } : {})
       }))
     }
   }
   return {
     ok: reports.every((r) => r.ok),
     version: version(),
-    config: { ok: true, detail: `${routes.map((r) => `${r.name} → ${r.upstream.origin}`).join(', ')}; ${tls.trust.summary.split(' — ')[0] ?? ''}` },
+    // The endpoints with their paths (a pasted page path is the first thing to see), never a token.
+    config: { ok: true, detail: `${routes.map((r) => `${r.name} → ${endpointLabel(r.upstream)}`).join(', ')}; ${tls.trust.summary.split(' — ')[0] ?? ''}` },
     routes: reports
   }
 }

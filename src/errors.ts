@@ -1,5 +1,6 @@
 import type { ProxyEndpoint } from './egress.js'
 import { hostPort, redactText } from './redact.js'
+import { issuingCa, judgeChain, type CaBundleState, type ChainFacts, type DirectComparison, type TlsVerdict } from './tls-verdict.js'
 
 /**
  * Stable codes for failures the sidecar itself answers for (never for a
@@ -77,16 +78,24 @@ export class UpstreamCertificateError extends Error {
   constructor (
     /** OpenSSL's reason, e.g. UNABLE_TO_VERIFY_LEAF_SIGNATURE. */
     readonly reason: string,
-    /** The certificate's issuer, e.g. 'CN=Corp Proxy CA, O=Acme'. */
-    readonly issuer: string,
-    readonly subject: string
+    /** What the server sent; undefined only if it sent no certificate at all. */
+    readonly chain: ChainFacts | undefined,
+    /** CA_BUNDLE's state, for a hint that names it (an empty directory). */
+    readonly caBundle: CaBundleState | undefined
   ) {
-    super(`certificate verification failed (${reason}); issued by ${issuer}`)
+    super(`certificate verification failed (${reason}); issued by ${chain?.leaf.issuer ?? '(unknown)'}`)
   }
 }
 
+/** An upstream chain no trusted CA vouches for, with what can be said about its CA. */
+export interface UntrustedChain {
+  readonly chain: ChainFacts
+  readonly verdict: TlsVerdict
+  readonly caBundle: CaBundleState | undefined
+}
+
 /** A refinement of a failure the description depends on. */
-type Variant = 'interception' | 'proxy_tls' | 'tunnel'
+type Variant = 'proxy_tls' | 'tunnel' | UntrustedChain
 type Describe = (ctx: FailureContext, detail: string, variant?: Variant) => { message: string, hint: string }
 
 /**
@@ -127,12 +136,10 @@ export const FAILURES: Readonly<Record<FailureCode, { status: 502 | 504, describ
           hint: 'an https:// proxy must present a certificate the trust store verifies: add its CA with CA_BUNDLE=/path/to/ca.pem, or use http:// if the proxy does not speak TLS'
         }
       }
+      if (typeof variant === 'object') return describeUntrusted(ctx, detail, variant)
       return {
-        message: `the TLS certificate of ${hostPort(ctx.upstream)} is not trusted: ${detail}` +
-          (variant === 'interception' ? `; this looks like TLS interception by the proxy ${proxyName(ctx)}` : ''),
-        hint: variant === 'interception'
-          ? 'add the proxy\'s interception CA certificate with CA_BUNDLE=/path/to/ca.pem (a PEM file or a directory of them), or SSL_CERT_FILE/NODE_EXTRA_CA_CERTS; UPSTREAM_TLS_VERIFY=false only as a last resort'
-          : 'check the endpoint URL and the system clock; if the certificate is issued by a private CA, add that CA with CA_BUNDLE=/path/to/ca.pem'
+        message: `the TLS certificate of ${hostPort(ctx.upstream)} is not trusted: ${detail}`,
+        hint: 'check the endpoint URL and the system clock; if the certificate is issued by a private CA, add that CA with CA_BUNDLE=/path/to/ca.pem'
       }
     }
   },
@@ -206,9 +213,12 @@ export function classifyUpstreamError (err: unknown, ctx: FailureContext): Failu
     ({ ...describeFailure(failureCode, ctx, detail, variant), transient, cause: err })
 
   if (cause instanceof UpstreamCertificateError) {
-    if (!UNKNOWN_ISSUER.has(cause.reason)) return failure('tls_untrusted', ctx, `${cause.reason} (issued by ${cause.issuer})`)
-    return failure('tls_untrusted', ctx, `issued by ${cause.issuer}, which the trust store does not know (${cause.reason})`,
-      viaProxy ? 'interception' : undefined)
+    const chain = cause.chain
+    if (chain === undefined || !UNKNOWN_ISSUER.has(cause.reason)) {
+      return failure('tls_untrusted', ctx, `${cause.reason} (issued by ${chain?.leaf.issuer ?? '(unknown)'})`)
+    }
+    return failure('tls_untrusted', ctx, cause.reason,
+      { chain, verdict: judgeChain(chain, { host: ctx.upstream.hostname }), caBundle: cause.caBundle })
   }
   const proxyStatus = PROXY_STATUS.exec(messageOf(cause))
   if (proxyStatus !== null) {
@@ -268,6 +278,137 @@ const UNKNOWN_ISSUER = new Set([
   'SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'UNABLE_TO_GET_ISSUER_CERT',
   'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'CERT_UNTRUSTED'
 ])
+
+/**
+ * tls_untrusted for a chain no trusted CA vouches for: the certificates the
+ * server sent (the top one, and whether it is a CA), what can be said about
+ * whose CA it is (tls-verdict.ts: "interception" only on evidence), and
+ * where to put the CA, in the terms of CA_BUNDLE's state.
+ */
+function describeUntrusted (ctx: FailureContext, reason: string, untrusted: UntrustedChain): { message: string, hint: string } {
+  const { chain, verdict } = untrusted
+  const ca = issuingCa(chain)
+  const whose = whoseCa(verdict, ca, ctx)
+  return {
+    message: `the TLS certificate of ${hostPort(ctx.upstream)} is not trusted: issued by ${chain.leaf.issuer}, which the trust store does not know (${reason}); ` +
+      `${presented(chain)}${whose !== '' ? `. ${verdict.code === 'private_ca' ? `${ca} is a private CA: ` : ''}${whose}` : ''}`,
+    hint: `${whereToAdd(untrusted.caBundle, ca)}${whomToAsk(verdict, ctx)}; UPSTREAM_TLS_VERIFY=false only as a last resort`
+  }
+}
+
+/** What the server sent: its own certificate only, or a chain and its top. */
+function presented (chain: ChainFacts): string {
+  const { leaf, top } = chain
+  if (chain.sent === 1) {
+    return leaf.selfSigned
+      ? `the server sent only a self-signed certificate, ${leaf.subject} (${leaf.ca ? 'a CA' : 'not a CA'})`
+      : `the server sent only its own certificate, ${leaf.subject} (not a CA), without the CA that issued it`
+  }
+  return `the top certificate the server sent is ${top.subject}, issued by ${top.selfSigned ? 'itself' : top.issuer} (${top.ca ? 'a CA' : 'not a CA'})`
+}
+
+/**
+ * Whose CA `ca` is, as far as the verdict knows; '' for a public one. A
+ * private CA without evidence is "your 3scale's, or the proxy's if it
+ * inspects TLS": never "interception".
+ */
+function whoseCa (verdict: TlsVerdict, ca: string, ctx: { readonly upstream: URL, readonly proxy: ProxyEndpoint | undefined }): string {
+  const proxy = ctx.proxy !== undefined ? hostPort(ctx.proxy.url) : undefined
+  const resigns = proxy !== undefined
+    ? `the proxy ${proxy} intercepts TLS, re-signing it with ${ca}`
+    : `something on the network path (a transparent proxy or firewall) intercepts TLS, re-signing it with ${ca}`
+  switch (verdict.code) {
+    case 'public_ca': return ''
+    case 'interception':
+      return verdict.evidence === 'saas_host'
+        ? `${ctx.upstream.hostname} is a 3scale SaaS host, which 3scale serves only with publicly trusted certificates, so ${resigns}`
+        : `a direct connection to ${hostPort(ctx.upstream)} gets a different certificate, issued by ${verdict.directIssuer}, so ${resigns}`
+    case 'internal_ca':
+      return `a direct connection to ${hostPort(ctx.upstream)} gets the same certificate, so the proxy passes TLS through unchanged: ${ca} is the server's own CA (an on-premise 3scale's internal CA), not the proxy's`
+    case 'private_ca':
+      if (proxy === undefined) return 'most likely an on-premise 3scale\'s own internal CA (no proxy is on this route)'
+      return `your 3scale's own internal CA (an on-premise 3scale), or the proxy ${proxy}'s own CA if it inspects TLS; ` +
+        (verdict.direct !== undefined
+          ? `which one cannot be told, as a direct connection to compare with failed (${verdict.direct.reason})`
+          : 'the sidecar cannot tell which from here (doctor compares with a direct connection)')
+  }
+}
+
+/** Where the CA goes, in the terms of CA_BUNDLE's state: an empty directory is most often a ConfigMap that is not mounted. */
+function whereToAdd (caBundle: CaBundleState | undefined, ca: string): string {
+  if (caBundle?.directory === true && caBundle.certificates === 0) {
+    return `CA_BUNDLE ${caBundle.path} is an empty directory: is the ConfigMap (or volume) with the CA mounted? An optional ConfigMap that does not exist mounts as an empty directory. Put the certificate of ${ca} in it, as PEM`
+  }
+  if (caBundle !== undefined) {
+    return `CA_BUNDLE ${caBundle.path} (${caBundle.certificates} certificate${caBundle.certificates === 1 ? '' : 's'}) does not hold the CA that issued this chain: add the certificate of ${ca} to it, as PEM`
+  }
+  return `add the certificate of ${ca} with CA_BUNDLE=/path/to/ca.pem (a PEM file, or a directory of them), or SSL_CERT_FILE/NODE_EXTRA_CA_CERTS`
+}
+
+/** Who has that CA certificate, as far as the verdict knows. */
+function whomToAsk (verdict: TlsVerdict, ctx: FailureContext): string {
+  switch (verdict.code) {
+    case 'interception': return '; it is the proxy\'s interception CA: get it from whoever runs the proxy, or ask for 3scale\'s hosts to be exempted from TLS interception'
+    case 'internal_ca': return '; it is your 3scale\'s internal CA: get it from whoever runs 3scale'
+    case 'private_ca': return ctx.proxy !== undefined
+      ? '; for an on-premise 3scale it is the internal CA that issued its certificate (ask whoever runs 3scale); if the proxy inspects TLS, it is the proxy\'s CA (ask whoever runs the proxy)' +
+        (verdict.direct === undefined ? '; `apicast-sidecar-proxy doctor` compares with a direct connection, where one is possible, to tell which' : '')
+      : ''
+    case 'public_ca': return ''
+  }
+}
+
+/**
+ * doctor's TLS step when the certificate did not verify: the same wording
+ * as the failure a request gets, with the direct comparison doctor made.
+ */
+export function explainUntrustedCertificate (ctx: FailureContext, reason: string, chain: ChainFacts, caBundle: CaBundleState | undefined, direct: DirectComparison | undefined): { message: string, hint: string } {
+  if (!UNKNOWN_ISSUER.has(reason)) return describeFailure('tls_untrusted', ctx, `${reason} (issued by ${chain.leaf.issuer})`)
+  return describeUntrusted(ctx, reason, { chain, verdict: judgeChain(chain, { host: ctx.upstream.hostname, direct }), caBundle })
+}
+
+/**
+ * What to say about a chain that verified, at a route's first connection
+ * (and in doctor's TLS step). A private CA that verified is one somebody put
+ * in this sidecar's trust store (CA_BUNDLE, SSL_CERT_*, NODE_EXTRA_CA_CERTS
+ * or the system bundle): that act is the acknowledgement, so it is said once
+ * at `info`, never as a warning on every start. Only evidence of interception
+ * (tls-verdict.ts) is a warning: the proxy then reads what is sent to 3scale.
+ */
+export function describeTrustedChain (chain: ChainFacts, verdict: TlsVerdict, route: { readonly upstream: URL, readonly proxy: ProxyEndpoint | undefined, readonly tokenInQuery: boolean }): { level: 'info' | 'warn', message: string } | undefined {
+  if (verdict.code === 'public_ca') return undefined
+  const ca = issuingCa(chain)
+  const chained = `the certificate of ${hostPort(route.upstream)} is chained to the private CA ${ca}` +
+    (chain.anchor !== undefined ? `, trusted from ${chain.anchor.source}` : '')
+  const whose = whoseCa(verdict, ca, route)
+  if (verdict.code === 'interception') {
+    const exposed = route.tokenInQuery
+      ? ' It can read the access_token query parameter: set ACCESS_TOKEN_LOCATION=header to move the token into a header.'
+      : ' It can read everything sent to 3scale, credentials in the query included.'
+    return { level: 'warn', message: `TLS interception: ${chained}; ${whose}.${exposed}` }
+  }
+  return {
+    level: 'info',
+    message: `${chained}: ${whose}. A CA in the trust store is taken as known, so this is no warning`
+  }
+}
+
+/**
+ * The fix for an endpoint whose path is not where 3scale's API is: 3scale
+ * serves it at the root of its host, so the endpoint is the origin only.
+ */
+export function endpointOriginFix (url: URL): string {
+  return `use the origin only, ${url.origin} (3scale's API is at the root of its host, as in https://acme-admin.3scale.net)`
+}
+
+/** What a 404 from the readiness or doctor probe means: the endpoint's path or host, not the token. */
+export function endpointNotFoundHint (setting: 'THREESCALE_PORTAL_ENDPOINT' | 'BACKEND_ENDPOINT_OVERRIDE', upstream: URL): string {
+  if (upstream.pathname !== '/' && upstream.pathname !== '') {
+    return `check the path in ${setting} (${upstream.pathname}): ${endpointOriginFix(upstream)}; keep a path only where 3scale is published under one, behind a reverse proxy`
+  }
+  return `${upstream.host} has no 3scale API at ${setting === 'THREESCALE_PORTAL_ENDPOINT' ? '/admin/api' : '/transactions'}: check the host in ${setting}` +
+    (setting === 'THREESCALE_PORTAL_ENDPOINT' ? ' (the admin portal\'s host, such as acme-admin.3scale.net, not the developer portal\'s)' : '')
+}
 
 function proxyName (ctx: FailureContext): string {
   return ctx.proxy !== undefined ? hostPort(ctx.proxy.url) : '(none)'

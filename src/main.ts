@@ -5,7 +5,7 @@ import { createForwarder, type LiveRoute } from './forward.js'
 import { StaleConfigCache } from './stale-config.js'
 import { StaleConfigDir } from './stale-config-dir.js'
 import { createLogger, type Logger } from './logger.js'
-import { hostPort } from './redact.js'
+import { endpointLabel, hostPort } from './redact.js'
 import { createAdminHandler } from './admin.js'
 import { createClientErrorReporter } from './client-errors.js'
 import { createLogSampler } from './log-sampler.js'
@@ -13,7 +13,8 @@ import { createMetrics } from './metrics.js'
 import { createReadiness } from './readiness.js'
 import { buildRoutes, type Route, type RouteName } from './routes.js'
 import { startListener, type Listener } from './server.js'
-import { loadTlsMaterial, TlsSetupError, type TlsMaterial } from './tls-material.js'
+import { loadSettings } from './settings.js'
+import type { TlsMaterial } from './tls-material.js'
 import { version } from './version.js'
 
 export interface Sidecar {
@@ -237,7 +238,7 @@ export class ListenError extends Error {
 /** One line per listener: listener → upstream, via proxy host:port or direct. Credentials masked. */
 function logRoute (log: Logger, route: Route, listener: Listener, config: Config): void {
   const listen = `${listener.address.address}:${listener.address.port}`
-  const upstream = displayUrl(route.upstream)
+  const upstream = endpointLabel(route.upstream)
   const egress = route.egress
   const fields: Record<string, unknown> = { listen, upstream, port: listener.address.port, tls: listener.tls }
   let via: string
@@ -268,11 +269,6 @@ function logRoute (log: Logger, route: Route, listener: Listener, config: Config
   }
   fields.timeouts = config.timeouts
   log.info(fields, `${route.name} ${listener.tls ? 'https' : 'http'}://${listen} → ${upstream} ${via}`)
-}
-
-/** An endpoint for log lines: origin plus path prefix, no trailing `/`. */
-function displayUrl (url: URL): string {
-  return url.pathname === '/' ? url.origin : url.origin + url.pathname
 }
 
 const USAGE = `Usage: apicast-sidecar-proxy [--help | --version]
@@ -310,20 +306,14 @@ export async function main (argv: readonly string[], env: NodeJS.ProcessEnv): Pr
     return 2
   }
 
+  // Every problem of the environment, the secret files and the TLS files at
+  // once, on stderr: stdout carries JSON log lines only.
   let config: Config
-  try {
-    config = loadConfig(env)
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err
-    process.stderr.write(`apicast-sidecar-proxy: ${err.message}\n`)
-    return 1
-  }
-
   let tls: TlsMaterial
   try {
-    tls = loadTlsMaterial(config.tls)
+    ({ config, tls } = loadSettings(env))
   } catch (err) {
-    if (!(err instanceof TlsSetupError)) throw err
+    if (!(err instanceof ConfigError)) throw err
     process.stderr.write(`apicast-sidecar-proxy: ${err.message}\n`)
     return 1
   }

@@ -2,9 +2,9 @@ import type { Dispatcher } from 'undici'
 import type { Config } from './config.js'
 import type { EgressPath } from './dispatcher.js'
 import { PROBE_PATH, type RouteReport, type Step, type StepName } from './diagnose.js'
-import { classifyUpstreamError, ConnectFailure, UpstreamCertificateError, type Failure } from './errors.js'
+import { classifyUpstreamError, ConnectFailure, endpointNotFoundHint, UpstreamCertificateError, type Failure } from './errors.js'
 import type { LiveRoute } from './forward.js'
-import { hostPort } from './redact.js'
+import { endpointLabel, hostPort } from './redact.js'
 import { joinPath } from './rewrite.js'
 import type { Route } from './routes.js'
 
@@ -92,7 +92,7 @@ async function probeRoute (route: Route, path: EgressPath, timeouts: Config['tim
       else if (failed !== undefined && names.indexOf(name) > names.indexOf(failed)) steps.push({ name, ok: undefined, detail: 'not run: an earlier step failed' })
       else steps.push({ name, ok: true, detail: passed(name, route, path) })
     }
-    return { route: route.name, upstream: upstream.origin + (upstream.pathname === '/' ? '' : upstream.pathname), via, ok: failed === undefined, failed, steps }
+    return { route: route.name, upstream: endpointLabel(upstream), via, ok: failed === undefined, failed, steps }
   }
 
   const started = performance.now()
@@ -121,6 +121,17 @@ async function probeRoute (route: Route, path: EgressPath, timeouts: Config['tim
   }
   if (res.statusCode >= 500) {
     return report('http', { name: 'http', ok: false, detail: `GET ${target} answered ${res.statusCode} (${type})`, fix: 'the upstream (or a proxy in front of it) is failing; check 3scale\'s status and the endpoint URL', ms })
+  }
+  if (res.statusCode === 404) {
+    // 3scale answers its API paths with 403 without credentials: a 404 means
+    // the endpoint's path (or host) is not where 3scale's API is.
+    return report('http', {
+      name: 'http',
+      ok: false,
+      detail: `GET ${target} answered 404 (${type}): ${upstream.host} has no such path`,
+      fix: endpointNotFoundHint(route.name === 'portal' ? 'THREESCALE_PORTAL_ENDPOINT' : 'BACKEND_ENDPOINT_OVERRIDE', upstream),
+      ms
+    })
   }
   const threescale = res.statusCode === 403 || res.statusCode === 401 ? `: 3scale's ${res.statusCode} without credentials, so it is reachable` : ''
   return report(undefined, { name: 'http', ok: true, detail: `GET ${target} → ${res.statusCode} ${type}${threescale}`, ms })

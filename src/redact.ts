@@ -146,3 +146,12 @@ export function redactText (text: string): string {
     .replace(/\b((?:proxy-)?authorization:\s*)\S+(\s+\S+)?/gi, `$1${REDACTED}`)
     .replace(/[?;&][^\s?#]*/g, (params) => params[0] + redactParams(params.slice(1), true))
 }
+
+/**
+ * An endpoint as the operator wrote it, for start-up lines and doctor:
+ * origin plus path prefix (no trailing `/`), never the userinfo, where a
+ * portal token may be.
+ */
+export function endpointLabel (url: URL): string {
+  return url.pathname === '/' || url.pathname === '' ? url.origin : url.origin + url.pathname
+}

@@ -28,13 +28,15 @@ export interface TrustSettings {
   readonly sslCertDir: string | undefined
   /** Node reads it at start too, but drops it once `ca` is set explicitly; read here so it always counts. */
   readonly nodeExtraCaCerts: string | undefined
-  /** A PEM file, or a directory of PEM files: typically the proxy's interception CA. */
+  /** A PEM file, or a directory of PEM files: an on-premise 3scale's internal CA, or a TLS-intercepting proxy's. */
   readonly caBundle: string | undefined
 }
 
 export interface TrustSourceSummary {
   readonly label: string
   readonly path: string | undefined
+  /** The path is a directory (CA_BUNDLE may be one: a mounted ConfigMap). */
+  readonly directory: boolean
   /** Certificates read from this source. */
   readonly read: number
   /** Of those, how many no earlier source had. */
@@ -48,9 +50,17 @@ export interface TrustStore {
   /**
    * SHA-256 fingerprints and subjects of the publicly trusted roots bundled
    * with Node (Mozilla's list). A chain that ends elsewhere was signed by a
-   * private CA: on a proxied route, the mark of TLS interception.
+   * private CA: an on-premise 3scale's internal CA, or a TLS-intercepting
+   * proxy's (tls-verdict.ts decides what can be said about which).
    */
   readonly publicRoots: { readonly fingerprints: ReadonlySet<string>, readonly subjects: ReadonlySet<string> }
+  /**
+   * Every trusted CA by its subject (X509Certificate.subject), PEM: to find
+   * which one vouches for a chain whose server did not send its root.
+   */
+  readonly bySubject: ReadonlyMap<string, readonly string[]>
+  /** Where each trusted CA (by SHA-256 fingerprint) was first read: `CA_BUNDLE /etc/corp/ca.pem`. */
+  readonly sourceOf: ReadonlyMap<string, string>
   /** One line for the start-up log. */
   readonly summary: string
 }
@@ -76,12 +86,14 @@ const PEM_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/
 export function loadTrustStore (settings: TrustSettings): TrustStore {
   const problems: string[] = []
   const byFingerprint = new Map<string, string>()
+  const bySubject = new Map<string, string[]>()
+  const sourceOf = new Map<string, string>()
   const sources: TrustSourceSummary[] = []
 
   // The system directory usually repeats the bundle byte for byte: skip
   // text already seen before parsing it (half the start-up cost and memory).
   const seenText = new Set<string>()
-  const add = (label: string, path: string | undefined, pems: readonly string[]): void => {
+  const add = (label: string, path: string | undefined, pems: readonly string[], directory = false): void => {
     let added = 0
     for (const pem of pems) {
       if (seenText.has(pem)) continue
@@ -90,10 +102,14 @@ export function loadTrustStore (settings: TrustSettings): TrustStore {
       if (cert === undefined) continue
       if (!byFingerprint.has(cert.fingerprint256)) {
         byFingerprint.set(cert.fingerprint256, pem)
+        sourceOf.set(cert.fingerprint256, path !== undefined ? `${label} ${path}` : label)
+        const same = bySubject.get(cert.subject)
+        if (same !== undefined) same.push(pem)
+        else bySubject.set(cert.subject, [pem])
         added++
       }
     }
-    sources.push({ label, path, read: pems.length, added })
+    sources.push({ label, path, directory, read: pems.length, added })
   }
 
   const publicFingerprints = new Set<string>()
@@ -116,9 +132,9 @@ export function loadTrustStore (settings: TrustSettings): TrustStore {
   const dirs = settings.sslCertDir !== undefined ? settings.sslCertDir.split(':').filter((d) => d !== '') : SYSTEM_CERT_DIRS
   for (const dir of dirs) {
     if (settings.sslCertDir !== undefined) {
-      add('SSL_CERT_DIR', dir, readDirectory('SSL_CERT_DIR', dir, problems, false))
+      add('SSL_CERT_DIR', dir, readDirectory('SSL_CERT_DIR', dir, problems, false), true)
     } else if (isDirectory(dir)) {
-      add('system directory', dir, readDirectory('system directory', dir, [], false))
+      add('system directory', dir, readDirectory('system directory', dir, [], false), true)
     }
   }
 
@@ -126,20 +142,24 @@ export function loadTrustStore (settings: TrustSettings): TrustStore {
     add('NODE_EXTRA_CA_CERTS', settings.nodeExtraCaCerts, readRequiredFile('NODE_EXTRA_CA_CERTS', settings.nodeExtraCaCerts, problems))
   }
   if (settings.caBundle !== undefined) {
-    const pems = isDirectory(settings.caBundle)
+    const directory = isDirectory(settings.caBundle)
+    const pems = directory
       ? readDirectory('CA_BUNDLE', settings.caBundle, problems, true)
       : readRequiredFile('CA_BUNDLE', settings.caBundle, problems)
-    add('CA_BUNDLE', settings.caBundle, pems)
+    add('CA_BUNDLE', settings.caBundle, pems, directory)
   }
 
   if (problems.length > 0) throw new TrustStoreError(problems)
 
   const ca = [...byFingerprint.values()]
-  const parts = sources.map((s) => `${s.label}${s.path !== undefined ? ` ${s.path}` : ''}: ${s.read}${s.added !== s.read ? ` (${s.added} new)` : ''}`)
+  const parts = sources.map((s) => `${s.label}${s.path !== undefined ? ` ${s.path}` : ''}: ${s.read}` +
+    (s.added !== s.read ? ` (${s.added} new)` : '') + (s.directory && s.read === 0 ? ' (an empty directory)' : ''))
   return {
     ca,
     sources,
     publicRoots: { fingerprints: publicFingerprints, subjects: publicSubjects },
+    bySubject,
+    sourceOf,
     summary: `trust store: ${ca.length} CA certificates — ${parts.join('; ')}`
   }
 }

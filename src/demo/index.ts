@@ -11,10 +11,9 @@ import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { pino } from 'pino'
 import { Agent, request, type Dispatcher } from 'undici'
-import { loadConfig } from '../config.js'
 import { createLogger } from '../logger.js'
 import type { RouteName } from '../routes.js'
-import { loadTlsMaterial } from '../tls-material.js'
+import { loadSettings } from '../settings.js'
 import { createCa } from './pki.js'
 import { startDemoProxy } from './proxy.js'
 import { BACKEND_HOST, PORTAL_HOST, SERVICE_ID, startThreescale } from './threescale.js'
@@ -92,8 +91,7 @@ export async function runDemo (argv: readonly string[], out: NodeJS.WritableStre
       ADMIN_LISTEN_PORT: hostEnv.ADMIN_LISTEN_PORT ?? '0',
       LOG_LEVEL: 'info'
     }
-    const config = loadConfig(env)
-    const tls = loadTlsMaterial(config.tls)
+    const { config, tls } = loadSettings(env)
     const logFile = join(mkdtempSync(join(tmpdir(), 'apicast-sidecar-demo-')), 'sidecar.log')
     // Synchronous, so the file is complete whenever the user looks at it.
     const logDestination = pino.destination({ dest: logFile, sync: true })
@@ -122,7 +120,7 @@ export async function runDemo (argv: readonly string[], out: NodeJS.WritableStre
     say(`                   backend ${backendUrl} → ${env.BACKEND_ENDPOINT_OVERRIDE}`)
     say(`                   via the proxy, CA_BUNDLE=${ca.certFile}; JSON logs in ${logFile}`)
     say(`                   admin   http://127.0.0.1:${sidecar.admin.address.port} (/healthz, /readyz, /metrics)`)
-    say('  The log warns "TLS interception detected": expected here, the stand-in\'s certificate comes from the private demo CA.')
+    say('  The log names the private demo CA that signs the stand-in\'s certificate, trusted through CA_BUNDLE, as an on-premise 3scale\'s internal CA would be: no warning.')
     say()
 
     const portalAuth = { authorization: 'Basic ' + Buffer.from(`${accessToken}:`).toString('base64') }

@@ -125,6 +125,10 @@ export interface OriginOptions {
   readonly handler?: Handler
   /** Require a client certificate issued by this CA (mutual TLS). */
   readonly clientCa?: CertificateAuthority
+  /** More names for the certificate, beside ORIGIN_NAMES (test proxies must resolve them too). */
+  readonly names?: readonly string[]
+  /** Send only the server's own certificate, without its CA, as many on-premise servers are set up. */
+  readonly leafOnly?: boolean
 }
 
 /** Start an origin on 127.0.0.1, port 0. */
@@ -145,7 +149,9 @@ export async function startOrigin (options: OriginOptions = {}): Promise<Origin>
     server = createHttpServer(onRequest)
   } else {
     const ca = options.ca ?? await testCa()
-    const { cert, key } = await ca.issue(ORIGIN_NAMES)
+    const issued = await ca.issue([...ORIGIN_NAMES, ...(options.names ?? [])])
+    const cert = options.leafOnly === true ? issued.cert.slice(0, issued.cert.indexOf('-----END CERTIFICATE-----') + 26) : issued.cert
+    const key = issued.key
     const mtls = options.clientCa !== undefined ? { requestCert: true, rejectUnauthorized: true, ca: options.clientCa.certPem } : {}
     server = createHttpsServer({ cert, key, ...mtls }, onRequest)
   }

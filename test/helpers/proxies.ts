@@ -19,7 +19,7 @@ export function proxyUrl (port: number, user = PROXY_USER, password = PROXY_PASS
 }
 
 /** Resolves every *.test name to 127.0.0.1, so no test touches real DNS. */
-const testLookup = ((hostname: string, options: unknown, callback: (err: NodeJS.ErrnoException | null, address: unknown, family?: number) => void) => {
+export const testLookup = ((hostname: string, options: unknown, callback: (err: NodeJS.ErrnoException | null, address: unknown, family?: number) => void) => {
   const cb = typeof options === 'function' ? options as typeof callback : callback
   const all = typeof options === 'object' && options !== null && (options as { all?: boolean }).all === true
   if (hostname.endsWith('.test') || hostname === '127.0.0.1' || hostname === 'localhost') {
@@ -149,6 +149,8 @@ export interface SquidOptions {
   readonly port?: number
   /** The authentication squid asks for: basic (basic_ncsa_auth, the default), digest (digest_file_auth) or ntlm (ntlm_fake_auth). */
   readonly auth?: 'basic' | 'digest' | 'ntlm'
+  /** More names squid resolves to 127.0.0.1 (its hosts file), such as a 3scale SaaS name served by a test origin. */
+  readonly hosts?: readonly string[]
 }
 
 /**
@@ -205,7 +207,7 @@ export async function startSquid (options: SquidOptions = {}): Promise<Squid> {
         'auth_param basic children 2 startup=1 idle=1',
         'auth_param basic realm sidecar-test'
       ]
-  writeFileSync(join(dir, 'hosts'), '127.0.0.1 portal.test backend.test forbidden.test localhost\n')
+  writeFileSync(join(dir, 'hosts'), `127.0.0.1 ${['portal.test', 'backend.test', 'forbidden.test', 'localhost', ...(options.hosts ?? [])].join(' ')}\n`)
   const conf = join(dir, 'squid.conf')
   writeFileSync(conf, [
     ...listen,

@@ -49,14 +49,14 @@ describe('operate: /readyz and doctor name the failing step', () => {
       doctor: /✗ proxy +the proxy 127\.0\.0\.1:\d+ \(127\.0\.0\.1\) does not accept TCP connections \(ECONNREFUSED\)/
     },
     {
-      name: 'the interception CA missing: the TLS step, naming the issuer',
+      name: 'a private CA the trust store lacks, through a plain proxy: the TLS step, naming the issuer as a private CA, not interception',
       env: async () => {
         const rogue = await startOrigin({ ca: await createCa('Corp Interception CA') })
         after(async () => { await rogue.close() })
         return { HTTPS_PROXY: proxy.url, BACKEND_ENDPOINT_OVERRIDE: rogue.url('backend.test'), THREESCALE_PORTAL_ENDPOINT: `https://${TOKEN}@portal.test:${rogue.port}` }
       },
       step: 'tls',
-      doctor: /✗ TLS +the certificate of backend\.test:\d+ did not verify \(SELF_SIGNED_CERT_IN_CHAIN\); issued by CN=Corp Interception CA.*: this looks like TLS interception/
+      doctor: /✗ TLS +the TLS certificate of backend\.test:\d+ is not trusted: issued by CN=Corp Interception CA, O=apicast-sidecar-proxy tests, which the trust store does not know \(SELF_SIGNED_CERT_IN_CHAIN\); the top certificate the server sent is CN=Corp Interception CA.*is a private CA: your 3scale's own internal CA.*\n +fix: add the certificate of CN=Corp Interception CA/
     },
     {
       name: 'the upstream down: the proxy cannot open the tunnel',

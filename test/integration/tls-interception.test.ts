@@ -11,8 +11,14 @@ import { squidSkip, PROXY_PASSWORD, startSquid, type Squid } from '../helpers/pr
 import { runCli, startSidecar } from '../helpers/sidecar.js'
 
 const TOKEN = 'bumped-token-4e1f'
+/**
+ * A 3scale SaaS name, served here by the test origin and resolved by squid
+ * alone: 3scale serves such names only with publicly trusted certificates,
+ * so a private chain for one is evidence of interception.
+ */
+const SAAS_HOST = 'acme-admin.3scale.net'
 
-describeOrSkip('behind a TLS-intercepting squid (ssl-bump)', squidSkip, () => {
+describeOrSkip('behind a TLS-intercepting squid (ssl-bump), calling 3scale SaaS', squidSkip, () => {
   let origin: Origin
   let squid: Squid
   let bumpCa: CertificateAuthority
@@ -20,9 +26,9 @@ describeOrSkip('behind a TLS-intercepting squid (ssl-bump)', squidSkip, () => {
   const client = new Client()
 
   before(async () => {
-    origin = await startOrigin()
+    origin = await startOrigin({ names: [SAAS_HOST] })
     bumpCa = await createCa('Corp Interception CA')
-    squid = await startSquid({ sslBump: { ca: bumpCa, originCaFile: (await testCa()).certFile } })
+    squid = await startSquid({ sslBump: { ca: bumpCa, originCaFile: (await testCa()).certFile }, hosts: [SAAS_HOST] })
     bundleDir = mkdtempSync(join(tmpdir(), 'sidecar-bundle-'))
     writeFileSync(join(bundleDir, 'corp-interception.pem'), bumpCa.certPem)
     writeFileSync(join(bundleDir, 'README.txt'), 'not a certificate, ignored\n')
@@ -38,14 +44,14 @@ describeOrSkip('behind a TLS-intercepting squid (ssl-bump)', squidSkip, () => {
    * is pointed at the interception CA or at nothing the origin needs.
    */
   const env = (trust: Record<string, string>): Record<string, string> => ({
-    THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
+    THREESCALE_PORTAL_ENDPOINT: origin.url(SAAS_HOST),
     BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
     HTTPS_PROXY: squid.url,
     NODE_EXTRA_CA_CERTS: '',
     ...trust
   })
 
-  it('without the interception CA: 502 tls_untrusted, names the issuer, says interception, names CA_BUNDLE', async () => {
+  it('without the interception CA: 502 tls_untrusted, names the issuer, says interception because the host is 3scale SaaS, names CA_BUNDLE', async () => {
     const sidecar = await startSidecar(env({}), { secrets: [TOKEN, PROXY_PASSWORD] })
     try {
       const res = await client.send(`${sidecar.portalUrl}/admin/api/services.json`, { headers: { authorization: basicUserinfo(TOKEN) } })
@@ -53,9 +59,11 @@ describeOrSkip('behind a TLS-intercepting squid (ssl-bump)', squidSkip, () => {
       assert.equal(res.headers['x-sidecar-error'], 'tls_untrusted')
       const line = await sidecar.waitForLog((l) => l.error === 'tls_untrusted')
       assert.match(line.msg, /issued by CN=Corp Interception CA/)
-      assert.match(line.msg, /trust store does not know/)
-      assert.match(line.msg, new RegExp(`looks like TLS interception by the proxy 127\\.0\\.0\\.1:${squid.port}`))
-      assert.match(line.msg, /CA_BUNDLE=/)
+      assert.match(line.msg, /trust store does not know \(SELF_SIGNED_CERT_IN_CHAIN\)/)
+      assert.match(line.msg, /the top certificate the server sent is CN=Corp Interception CA, O=apicast-sidecar-proxy tests, issued by itself \(a CA\)/)
+      assert.match(line.msg, new RegExp(`acme-admin\\.3scale\\.net is a 3scale SaaS host, which 3scale serves only with publicly trusted certificates, so the proxy 127\\.0\\.0\\.1:${squid.port} intercepts TLS, re-signing it with CN=Corp Interception CA`))
+      assert.match(line.msg, /add the certificate of CN=Corp Interception CA.* with CA_BUNDLE=\/path\/to\/ca\.pem/)
+      assert.match(line.msg, /it is the proxy's interception CA: get it from whoever runs the proxy, or ask for 3scale's hosts to be exempted from TLS interception/)
       assert.equal(origin.requests.length, 0, 'nothing may reach 3scale over an unverified connection')
     } finally {
       assert.equal(await sidecar.stop(), 0)
@@ -83,13 +91,35 @@ describeOrSkip('behind a TLS-intercepting squid (ssl-bump)', squidSkip, () => {
         const warnings = sidecar.logs().filter((l) => l.interception === true && l.listener === 'portal')
         assert.equal(warnings.length, 1)
         assert.equal(warnings[0]?.level, 'warn')
-        assert.match(warnings[0]?.msg ?? '', /private CA CN=Corp Interception CA/)
+        assert.equal(warnings[0]?.tlsVerdict, 'interception')
+        assert.match(warnings[0]?.msg ?? '', /^TLS interception: the certificate of acme-admin\.3scale\.net:\d+ is chained to the private CA CN=Corp Interception CA, O=apicast-sidecar-proxy tests, trusted from /)
+        assert.match(warnings[0]?.msg ?? '', /is a 3scale SaaS host, which 3scale serves only with publicly trusted certificates/)
         assert.match(warnings[0]?.msg ?? '', /ACCESS_TOKEN_LOCATION=header/)
       } finally {
         assert.equal(await sidecar.stop(), 0)
       }
     })
   }
+
+  it('doctor: the same verdict, from the 3scale SaaS name, without and with the interception CA', async () => {
+    const stepOf = (stdout: string): { ok?: boolean, detail: string, fix?: string, verdict?: string } | undefined =>
+      (JSON.parse(stdout) as { routes: Array<{ route: string, steps: Array<{ name: string, ok?: boolean, detail: string, fix?: string, verdict?: string }> }> })
+        .routes.find((r) => r.route === 'portal')?.steps.find((s) => s.name === 'tls')
+    const without = await runCli(env({}), ['doctor', '--json'])
+    assert.equal(without.code, 1)
+    const failed = stepOf(without.stdout)
+    assert.equal(failed?.ok, false)
+    assert.equal(failed?.verdict, 'interception')
+    assert.match(failed?.detail ?? '', /acme-admin\.3scale\.net is a 3scale SaaS host, which 3scale serves only with publicly trusted certificates, so the proxy 127\.0\.0\.1:\d+ intercepts TLS/)
+    assert.match(failed?.fix ?? '', /it is the proxy's interception CA/)
+
+    const trusted = await runCli(env({ CA_BUNDLE: bumpCa.certFile }), ['doctor', '--json'])
+    const ok = stepOf(trusted.stdout)
+    assert.equal(ok?.ok, true)
+    assert.equal(ok?.verdict, 'interception')
+    assert.match(ok?.detail ?? '', /^verified; TLS interception: the certificate of acme-admin\.3scale\.net:\d+ is chained to the private CA CN=Corp Interception CA.*set ACCESS_TOKEN_LOCATION=header/)
+    for (const out of [without.stdout, trusted.stdout]) assert.ok(!out.includes(PROXY_PASSWORD) && !out.includes(encodeURIComponent(PROXY_PASSWORD)), 'doctor printed the proxy password')
+  })
 
   it('UPSTREAM_TLS_VERIFY=false forwards without the CA, and warns at every start', async () => {
     const sidecar = await startSidecar(env({ UPSTREAM_TLS_VERIFY: 'false' }))

@@ -124,6 +124,34 @@ describe('loadConfig', () => {
     assert.match(problems[0] ?? '', new RegExp(`^ACCESS_TOKEN_FILE: cannot read /run/secrets/token \\(EACCES: the sidecar runs as UID ${process.getuid?.() ?? ''}, GID ${process.getgid?.() ?? ''}, which may not read it`))
   })
 
+  it('an admin portal page pasted as THREESCALE_PORTAL_ENDPOINT is a config error with the origin to use; a real prefix is not', () => {
+    const token = 'pasted-token-5d0e'
+    const rows: Array<[string, boolean]> = [
+      ['/p/admin/dashboard', true],
+      ['/p/admin', true],
+      ['/p/login', true],
+      ['/admin', true],
+      ['/admin/api/services.json', true],
+      ['/apiconfig/services/2555417777820/integration', true],
+      ['/buyers/accounts', true],
+      ['/', false],
+      ['/3scale', false],
+      ['/prefix/admin-portal', false],
+      ['/pages', false]
+    ]
+    for (const [path, pasted] of rows) {
+      const env = { THREESCALE_PORTAL_ENDPOINT: `https://${token}@acme-admin.3scale.net${path}` }
+      if (!pasted) {
+        assert.doesNotThrow(() => loadConfig(env), path)
+        continue
+      }
+      const problems = problemsOf(env)
+      assert.deepEqual(problems, [`THREESCALE_PORTAL_ENDPOINT has the path ${path}, a page of the admin portal as a browser shows it, not where its API is: ` +
+        'use the origin only, https://acme-admin.3scale.net (3scale\'s API is at the root of its host, as in https://acme-admin.3scale.net)'], path)
+      assert.ok(!(problems[0] ?? '').includes(token), 'the token is not echoed')
+    }
+  })
+
   it('takes the token from the portal URL userinfo and removes it from the endpoint', () => {
     const c = loadConfig({ THREESCALE_PORTAL_ENDPOINT: 'https://t%2Fok@acme-admin.3scale.net/prefix' })
     assert.equal(c.portal.token, 't/ok')

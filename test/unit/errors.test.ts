@@ -3,12 +3,21 @@ import { describe, it } from 'node:test'
 import { errors as undiciErrors } from 'undici'
 import { parseProxyUrl, type ProxyEndpoint } from '../../src/egress.js'
 import { causeChain, classifyUpstreamError, ConnectFailure, parseAuthSchemes, UpstreamCertificateError, type CauseLink, type FailureContext } from '../../src/errors.js'
+import type { ChainFacts } from '../../src/tls-verdict.js'
 
 const proxied: ProxyEndpoint | undefined = parseProxyUrl('http://u:p@proxy.corp:3128')
 const direct: ProxyEndpoint | undefined = undefined
 const timeouts = { connectMs: 10000, responseHeadersMs: 60000, idleMs: 60000 }
 const ctx = (proxy: ProxyEndpoint | undefined, refusal?: FailureContext['refusal']): FailureContext =>
   ({ upstream: new URL('https://su1.3scale.net'), proxy, refusal, timeouts })
+
+const zscalerChain: ChainFacts = {
+  leaf: { subject: 'CN=su1.3scale.net', issuer: 'CN=Zscaler Root CA', ca: false, selfSigned: false, fingerprint: 'AA' },
+  top: { subject: 'CN=Zscaler Root CA', issuer: 'CN=Zscaler Root CA', ca: true, selfSigned: true },
+  sent: 2,
+  anchor: undefined,
+  publicRoot: false
+}
 
 function sysError (code: string, syscall = 'connect'): NodeJS.ErrnoException {
   const err: NodeJS.ErrnoException = new Error(`${syscall} ${code}`)
@@ -32,7 +41,7 @@ describe('classifyUpstreamError', () => {
     { name: 'direct EAI_AGAIN', err: new ConnectFailure(sysError('EAI_AGAIN', 'getaddrinfo')), ctx: ctx(direct), code: 'dns', status: 502, message: /EAI_AGAIN/ },
     { name: 'direct connection refused', err: new ConnectFailure(sysError('ECONNREFUSED')), ctx: ctx(direct), code: 'upstream_unreachable', status: 502, message: /su1\.3scale\.net:443 directly/ },
     { name: 'direct network unreachable', err: new ConnectFailure(sysError('ENETUNREACH')), ctx: ctx(direct), code: 'upstream_unreachable', status: 502, message: /ENETUNREACH/ },
-    { name: 'untrusted certificate', err: new ConnectFailure(new UpstreamCertificateError('SELF_SIGNED_CERT_IN_CHAIN', 'CN=Zscaler Root CA', 'CN=su1.3scale.net')), ctx: ctx(proxied), code: 'tls_untrusted', status: 502, message: /issued by CN=Zscaler Root CA/ },
+    { name: 'untrusted certificate', err: new ConnectFailure(new UpstreamCertificateError('SELF_SIGNED_CERT_IN_CHAIN', zscalerChain, undefined)), ctx: ctx(proxied), code: 'tls_untrusted', status: 502, message: /issued by CN=Zscaler Root CA/ },
     { name: 'TLS error to an https proxy', err: new ConnectFailure(sysError('UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'tls')), ctx: ctx(proxied), code: 'tls_untrusted', status: 502, message: /UNABLE_TO_VERIFY_LEAF_SIGNATURE/ },
     { name: 'connect timeout', err: new ConnectFailure(new undiciErrors.ConnectTimeoutError()), ctx: ctx(direct), code: 'timeout', status: 504, message: /connecting to su1\.3scale\.net:443 \(CONNECT_TIMEOUT_MS=10000\)/ },
     { name: 'CONNECT reply timeout', err: new ConnectFailure(new undiciErrors.HeadersTimeoutError()), ctx: ctx(proxied), code: 'timeout', status: 504, message: /opening the tunnel to su1\.3scale\.net:443 through proxy\.corp:3128/ },
