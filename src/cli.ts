@@ -1,6 +1,107 @@
 // First, so that the heap is sized before any module allocates.
 import './gc-tuning.js'
-import { main } from './main.js'
+import { ConfigError, loadConfig, type Config } from './config/config.js'
+import { loadSettings } from './config/settings.js'
+import { createLogger, type Logger } from './observe/logger.js'
+import { ListenError, startSidecar, type Sidecar } from './sidecar.js'
+import type { TlsMaterial } from './tls/tls-material.js'
+import { version } from './version.js'
+
+const USAGE = `Usage: apicast-sidecar-proxy [--help | --version]
+       apicast-sidecar-proxy doctor [--json]  check every step to 3scale and say what to fix (run this first)
+       apicast-sidecar-proxy demo [--once]    everything on 127.0.0.1: a 3scale stand-in, a proxy, the sidecar
+
+Forwards APIcast's calls to the 3scale admin portal (listener 9090) and
+backend (listener 9091) through the corporate proxy in https_proxy.
+All settings come from the environment; see the README.
+`
+
+/**
+ * The process entry: parse argv, validate the environment, start, and handle
+ * signals. The only place that exits the process; returns the exit code.
+ */
+async function main (argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(USAGE)
+    return 0
+  }
+  if (argv.includes('--version')) {
+    process.stdout.write(`apicast-sidecar-proxy ${version()} (node ${process.version})\n`)
+    return 0
+  }
+  if (argv[0] === 'doctor') {
+    const { runDoctor } = await import('./diagnostics/doctor.js')
+    return await runDoctor(argv.slice(1), env)
+  }
+  if (argv[0] === 'demo') {
+    const { runDemo } = await import('./demo/index.js')
+    return await runDemo(argv.slice(1), process.stdout, env)
+  }
+  if (argv.length > 0) {
+    process.stderr.write(`apicast-sidecar-proxy: unknown argument ${JSON.stringify(argv[0])}\n${USAGE}`)
+    return 2
+  }
+
+  // Every problem of the environment, the secret files and the TLS files at
+  // once, on stderr: stdout carries JSON log lines only.
+  let config: Config
+  let tls: TlsMaterial
+  try {
+    ({ config, tls } = loadSettings(env))
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err
+    process.stderr.write(`apicast-sidecar-proxy: ${err.message}\n`)
+    return 1
+  }
+
+  const log = createLogger(config.logLevel)
+  // Signals are taken from here on: one that arrives while the listeners are
+  // still starting (an orchestrator stopping a pod that has just started)
+  // is acted on once they are up, rather than killing the process with
+  // the default action and no drain.
+  let onSignal: (signal: NodeJS.Signals) => void
+  const early: NodeJS.Signals[] = []
+  onSignal = (signal) => { early.push(signal) }
+  const signalled = (signal: NodeJS.Signals): void => { onSignal(signal) }
+  process.on('SIGTERM', signalled)
+  process.on('SIGINT', signalled)
+
+  let sidecar: Sidecar
+  try {
+    sidecar = await startSidecar(config, tls, log, { reloadConfig: () => loadConfig(env) })
+  } catch (err) {
+    log.fatal(err instanceof ListenError ? err.message : `start-up failed: ${String(err)}`)
+    await flushed(log)
+    return 1
+  }
+
+  return await new Promise<number>((resolve) => {
+    let stopping = false
+    onSignal = (signal) => {
+      if (stopping) {
+        log.warn(`${signal} again: exiting without waiting for in-flight requests`)
+        resolve(1)
+        return
+      }
+      stopping = true
+      log.info(`${signal} received: draining (up to SHUTDOWN_GRACE_MS=${config.timeouts.shutdownGraceMs})`)
+      log.flush()
+      sidecar.shutdown().then(() => {
+        log.info('stopped')
+        resolve(0)
+      }, (err: unknown) => {
+        log.error(`shutdown failed: ${String(err)}`)
+        resolve(1)
+      })
+    }
+    for (const signal of early) onSignal(signal)
+  }).finally(async () => { await flushed(log) })
+}
+
+/** Wait until every buffered log line is written: the process exits next. */
+async function flushed (log: Logger): Promise<void> {
+  await new Promise<void>((resolve) => { log.flush(() => { resolve() }) })
+}
 
 main(process.argv.slice(2), process.env).then((code) => {
   process.exit(code)

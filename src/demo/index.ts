@@ -11,9 +11,9 @@ import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { pino } from 'pino'
 import { Agent, request, type Dispatcher } from 'undici'
-import { createLogger } from '../logger.js'
-import type { RouteName } from '../routes.js'
-import { loadSettings } from '../settings.js'
+import { createLogger } from '../observe/logger.js'
+import type { RouteName } from '../config/routes.js'
+import { loadSettings } from '../config/settings.js'
 import { createCa } from './pki.js'
 import { startDemoProxy } from './proxy.js'
 import { BACKEND_HOST, PORTAL_HOST, SERVICE_ID, startThreescale } from './threescale.js'
@@ -97,7 +97,7 @@ export async function runDemo (argv: readonly string[], out: NodeJS.WritableStre
     const logDestination = pino.destination({ dest: logFile, sync: true })
     cleanups.push(() => { logDestination.end() })
     // Dynamic: main.ts imports this module to dispatch `demo`.
-    const { startSidecar } = await import('../main.js')
+    const { startSidecar } = await import('../sidecar.js')
     const sidecar = await startSidecar(config, tls, createLogger(config.logLevel, logDestination))
     cleanups.push(() => sidecar.shutdown())
     const agent = new Agent()

@@ -136,7 +136,7 @@ describe('failures: each maps to a status, an X-Sidecar-Error code and a log lin
     assert.equal(res.status, 502)
     const failed = await sidecar.waitForLog((l) => l.error === 'upstream_unreachable' && l.level === 'error')
     const debug = await sidecar.waitForLog((l) => l.level === 'debug' && l.reqId === failed.reqId && Array.isArray(l.cause))
-    assert.equal(debug.error, 'upstream_unreachable')
+    assert.equal(debug.failure, 'upstream_unreachable')
     assert.ok((debug.cause as Array<{ code?: string }>).some((link) => link.code === 'ECONNREFUSED'), JSON.stringify(debug.cause))
   })
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { appendAccessToken, queryHasAccessToken, readBasicToken } from '../../src/access-token.js'
+import { appendAccessToken, queryHasAccessToken, readBasicToken } from '../../src/http/access-token.js'
 
 const b64 = (s: string): string => Buffer.from(s).toString('base64')
 

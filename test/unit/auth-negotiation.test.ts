@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { answerChallenge, FRESH_MEMORY, openingMessage, type AuthMemory, type AuthMessage, type AuthPolicy, type ProxyAuthScheme } from '../../src/auth-negotiation.js'
-import { parseChallenges, type Challenge } from '../../src/proxy-auth.js'
+import { answerChallenge, FRESH_MEMORY, openingMessage, type AuthMemory, type AuthMessage, type AuthPolicy, type ProxyAuthScheme } from '../../src/egress/auth-negotiation.js'
+import { parseChallenges, type Challenge } from '../../src/egress/proxy-auth.js'
 
 const policy = (scheme: ProxyAuthScheme, hasCredentials = true): AuthPolicy => ({ scheme, hasCredentials })
 const DIGEST: Challenge = parseChallenges('Digest realm="corp", nonce="n1", qop="auth", algorithm=SHA-256')[0] as Challenge

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { answerClientError } from '../../src/client-errors.js'
-import { createLogSampler } from '../../src/log-sampler.js'
+import { answerClientError } from '../../src/operate/client-errors.js'
+import { createLogSampler } from '../../src/observe/log-sampler.js'
 
 describe('answerClientError', () => {
   const rows: Array<[string | undefined, number | undefined, string | undefined]> = [

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { parseProxyUrl, ProxyUrlError, resolveEgress, type ProxyEnv } from '../../src/egress.js'
+import { parseProxyUrl, ProxyUrlError, resolveEgress, type ProxyEnv } from '../../src/egress/egress.js'
 
 describe('resolveEgress (proxy-from-env precedence and NO_PROXY)', () => {
   const cases: Array<{ name: string, url: string, env: ProxyEnv, want: string }> = [

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { errors as undiciErrors } from 'undici'
-import { parseProxyUrl, type ProxyEndpoint } from '../../src/egress.js'
-import { causeChain, classifyUpstreamError, ConnectFailure, parseAuthSchemes, UpstreamCertificateError, type CauseLink, type FailureContext } from '../../src/errors.js'
-import type { ChainFacts } from '../../src/tls-verdict.js'
+import { parseProxyUrl, type ProxyEndpoint } from '../../src/egress/egress.js'
+import { causeChain, classifyUpstreamError, ConnectFailure, parseAuthSchemes, UpstreamCertificateError, type CauseLink, type FailureContext } from '../../src/failures/catalogue.js'
+import type { ChainFacts } from '../../src/tls/tls-verdict.js'
 
 const proxied: ProxyEndpoint | undefined = parseProxyUrl('http://u:p@proxy.corp:3128')
 const direct: ProxyEndpoint | undefined = undefined

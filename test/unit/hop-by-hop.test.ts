@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { isHopByHop, withoutHopByHop } from '../../src/hop-by-hop.js'
+import { isHopByHop, withoutHopByHop } from '../../src/http/hop-by-hop.js'
 
 describe('isHopByHop', () => {
   const cases: Array<[string, boolean]> = [

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { pino } from 'pino'
-import { createLogger } from '../../src/logger.js'
+import { createLogger } from '../../src/observe/logger.js'
 
 describe('createLogger', () => {
   it('an outage\'s burst of error lines is written whole, without piling up flush listeners', async () => {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { isLoopback, matchesNoProxy, NoProxyError, parseNoProxy } from '../../src/no-proxy.js'
+import { isLoopback, matchesNoProxy, NoProxyError, parseNoProxy } from '../../src/egress/no-proxy.js'
 
 /**
  * The specification of NO_PROXY: [NO_PROXY value, upstream URL, direct?].

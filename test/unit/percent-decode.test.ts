@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { percentDecode } from '../../src/percent-decode.js'
+import { percentDecode } from '../../src/http/percent-decode.js'
 
 describe('percentDecode', () => {
   const cases: Array<[string, string]> = [

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { basicAuthorization, canAnswerDigest, digestAuthorization, ntlmAuthenticate, ntlmIdentity, ntlmNegotiate, parseChallenges, type Challenge } from '../../src/proxy-auth.js'
+import { basicAuthorization, canAnswerDigest, digestAuthorization, ntlmAuthenticate, ntlmIdentity, ntlmNegotiate, parseChallenges, type Challenge } from '../../src/egress/proxy-auth.js'
 
 describe('parseChallenges', () => {
   const cases: Array<[string | string[] | undefined, Challenge[]]> = [

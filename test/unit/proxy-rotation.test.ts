@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { ProxyRotation } from '../../src/proxy-rotation.js'
+import { ProxyRotation } from '../../src/egress/proxy-rotation.js'
 
 /** A rotation over `size` proxies with a 10 s back-off, on a clock the test moves. */
 function rotation (size: number): { r: ProxyRotation, at: (ms: number) => void } {

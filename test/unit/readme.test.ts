@@ -3,8 +3,8 @@ import { readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { it } from 'node:test'
 import { fileURLToPath } from 'node:url'
-import { SETTING_NAMES } from '../../src/config.js'
-import { PROXY_VARIABLES } from '../../src/egress.js'
+import { SETTING_NAMES } from '../../src/config/config.js'
+import { PROXY_VARIABLES } from '../../src/egress/egress.js'
 
 const README = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'README.md')
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { hostPort, redactPath, redactText, redactUrl } from '../../src/redact.js'
+import { hostPort, redactPath, redactText, redactUrl } from '../../src/observe/redact.js'
 
 describe('redactPath', () => {
   const cases: Array<[string, string]> = [

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { buildClientResponseHeaders, transferCodings } from '../../src/response-headers.js'
+import { buildClientResponseHeaders, transferCodings } from '../../src/http/response-headers.js'
 
 describe('buildClientResponseHeaders', () => {
   const rows: Array<{ name: string, status: number, method?: string, in: Record<string, string | string[]>, want: Record<string, string | string[]> }> = [

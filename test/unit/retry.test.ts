@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import type { Failure, FailureCode } from '../../src/errors.js'
-import { shouldRetry, type FailedAttempt } from '../../src/retry.js'
+import type { Failure, FailureCode } from '../../src/failures/catalogue.js'
+import { shouldRetry, type FailedAttempt } from '../../src/forwarding/retry.js'
 
 const failure = (code: FailureCode, transient: boolean): Failure =>
   ({ code, status: code === 'timeout' ? 504 : 502, message: code, hint: 'check', transient })

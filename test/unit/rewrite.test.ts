@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { buildUpstreamRequest, joinPath, type IncomingRequest } from '../../src/rewrite.js'
-import type { Route, TokenPolicy } from '../../src/routes.js'
+import { buildUpstreamRequest, joinPath, type IncomingRequest } from '../../src/forwarding/rewrite.js'
+import type { Route, TokenPolicy } from '../../src/config/routes.js'
 
 const basic = (userPass: string): string => 'Basic ' + Buffer.from(userPass).toString('base64')
 

@@ -3,8 +3,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
-import { ConfigError } from '../../src/config.js'
-import { loadSettings } from '../../src/settings.js'
+import { ConfigError } from '../../src/config/config.js'
+import { loadSettings } from '../../src/config/settings.js'
 
 function problemsOf (env: Record<string, string>): readonly string[] {
   try {

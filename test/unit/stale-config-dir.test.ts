@@ -3,8 +3,8 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
-import { decodeEntry, encodeEntryHeader, StaleConfigDir } from '../../src/stale-config-dir.js'
-import type { StoredResponse } from '../../src/stale-config.js'
+import { decodeEntry, encodeEntryHeader, StaleConfigDir } from '../../src/stale-config/stale-config-dir.js'
+import type { StoredResponse } from '../../src/stale-config/stale-config.js'
 
 const HEADERS = { 'content-type': 'application/json', vary: ['accept', 'authorization'] }
 /** A body a text format would have to escape: newlines, NUL, bytes that are not UTF-8. */

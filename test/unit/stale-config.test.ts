@@ -3,8 +3,8 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } 
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
-import { StaleConfigDir } from '../../src/stale-config-dir.js'
-import { isConfigPath, StaleConfigCache, type StaleCollector } from '../../src/stale-config.js'
+import { StaleConfigDir } from '../../src/stale-config/stale-config-dir.js'
+import { isConfigPath, StaleConfigCache, type StaleCollector } from '../../src/stale-config/stale-config.js'
 
 describe('isConfigPath: APIcast configuration reads are kept, nothing else', () => {
   const cases: Array<[string, boolean]> = [

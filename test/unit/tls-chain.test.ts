@@ -5,9 +5,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { rootCertificates } from 'node:tls'
 import { describe, it } from 'node:test'
-import { caBundleState, displayName, readChain } from '../../src/tls-chain.js'
-import { issuingCa } from '../../src/tls-verdict.js'
-import { loadTrustStore } from '../../src/trust-store.js'
+import { caBundleState, displayName, readChain } from '../../src/tls/tls-chain.js'
+import { issuingCa } from '../../src/tls/tls-verdict.js'
+import { loadTrustStore } from '../../src/tls/trust-store.js'
 import { createCa } from '../helpers/pki.js'
 
 const noSystem = { sslCertFile: undefined, sslCertDir: undefined, nodeExtraCaCerts: undefined }

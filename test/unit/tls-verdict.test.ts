@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { parseProxyUrl, type ProxyEndpoint } from '../../src/egress.js'
-import { classifyUpstreamError, ConnectFailure, describeTrustedChain, explainUntrustedCertificate, UpstreamCertificateError, type FailureContext } from '../../src/errors.js'
-import { isSaasHost, issuingCa, judgeChain, type CaBundleState, type ChainFacts, type DirectComparison, type TlsVerdictCode } from '../../src/tls-verdict.js'
+import { parseProxyUrl, type ProxyEndpoint } from '../../src/egress/egress.js'
+import { classifyUpstreamError, ConnectFailure, describeTrustedChain, explainUntrustedCertificate, UpstreamCertificateError, type FailureContext } from '../../src/failures/catalogue.js'
+import { isSaasHost, issuingCa, judgeChain, type CaBundleState, type ChainFacts, type DirectComparison, type TlsVerdictCode } from '../../src/tls/tls-verdict.js'
 
 const proxy: ProxyEndpoint = parseProxyUrl('http://u:p@proxy.corp:3128')
 const timeouts = { connectMs: 10000, responseHeadersMs: 60000, idleMs: 60000 }

@@ -1,4 +1,4 @@
-import type { Failure } from './errors.js'
+import type { Failure } from '../failures/catalogue.js'
 
 /** What is known of one failed attempt when deciding whether to send the request again. */
 export interface FailedAttempt {

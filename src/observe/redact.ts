@@ -1,4 +1,4 @@
-import { percentDecode } from './percent-decode.js'
+import { percentDecode } from '../http/percent-decode.js'
 
 /**
  * Parameter names that carry credentials: 3scale's (access_token,

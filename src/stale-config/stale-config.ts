@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto'
-import type { StaleConfigDir } from './stale-config-dir.js'
 
 /**
  * Portal paths APIcast loads its configuration from: the services list, a
@@ -56,8 +55,22 @@ export interface StaleConfigOptions {
    */
   readonly maxBytes: number
   readonly now?: () => number
-  /** Write entries through to this directory, and start from what it holds. */
-  readonly dir?: StaleConfigDir | undefined
+  /** Write entries through to this store, and start from what it holds. */
+  readonly dir?: StaleConfigStore | undefined
+}
+
+/**
+ * Where the cache persists its entries (STALE_CONFIG_DIR): the cache owns
+ * this interface and stale-config-dir.ts implements it, so the cache never
+ * depends on the files.
+ */
+export interface StaleConfigStore {
+  /** Every stored entry, and the names of files that could not be read. */
+  load (): { entries: Array<{ key: string, response: StoredResponse }>, skipped: string[] }
+  save (key: string, response: StoredResponse): void
+  remove (key: string): void
+  /** Resolves once every pending write has reached the disk. */
+  idle (): Promise<void>
 }
 
 /**
@@ -72,7 +85,7 @@ export class StaleConfigCache {
   readonly #maxAgeMs: number
   readonly #maxBytes: number
   readonly #now: () => number
-  readonly #dir: StaleConfigDir | undefined
+  readonly #dir: StaleConfigStore | undefined
   #bytes = 0
   /** Keys being collected: one collection per key, since a concurrent second one would hold another whole copy only to replace the first. */
   readonly #collecting = new Set<string>()

@@ -7,7 +7,7 @@
  * half of the Basic credentials, so both are read here.
  */
 import { percentDecode } from './percent-decode.js'
-import { basicAuthorization } from './proxy-auth.js'
+import { basicAuthorization } from '../egress/proxy-auth.js'
 
 export type BasicToken =
   | { kind: 'none' }

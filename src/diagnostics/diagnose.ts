@@ -6,18 +6,18 @@ import type { Duplex } from 'node:stream'
 import { connect as tlsConnect, TLSSocket } from 'node:tls'
 import { HttpProxyAgent } from 'http-proxy-agent'
 import type { buildConnector as BuildConnectorType } from 'undici'
-import { basicTokenHeader } from './access-token.js'
-import { proxyAuthorization, type ProxyEndpoint } from './egress.js'
-import { describeTrustedChain, endpointNotFoundHint, explainUntrustedCertificate, isTlsCode, parseAuthSchemes, proxyAuthHint } from './errors.js'
-import { joinPath } from './rewrite.js'
-import { endpointLabel, hostPort } from './redact.js'
-import type { Route } from './routes.js'
-import { caBundleState, readChain } from './tls-chain.js'
-import { isSaasHost, judgeChain, type ChainFacts, type DirectComparison, type TlsVerdictCode } from './tls-verdict.js'
-import type { TrustStore } from './trust-store.js'
-import type { ProxyAuthScheme } from './auth-negotiation.js'
-import { TunnelClient } from './tunnel-client.js'
-import { buildConnector } from './undici-parts.js'
+import { basicTokenHeader } from '../http/access-token.js'
+import { proxyAuthorization, type ProxyEndpoint } from '../egress/egress.js'
+import { describeTrustedChain, endpointNotFoundHint, explainUntrustedCertificate, isTlsCode, parseAuthSchemes, proxyAuthHint } from '../failures/catalogue.js'
+import { joinPath } from '../forwarding/rewrite.js'
+import { endpointLabel, hostPort } from '../observe/redact.js'
+import type { Route } from '../config/routes.js'
+import { caBundleState, readChain } from '../tls/tls-chain.js'
+import { isSaasHost, judgeChain, type ChainFacts, type DirectComparison, type TlsVerdictCode } from '../tls/tls-verdict.js'
+import type { TrustStore } from '../tls/trust-store.js'
+import type { ProxyAuthScheme } from '../egress/auth-negotiation.js'
+import { TunnelClient } from '../egress/tunnel-client.js'
+import { buildConnector } from '../egress/undici-parts.js'
 
 /**
  * Step-by-step checks of one route's whole path, shared by /readyz and
@@ -338,7 +338,7 @@ function readTls (socket: TLSSocket, trust: TrustStore): TlsFacts {
 }
 
 /**
- * The TLS step, worded by the failure catalogue (errors.ts) as requests and
+ * The TLS step, worded by the failure catalogue (failures/catalogue.ts) as requests and
  * /readyz see it, plus what a direct connection showed when one was made.
  */
 async function tlsStep (facts: TlsFacts | undefined, route: Route, proxy: ProxyEndpoint | undefined, options: DiagnoseOptions): Promise<Step> {

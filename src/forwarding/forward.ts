@@ -1,18 +1,18 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Dispatcher } from 'undici'
-import type { Timeouts } from './config.js'
-import type { EgressPath, Upstream } from './dispatcher.js'
-import { causeChain, classifyUpstreamError, ConnectFailure, type Failure, type FailureCode } from './errors.js'
-import type { Logger } from './logger.js'
-import type { RouteMetrics } from './metrics.js'
-import { redactPath } from './redact.js'
-import { buildClientResponseHeaders, isBodiless } from './response-headers.js'
-import { createLogSampler } from './log-sampler.js'
-import { onceClosed } from './response-closed.js'
+import type { Timeouts } from '../config/config.js'
+import type { EgressPath, Upstream } from '../egress/dispatcher.js'
+import { causeChain, classifyUpstreamError, ConnectFailure, type Failure, type FailureCode } from '../failures/catalogue.js'
+import type { Logger } from '../observe/logger.js'
+import type { RouteMetrics } from '../observe/metrics.js'
+import { redactPath } from '../observe/redact.js'
+import { buildClientResponseHeaders, isBodiless } from '../http/response-headers.js'
+import { createLogSampler } from '../observe/log-sampler.js'
+import { onceClosed } from '../http/response-closed.js'
 import { shouldRetry } from './retry.js'
 import { buildUpstreamRequest, type RequestError } from './rewrite.js'
-import type { Route } from './routes.js'
-import type { StaleCollector, StaleConfigCache, StaleHit } from './stale-config.js'
+import type { Route } from '../config/routes.js'
+import type { StaleCollector, StaleConfigCache, StaleHit } from '../stale-config/stale-config.js'
 
 /** Status logged when APIcast went away before the response was complete (nginx's convention). */
 const CLIENT_CLOSED = 499
@@ -346,7 +346,7 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
       timeouts: this.ctx.timeouts
     })
     if (this.ctx.log.isLevelEnabled('debug')) {
-      this.ctx.log.debug({ reqId: this.shared.reqId, error: failure.code, cause: causeChain(err) }, `the cause of ${failure.code}, as undici and Node reported it`)
+      this.ctx.log.debug({ reqId: this.shared.reqId, failure: failure.code, cause: causeChain(err) }, `the cause of ${failure.code}, as undici and Node reported it`)
     }
     if (this.res.headersSent) {
       // The status line is gone; the only honest signal left is a broken

@@ -4,8 +4,8 @@ import type { AddressInfo, Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { answerClientError, type ClientErrorReport } from './client-errors.js'
-import { redactPath } from './redact.js'
-import { onConnectionClose, onceClosed } from './response-closed.js'
+import { redactPath } from '../observe/redact.js'
+import { onConnectionClose, onceClosed } from '../http/response-closed.js'
 
 export interface Listener {
   readonly server: Server

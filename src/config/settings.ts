@@ -1,5 +1,5 @@
 import { ConfigError, readConfig, type Config, type ReadSecret } from './config.js'
-import { loadTlsMaterial, TlsSetupError, type TlsMaterial } from './tls-material.js'
+import { loadTlsMaterial, TlsSetupError, type TlsMaterial } from '../tls/tls-material.js'
 
 /** What the sidecar reads at start: the config (secret files included) and the TLS files it names. */
 export interface Settings {

@@ -1,19 +1,19 @@
 import type { Socket } from 'node:net'
 import { createSecureContext, TLSSocket, type SecureContext } from 'node:tls'
 import type { Dispatcher, ProxyAgent as ProxyAgentType, buildConnector as BuildConnector } from 'undici'
-import type { Timeouts } from './config.js'
+import type { Timeouts } from '../config/config.js'
 import { proxyAuthorization, type ProxyEndpoint } from './egress.js'
-import { ConnectFailure, UpstreamCertificateError, describeTrustedChain, parseAuthSchemes, type Failure, type FailureCode, type TunnelRefusal } from './errors.js'
-import type { Logger } from './logger.js'
-import type { RouteMetrics } from './metrics.js'
-import { hostPort } from './redact.js'
+import { ConnectFailure, UpstreamCertificateError, describeTrustedChain, parseAuthSchemes, type Failure, type FailureCode, type TunnelRefusal } from '../failures/catalogue.js'
+import type { Logger } from '../observe/logger.js'
+import type { RouteMetrics } from '../observe/metrics.js'
+import { hostPort } from '../observe/redact.js'
 import type { ProxyAuthScheme } from './auth-negotiation.js'
 import { ProxyRotation } from './proxy-rotation.js'
 import { TunnelClient } from './tunnel-client.js'
-import type { Route } from './routes.js'
-import type { TrustStore } from './trust-store.js'
-import { caBundleState, readChain } from './tls-chain.js'
-import { judgeChain } from './tls-verdict.js'
+import type { Route } from '../config/routes.js'
+import type { TrustStore } from '../tls/trust-store.js'
+import { caBundleState, readChain } from '../tls/tls-chain.js'
+import { judgeChain } from '../tls/tls-verdict.js'
 import { Agent, Pool, ProxyAgent, buildConnector } from './undici-parts.js'
 
 /** One way to reach a route's upstream: directly, or through one proxy. */
@@ -236,7 +236,7 @@ function secureContexts (tls: UpstreamTls): { upstream: SecureContext, proxy: Se
  *   against the trust store) so the failure can name the real issuer.
  *   `verify` false (UPSTREAM_TLS_VERIFY=false, logged loudly at start)
  *   skips only this;
- * - every connect-phase error becomes a ConnectFailure (see errors.ts).
+ * - every connect-phase error becomes a ConnectFailure (see failures/catalogue.ts).
  */
 export function verifyingConnector (inner: BuildConnector.connector, tls: Pick<UpstreamTls, 'trust' | 'verify'>, onOpened: (socket: Socket) => void): BuildConnector.connector {
   return function connect (opts, callback) {
@@ -261,7 +261,7 @@ export function verifyingConnector (inner: BuildConnector.connector, tls: Pick<U
 
 /**
  * Say once per route, at first contact, who vouches for the upstream's
- * verified chain (errors.ts words it): nothing for a public root, `info` for
+ * verified chain (failures/catalogue.ts words it): nothing for a public root, `info` for
  * a private CA the operator put in the trust store, `warn` only on evidence
  * of interception. No extra connection is opened to find out: a direct
  * probe, as doctor makes, would bypass the proxy the network requires and

@@ -1,7 +1,7 @@
 import { subscribe, unsubscribe } from 'node:diagnostics_channel'
 import type { Socket } from 'node:net'
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
-import type { FailureCode } from './errors.js'
+import type { FailureCode } from '../failures/catalogue.js'
 
 /**
  * Prometheus metrics (prom-client). Label values are bounded and never hold

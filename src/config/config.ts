@@ -1,11 +1,11 @@
 import { accessSync, constants, readFileSync, statSync } from 'node:fs'
 import { bool, customCleanEnv, makeValidator, str, EnvError, EnvMissingError } from 'envalid'
-import { hasControlCharacter } from './access-token.js'
-import { endpointOriginFix } from './errors.js'
-import { NoProxyError, parseNoProxy } from './no-proxy.js'
-import type { TrustSettings } from './trust-store.js'
-import type { ProxyAuthScheme } from './auth-negotiation.js'
-import { PROXY_VARIABLES, parseProxyUrl, ProxyUrlError, withDefaultScheme, type ProxyEndpoint, type ProxyEnv } from './egress.js'
+import { hasControlCharacter } from '../http/access-token.js'
+import { endpointOriginFix } from '../failures/catalogue.js'
+import { NoProxyError, parseNoProxy } from '../egress/no-proxy.js'
+import type { TrustSettings } from '../tls/trust-store.js'
+import type { ProxyAuthScheme } from '../egress/auth-negotiation.js'
+import { PROXY_VARIABLES, parseProxyUrl, ProxyUrlError, withDefaultScheme, type ProxyEndpoint, type ProxyEnv } from '../egress/egress.js'
 
 export type AccessTokenLocation = 'query' | 'header'
 /**

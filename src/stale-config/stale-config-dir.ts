@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync, rmSync } from 'node:fs'
 import { mkdtemp, open, rename, rm, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
-import type { StoredResponse } from './stale-config.js'
+import type { StaleConfigStore, StoredResponse } from './stale-config.js'
 
 /**
  * The first line of an entry file (format 2), then a newline, then the body's
@@ -79,7 +79,7 @@ type Pending = { readonly op: 'save', readonly response: StoredResponse } | { re
  * configuration as 3scale sent it, secrets within it included: the
  * directory should be as private as the sidecar's own Secret.
  */
-export class StaleConfigDir {
+export class StaleConfigDir implements StaleConfigStore {
   readonly #pending = new Map<string, Pending>()
   #worker: Promise<void> | undefined
 

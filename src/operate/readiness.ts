@@ -1,12 +1,12 @@
 import type { Dispatcher } from 'undici'
-import type { Config } from './config.js'
-import type { EgressPath } from './dispatcher.js'
-import { PROBE_PATH, type RouteReport, type Step, type StepName } from './diagnose.js'
-import { classifyUpstreamError, ConnectFailure, endpointNotFoundHint, UpstreamCertificateError, type Failure } from './errors.js'
-import type { LiveRoute } from './forward.js'
-import { endpointLabel, hostPort } from './redact.js'
-import { joinPath } from './rewrite.js'
-import type { Route } from './routes.js'
+import type { Config } from '../config/config.js'
+import type { EgressPath } from '../egress/dispatcher.js'
+import { PROBE_PATH, type RouteReport, type Step, type StepName } from '../diagnostics/diagnose.js'
+import { classifyUpstreamError, ConnectFailure, endpointNotFoundHint, UpstreamCertificateError, type Failure } from '../failures/catalogue.js'
+import type { LiveRoute } from '../forwarding/forward.js'
+import { endpointLabel, hostPort } from '../observe/redact.js'
+import { joinPath } from '../forwarding/rewrite.js'
+import type { Route } from '../config/routes.js'
 
 export interface Readiness {
   readonly ready: boolean

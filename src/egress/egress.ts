@@ -1,6 +1,6 @@
 import { getProxyForUrl } from 'proxy-from-env'
 import { isLoopback, matchesNoProxy, parseNoProxy } from './no-proxy.js'
-import { percentDecode } from './percent-decode.js'
+import { percentDecode } from '../http/percent-decode.js'
 import { basicAuthorization } from './proxy-auth.js'
 
 /** The proxy variables, in the spellings proxy-from-env reads. */

@@ -5,10 +5,10 @@ import {
   queryHasAccessToken,
   readBasicToken,
   withoutAccessToken
-} from './access-token.js'
-import { withoutHopByHop } from './hop-by-hop.js'
-import { percentDecode } from './percent-decode.js'
-import type { Route, TokenPolicy } from './routes.js'
+} from '../http/access-token.js'
+import { withoutHopByHop } from '../http/hop-by-hop.js'
+import { percentDecode } from '../http/percent-decode.js'
+import type { Route, TokenPolicy } from '../config/routes.js'
 
 /** What the rewrite reads of a request: Go's `In`. */
 export interface IncomingRequest {

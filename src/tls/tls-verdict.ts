@@ -1,7 +1,7 @@
 /**
  * PURE: what can honestly be said about who signed an upstream's
  * certificate chain. No I/O: tls-chain.ts reads the facts from a TLS socket
- * and the trust store; errors.ts words the verdict.
+ * and the trust store; failures/catalogue.ts words the verdict.
  *
  * A chain that ends at a private CA (one that is not among Node's bundled
  * public roots) has two usual owners: an on-premise 3scale's internal CA, or

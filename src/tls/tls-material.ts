@@ -1,6 +1,6 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import type { Config } from './config.js'
+import type { Config } from '../config/config.js'
 import { certificatesIn, loadTrustStore, TrustStoreError, type TrustStore } from './trust-store.js'
 
 export interface KeyPair {

@@ -1,5 +1,5 @@
 import type { Config, PortalTokenSource } from './config.js'
-import { resolveEgress, type Egress } from './egress.js'
+import { resolveEgress, type Egress } from '../egress/egress.js'
 
 export type RouteName = 'portal' | 'backend'
 

@@ -1,5 +1,5 @@
-import type { Logger } from './logger.js'
-import type { ClientErrorKind } from './metrics.js'
+import type { Logger } from '../observe/logger.js'
+import type { ClientErrorKind } from '../observe/metrics.js'
 
 /** The answer to a request node:http refused before the handler saw it. */
 export interface ClientErrorAnswer {

@@ -1,12 +1,12 @@
 import type { LookupFunction } from 'node:net'
-import { ConfigError, type Config } from './config.js'
+import { ConfigError, type Config } from '../config/config.js'
 import { diagnoseRoute, type RouteReport, type Step, type StepName } from './diagnose.js'
-import type { ProxyEndpoint } from './egress.js'
-import { endpointLabel } from './redact.js'
-import { buildRoutes } from './routes.js'
-import { loadSettings } from './settings.js'
-import type { TlsMaterial } from './tls-material.js'
-import { version } from './version.js'
+import type { ProxyEndpoint } from '../egress/egress.js'
+import { endpointLabel } from '../observe/redact.js'
+import { buildRoutes } from '../config/routes.js'
+import { loadSettings } from '../config/settings.js'
+import type { TlsMaterial } from '../tls/tls-material.js'
+import { version } from '../version.js'
 
 /**
  * `apicast-sidecar-proxy doctor [--json]`: with the service's own

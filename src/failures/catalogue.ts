@@ -1,6 +1,6 @@
-import type { ProxyEndpoint } from './egress.js'
-import { hostPort, redactText } from './redact.js'
-import { issuingCa, judgeChain, type CaBundleState, type ChainFacts, type DirectComparison, type TlsVerdict } from './tls-verdict.js'
+import type { ProxyEndpoint } from '../egress/egress.js'
+import { hostPort, redactText } from '../observe/redact.js'
+import { issuingCa, judgeChain, type CaBundleState, type ChainFacts, type DirectComparison, type TlsVerdict } from '../tls/tls-verdict.js'
 
 /**
  * Stable codes for failures the sidecar itself answers for (never for a
