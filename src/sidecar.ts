@@ -1,6 +1,6 @@
 import { unwatchFile, watchFile, type Stats } from 'node:fs'
 import { ConfigError, type Config } from './config/config.js'
-import { buildUpstream, type Upstream } from './egress/dispatcher.js'
+import { buildUpstream, upstreamOptionsOf, upstreamTlsOf, type Upstream } from './egress/dispatcher.js'
 import { createForwarder, type LiveRoute } from './forwarding/forward.js'
 import { StaleConfigCache } from './stale-config/stale-config.js'
 import { StaleConfigDir } from './stale-config/stale-config-dir.js'
@@ -49,16 +49,9 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
   const routes = buildRoutes(config)
   const metrics = createMetrics(new Map(routes.map((r) => [r.upstream.origin, r.name])))
   // One object, so every route and every reload shares one TLS context.
-  const upstreamTls = { trust: tls.trust, verify: config.tls.verifyUpstream, clientCert: tls.upstreamClient }
-  const upstreamFor = (route: Route): Upstream => buildUpstream(route, {
-    timeouts: config.timeouts,
-    maxConnections: config.maxConnectionsPerUpstream,
-    tls: upstreamTls,
-    failoverBackoffMs: config.failoverBackoffMs,
-    proxyAuthScheme: config.proxyAuthScheme,
-    log: log.child({ listener: route.name }),
-    metrics: metrics.forRoute(route.name)
-  })
+  const upstreamTls = upstreamTlsOf(config, tls)
+  const upstreamFor = (route: Route): Upstream => buildUpstream(route,
+    upstreamOptionsOf(config, upstreamTls, log.child({ listener: route.name }), { metrics: metrics.forRoute(route.name) }))
 
   const staleStores: StaleConfigCache[] = []
   const live = new Map<RouteName, LiveRoute>()

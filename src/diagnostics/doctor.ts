@@ -1,7 +1,15 @@
-import type { LookupFunction } from 'node:net'
+import type { X509Certificate } from 'node:crypto'
+import { isIP, type LookupFunction } from 'node:net'
+import { TLSSocket } from 'node:tls'
+import type { buildConnector as BuildConnectorType } from 'undici'
 import { ConfigError, type Config } from '../config/config.js'
-import { diagnoseRoute, type RouteReport, type Step, type StepName } from './diagnose.js'
-import type { ProxyEndpoint } from '../egress/egress.js'
+import { probePath, type RouteReport, type Step, type StepName, type TlsSeen } from './probe.js'
+import { buildUpstream, upstreamOptionsOf, upstreamTlsOf } from '../egress/dispatcher.js'
+import { buildConnector } from '../egress/undici-parts.js'
+import { createLogger } from '../observe/logger.js'
+import { caBundleState, readChain } from '../tls/tls-chain.js'
+import type { DirectComparison } from '../tls/tls-verdict.js'
+import type { TrustStore } from '../tls/trust-store.js'
 import { endpointLabel } from '../observe/redact.js'
 import { buildRoutes } from '../config/routes.js'
 import { loadSettings } from '../config/settings.js'
@@ -12,13 +20,15 @@ import { version } from '../version.js'
  * `apicast-sidecar-proxy doctor [--json]`: with the service's own
  * environment, check every step of every route and say what to fix.
  *   1. config (and the trust store);
- *   2. proxy DNS and TCP (or the upstream's, when direct);
+ *   2. the connection to the proxy (or the upstream, when direct);
  *   3. CONNECT to each upstream, with the 407 schemes offered if any;
  *   4. the TLS chain: who issued it, and, for a private CA through a proxy,
  *      the certificate over a direct connection to compare (tls-verdict.ts);
  *   5. an unauthenticated request: 3scale's 403 means reachable;
  *   6. with a token configured, an authenticated portal call.
- * Every proxy of a route is checked, fallbacks included. Exit code 0 when
+ * Steps 2 to 5 are probePath (probe.ts), the probe /readyz makes, through
+ * the route's transport built as forwarding builds it. Every proxy of a
+ * route is checked, fallbacks included. Exit code 0 when
  * every step passes, 1 otherwise.
  */
 export async function runDoctor (argv: readonly string[], env: NodeJS.ProcessEnv, out: NodeJS.WritableStream = process.stdout, options: DoctorOptions = {}): Promise<number> {
@@ -55,19 +65,34 @@ async function diagnose (env: NodeJS.ProcessEnv, options: DoctorOptions): Promis
     }
   }
   const routes = buildRoutes(config)
+  const upstreamTls = upstreamTlsOf(config, tls)
+  // Doctor prints a report, not log lines.
+  const quiet = createLogger('silent')
+  const compareDirect = directTls(tls.trust, Math.min(config.timeouts.connectMs, 5000), options.lookup)
   const reports: RouteReport[] = []
   for (const route of routes) {
-    const proxies: Array<ProxyEndpoint | undefined> = route.egress.kind === 'proxy' ? [route.egress.proxy, ...route.egress.fallbacks] : [undefined]
-    for (const proxy of proxies) {
-      reports.push(await diagnoseRoute(route, proxy, {
-        trust: tls.trust,
-        timeoutMs: config.timeouts.connectMs,
-        proxyAuthScheme: config.proxyAuthScheme,
-        authenticated: true,
-        clientCert: tls.upstreamClient,
-        compareDirect: true,
-        ...(options.lookup !== undefined ? { lookup: options.lookup } : {})
-      }))
+    // The route's transport, built as forwarding builds it; the first
+    // handshake of each path is read for the TLS step's words.
+    const seen = new Map<number, TlsSeen>()
+    const upstream = buildUpstream(route, upstreamOptionsOf(config, upstreamTls, quiet, {
+      onConnected: (index, socket, leaf) => {
+        if (!seen.has(index) && socket instanceof TLSSocket) seen.set(index, readTls(socket, leaf, tls.trust))
+      }
+    }))
+    try {
+      // Every path: the proxy and each of FALLBACK_PROXIES, or direct.
+      for (const path of upstream.paths) {
+        reports.push(await probePath(route, path, {
+          timeouts: config.timeouts,
+          userAgent: 'apicast-sidecar-proxy doctor',
+          caBundle: caBundleState(tls.trust),
+          tlsSeen: () => seen.get(path.index),
+          compareDirect,
+          authenticated: true
+        }))
+      }
+    } finally {
+      await upstream.destroy()
     }
   }
   return {
@@ -77,6 +102,60 @@ async function diagnose (env: NodeJS.ProcessEnv, options: DoctorOptions): Promis
     config: { ok: true, detail: `${routes.map((r) => `${r.name} → ${endpointLabel(r.upstream)}`).join(', ')}; ${tls.trust.summary.split(' — ')[0] ?? ''}` },
     routes: reports
   }
+}
+
+function readTls (socket: TLSSocket, leaf: X509Certificate | undefined, trust: TrustStore): TlsSeen {
+  return {
+    authorized: socket.authorized,
+    reason: String(socket.authorizationError ?? ''),
+    chain: leaf !== undefined ? readChain(leaf, trust) : undefined
+  }
+}
+
+/**
+ * Read the upstream's certificate over a direct TLS connection (bypassing
+ * the proxy; no request is sent), with undici's connector as the direct
+ * path uses, and compare it with the one seen through the proxy: the same
+ * certificate clears the proxy, a different one is interception. Where the
+ * network allows no direct connection, the answer is "unavailable" with the
+ * reason, and the verdict stays "a private CA".
+ */
+function directTls (trust: TrustStore, timeoutMs: number, lookup: LookupFunction | undefined): (upstream: URL, fingerprint: string) => Promise<DirectComparison> {
+  const connector = buildConnector({ timeout: timeoutMs, rejectUnauthorized: false, maxCachedSessions: 0, ...(lookup !== undefined ? { lookup } : {}) } as BuildConnectorType.BuildOptions)
+  return async (upstream, fingerprint) => await new Promise<DirectComparison>((resolve) => {
+    connector({
+      protocol: upstream.protocol,
+      hostname: upstream.hostname.replace(/^\[|\]$/g, ''),
+      host: upstream.host,
+      port: upstream.port !== '' ? upstream.port : '443',
+      servername: serverName(upstream) ?? null
+    } as unknown as BuildConnectorType.Options, (err, socket) => {
+      if (err !== null) {
+        resolve({ kind: 'unavailable', reason: codeOf(err) })
+        return
+      }
+      const leaf = socket instanceof TLSSocket ? socket.getPeerX509Certificate() : undefined
+      socket.destroy()
+      if (leaf === undefined) resolve({ kind: 'unavailable', reason: 'no certificate' })
+      else if (leaf.fingerprint256 === fingerprint) resolve({ kind: 'same' })
+      else resolve({ kind: 'different', issuer: readChain(leaf, trust).leaf.issuer })
+    })
+  })
+}
+
+/**
+ * The TLS server name (SNI) for `url`, or undefined for an IP literal: RFC
+ * 6066 forbids IP addresses there, and Node prints a DEP0123 warning, a
+ * non-JSON line on stdout, for each one.
+ */
+function serverName (url: URL): string | undefined {
+  const host = url.hostname.replace(/^\[|\]$/g, '')
+  return isIP(host) === 0 ? host : undefined
+}
+
+function codeOf (err: unknown): string {
+  const code = (err as { code?: unknown } | null)?.code
+  return typeof code === 'string' ? code : err instanceof Error ? err.message : String(err)
 }
 
 const LABEL: Readonly<Record<StepName, string>> = {

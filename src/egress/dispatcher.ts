@@ -1,7 +1,8 @@
+import type { X509Certificate } from 'node:crypto'
 import type { Socket } from 'node:net'
 import { createSecureContext, TLSSocket, type SecureContext } from 'node:tls'
 import type { Dispatcher, ProxyAgent as ProxyAgentType, buildConnector as BuildConnector } from 'undici'
-import type { Timeouts } from '../config/config.js'
+import type { Config, Timeouts } from '../config/config.js'
 import { proxyAuthorization, type ProxyEndpoint } from './egress.js'
 import { ConnectFailure, UpstreamCertificateError, describeTrustedChain, parseAuthSchemes, type Failure, type FailureCode, type TunnelRefusal } from '../failures/catalogue.js'
 import type { Logger } from '../observe/logger.js'
@@ -11,6 +12,7 @@ import type { ProxyAuthScheme } from './auth-negotiation.js'
 import { ProxyRotation } from './proxy-rotation.js'
 import { TunnelClient } from './tunnel-client.js'
 import type { Route } from '../config/routes.js'
+import type { TlsMaterial } from '../tls/tls-material.js'
 import type { TrustStore } from '../tls/trust-store.js'
 import { caBundleState, readChain } from '../tls/tls-chain.js'
 import { judgeChain } from '../tls/tls-verdict.js'
@@ -67,6 +69,33 @@ export interface UpstreamOptions {
   readonly proxyAuthScheme: ProxyAuthScheme
   readonly log: Logger
   readonly metrics?: RouteMetrics
+  /**
+   * Each connection a path opens, once verified (doctor reads the chain the
+   * handshake showed; forwarding and /readyz pass nothing).
+   */
+  readonly onConnected?: (path: number, socket: Socket, leaf: X509Certificate | undefined) => void
+}
+
+/** The upstream TLS of every route from the settings: one object, so one TLS context is shared. */
+export function upstreamTlsOf (config: Config, material: Pick<TlsMaterial, 'trust' | 'upstreamClient'>): UpstreamTls {
+  return { trust: material.trust, verify: config.tls.verifyUpstream, clientCert: material.upstreamClient }
+}
+
+/**
+ * The one builder of a route transport's options, for forwarding, /readyz
+ * and doctor alike: a probe built any other way could pass or fail for a
+ * reason forwarding does not share (the client certificate, once).
+ */
+export function upstreamOptionsOf (config: Config, tls: UpstreamTls, log: Logger, extra: Pick<UpstreamOptions, 'metrics' | 'onConnected'> = {}): UpstreamOptions {
+  return {
+    timeouts: config.timeouts,
+    maxConnections: config.maxConnectionsPerUpstream,
+    tls,
+    failoverBackoffMs: config.failoverBackoffMs,
+    proxyAuthScheme: config.proxyAuthScheme,
+    log,
+    ...extra
+  }
 }
 
 /** Failures that are the proxy's, so another proxy may do better. */
@@ -90,21 +119,26 @@ export function buildUpstream (route: Route, options: UpstreamOptions): Upstream
   const { tls, log } = options
   let opened = 0
   let inspected = false
-  const onOpened = (socket: Socket): void => {
-    opened++
-    // First contact: look once at who signed the upstream's chain.
-    if (!inspected && socket instanceof TLSSocket) {
-      inspected = true
-      reportChain(route, socket, tls.trust, log)
-    }
-  }
-
   const proxies = route.egress.kind === 'proxy' ? [route.egress.proxy, ...route.egress.fallbacks] : [undefined]
   const labels = proxies.map((proxy) => proxy !== undefined ? hostPort(proxy.url) : 'direct')
-  const paths = proxies.map((proxy, index) => buildPath(route, proxy, index, options, (socket) => {
-    onOpened(socket)
+  const onOpened = (index: number, socket: Socket): void => {
+    opened++
     options.metrics?.tunnelOpened(labels[index] as string)
-  }))
+    if (socket instanceof TLSSocket && (!inspected || options.onConnected !== undefined)) {
+      // Read once, for every reader: Node 20 hands a socket's peer
+      // certificate out only once (the second call returns undefined).
+      const leaf = socket.getPeerX509Certificate()
+      // First contact: look once at who signed the upstream's chain.
+      if (!inspected) {
+        inspected = true
+        reportChain(route, socket, leaf, tls.trust, log)
+      }
+      options.onConnected?.(index, socket, leaf)
+    } else {
+      options.onConnected?.(index, socket, undefined)
+    }
+  }
+  const paths = proxies.map((proxy, index) => buildPath(route, proxy, index, options, (socket) => { onOpened(index, socket) }))
   const rotation = new ProxyRotation(paths.length, options.failoverBackoffMs)
   options.metrics?.proxyInUse(labels[0] as string, labels)
 
@@ -267,8 +301,7 @@ export function verifyingConnector (inner: BuildConnector.connector, tls: Pick<U
  * probe, as doctor makes, would bypass the proxy the network requires and
  * can set off the firewall's alarms on every start.
  */
-function reportChain (route: Route, socket: TLSSocket, trust: TrustStore, log: Logger): void {
-  const leaf = socket.getPeerX509Certificate()
+function reportChain (route: Route, socket: TLSSocket, leaf: X509Certificate | undefined, trust: TrustStore, log: Logger): void {
   if (!socket.authorized || leaf === undefined) return
   const chain = readChain(leaf, trust)
   const verdict = judgeChain(chain, { host: route.upstream.hostname })

@@ -40,13 +40,13 @@ describe('operate: /readyz and doctor name the failing step', () => {
       name: 'a wrong proxy password: the CONNECT step, with the schemes offered',
       env: async () => ({ HTTPS_PROXY: proxyUrl(proxy.port, 'sidecar', 'wrong-password') }),
       step: 'connect',
-      doctor: /✗ CONNECT +127\.0\.0\.1:\d+ answered 407 Proxy Authentication Required; it offers Basic\n +fix: check the user and password/
+      doctor: /✗ CONNECT +proxy authentication failed: 127\.0\.0\.1:\d+ answered CONNECT with 407 Proxy Authentication Required; it offers Basic\n +fix: check the user and password/
     },
     {
       name: 'the proxy down: the proxy step',
       env: async () => ({ HTTPS_PROXY: proxyUrl(await freePort()) }),
       step: 'proxy',
-      doctor: /✗ proxy +the proxy 127\.0\.0\.1:\d+ \(127\.0\.0\.1\) does not accept TCP connections \(ECONNREFUSED\)/
+      doctor: /✗ proxy +cannot reach the proxy 127\.0\.0\.1:\d+ \(ECONNREFUSED\)\n +fix: check the host and port in https_proxy/
     },
     {
       name: 'a private CA the trust store lacks, through a plain proxy: the TLS step, naming the issuer as a private CA, not interception',
@@ -65,7 +65,7 @@ describe('operate: /readyz and doctor name the failing step', () => {
         return { HTTPS_PROXY: proxy.url, BACKEND_ENDPOINT_OVERRIDE: `https://backend.test:${port}`, THREESCALE_PORTAL_ENDPOINT: `https://${TOKEN}@portal.test:${port}` }
       },
       step: 'connect',
-      doctor: /✗ CONNECT +the CONNECT exchange with 127\.0\.0\.1:\d+ failed/
+      doctor: /✗ CONNECT +the proxy 127\.0\.0\.1:\d+ refused the tunnel to backend\.test:\d+/
     }
   ]
 
