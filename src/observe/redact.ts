@@ -1,4 +1,5 @@
 import { percentDecode } from '../http/percent-decode.js'
+import { effectivePort } from '../http/url.js'
 
 /**
  * Parameter names that carry credentials: 3scale's (access_token,
@@ -129,8 +130,7 @@ export function redactUrl (url: URL, { keepUsername = true } = {}): string {
 
 /** `host:port` of a URL, with the scheme's default port made explicit. */
 export function hostPort (url: URL): string {
-  const port = url.port !== '' ? url.port : (url.protocol === 'https:' ? '443' : '80')
-  return `${url.hostname}:${port}`
+  return `${url.hostname}:${effectivePort(url)}`
 }
 
 /**
