@@ -1,6 +1,7 @@
 import { accessSync, constants, readFileSync, statSync } from 'node:fs'
 import { bool, customCleanEnv, makeValidator, str, EnvError, EnvMissingError } from 'envalid'
 import { hasControlCharacter } from '../http/access-token.js'
+import { SetupError } from './setup-error.js'
 import { endpointOriginFix } from '../failures/catalogue.js'
 import { NoProxyError, parseNoProxy } from '../egress/no-proxy.js'
 import type { TrustSettings } from '../tls/trust-store.js'
@@ -93,10 +94,10 @@ export interface Config {
 }
 
 /** Every problem found in the environment, one line each, none echoing a secret. */
-export class ConfigError extends Error {
+export class ConfigError extends SetupError {
   override name = 'ConfigError'
-  constructor (readonly problems: readonly string[]) {
-    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`)
+  constructor (problems: readonly string[]) {
+    super('invalid configuration', problems)
   }
 }
 
