@@ -1,6 +1,7 @@
 // First, so that the heap is sized before any module allocates.
 import './gc-tuning.js'
-import { ConfigError, loadConfig, type Config } from './config/config.js'
+import { loadConfig, type Config } from './config/config.js'
+import { SetupError } from './config/setup-error.js'
 import { loadSettings } from './config/settings.js'
 import { createLogger, type Logger } from './observe/logger.js'
 import { ListenError, startSidecar, type Sidecar } from './sidecar.js'
@@ -49,9 +50,8 @@ async function main (argv: readonly string[], env: NodeJS.ProcessEnv): Promise<n
   try {
     ({ config, tls } = loadSettings(env))
   } catch (err) {
-    if (!(err instanceof ConfigError)) throw err
-    process.stderr.write(`apicast-sidecar-proxy: ${err.message}\n`)
-    return 1
+    if (!(err instanceof SetupError)) throw err
+    return reportSetupError(err)
   }
 
   const log = createLogger(config.logLevel)
@@ -98,6 +98,15 @@ async function main (argv: readonly string[], env: NodeJS.ProcessEnv): Promise<n
   }).finally(async () => { await flushed(log) })
 }
 
+/**
+ * A SetupError (ConfigError, TlsSetupError, TrustStoreError), whichever
+ * command met it: its list on stderr, no stack trace, exit code 1.
+ */
+function reportSetupError (err: SetupError): number {
+  process.stderr.write(`apicast-sidecar-proxy: ${err.message}\n`)
+  return 1
+}
+
 /** Wait until every buffered log line is written: the process exits next. */
 async function flushed (log: Logger): Promise<void> {
   await new Promise<void>((resolve) => { log.flush(() => { resolve() }) })
@@ -106,6 +115,7 @@ async function flushed (log: Logger): Promise<void> {
 main(process.argv.slice(2), process.env).then((code) => {
   process.exit(code)
 }, (err: unknown) => {
+  if (err instanceof SetupError) process.exit(reportSetupError(err))
   process.stderr.write(`apicast-sidecar-proxy: unexpected error: ${err instanceof Error ? err.message : String(err)}\n`)
   process.exit(1)
 })

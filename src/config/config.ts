@@ -1,11 +1,12 @@
 import { accessSync, constants, readFileSync, statSync } from 'node:fs'
 import { bool, customCleanEnv, makeValidator, str, EnvError, EnvMissingError } from 'envalid'
 import { hasControlCharacter } from '../http/access-token.js'
+import { SetupError } from './setup-error.js'
 import { endpointOriginFix } from '../failures/catalogue.js'
-import { NoProxyError, parseNoProxy } from '../egress/no-proxy.js'
 import type { TrustSettings } from '../tls/trust-store.js'
 import type { ProxyAuthScheme } from '../egress/auth-negotiation.js'
-import { PROXY_VARIABLES, parseProxyUrl, ProxyUrlError, withDefaultScheme, type ProxyEndpoint, type ProxyEnv } from '../egress/egress.js'
+import type { ProxyEndpoint, ProxySettings } from '../egress/egress.js'
+import { readProxySettings } from './proxy-settings.js'
 
 export type AccessTokenLocation = 'query' | 'header'
 /**
@@ -74,8 +75,12 @@ export interface Config {
     /** Longest a client may leave a response unread before it is cut off (nginx's send_timeout). */
     readonly sendTimeoutMs: number
   }
-  /** The proxy variables that were set, scheme-less values already given `http://`. */
-  readonly proxyEnv: ProxyEnv
+  /**
+   * The proxy variables (https_proxy, HTTPS_PROXY_FILE, http_proxy,
+   * all_proxy, NO_PROXY), parsed: the proxy of each upstream scheme, with
+   * PROXY_USER and the password applied, and the NO_PROXY rules.
+   */
+  readonly proxies: ProxySettings
   /**
    * Files secrets were read from (HTTPS_PROXY_FILE, PROXY_PASSWORD_FILE,
    * ACCESS_TOKEN_FILE): watched, and read again when they change.
@@ -93,10 +98,10 @@ export interface Config {
 }
 
 /** Every problem found in the environment, one line each, none echoing a secret. */
-export class ConfigError extends Error {
+export class ConfigError extends SetupError {
   override name = 'ConfigError'
-  constructor (readonly problems: readonly string[]) {
-    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`)
+  constructor (problems: readonly string[]) {
+    super('invalid configuration', problems)
   }
 }
 
@@ -283,20 +288,19 @@ export function readConfig (env: Readonly<Record<string, string | undefined>>, r
       if (pa !== undefined && pa !== 0 && pa === pb) problems.push(`${a} and ${b} are both ${pa}; each listener needs its own port`)
     }
   }
-  const proxyEnv = readProxyEnv(proxyFromFile !== undefined ? { ...present, https_proxy: proxyFromFile } : present,
-    problems, proxyFromFile !== undefined ? { https_proxy: 'HTTPS_PROXY_FILE' } : {})
-  const fallbackProxies = readFallbackProxies(cleaned.FALLBACK_PROXIES, problems)
   if (cleaned.PROXY_PASSWORD_FILE !== undefined && cleaned.PROXY_PASSWORD !== undefined) {
     problems.push('PROXY_PASSWORD and PROXY_PASSWORD_FILE are both set; keep one (the file keeps the password out of the environment)')
   }
-  const password = proxyPassword ?? cleaned.PROXY_PASSWORD
-  if (password !== undefined || cleaned.PROXY_USER !== undefined) {
-    applyProxyPassword(proxyEnv, fallbackProxies, {
+  const { proxies, fallbackProxies } = readProxySettings({
+    variables: proxyFromFile !== undefined ? { ...present, https_proxy: proxyFromFile } : present,
+    sources: proxyFromFile !== undefined ? { https_proxy: 'HTTPS_PROXY_FILE' } : {},
+    fallbacks: cleaned.FALLBACK_PROXIES,
+    credentials: {
       user: cleaned.PROXY_USER,
-      password,
+      password: proxyPassword ?? cleaned.PROXY_PASSWORD,
       passwordSetting: proxyPassword !== undefined ? 'PROXY_PASSWORD_FILE' : 'PROXY_PASSWORD'
-    }, problems)
-  }
+    }
+  }, problems)
   const upstreamClient = pairOfFiles('UPSTREAM_TLS_CERT', cleaned.UPSTREAM_TLS_CERT, 'UPSTREAM_TLS_KEY', cleaned.UPSTREAM_TLS_KEY, problems)
   const listenTls = pairOfFiles('LISTEN_TLS_CERT', cleaned.LISTEN_TLS_CERT, 'LISTEN_TLS_KEY', cleaned.LISTEN_TLS_KEY, problems)
   if (cleaned.STALE_CONFIG_DIR !== undefined) checkWritableDir('STALE_CONFIG_DIR', cleaned.STALE_CONFIG_DIR, problems)
@@ -360,7 +364,7 @@ export function readConfig (env: Readonly<Record<string, string | undefined>>, r
       requestTimeoutMs: cleaned.CLIENT_REQUEST_TIMEOUT_MS,
       sendTimeoutMs: cleaned.CLIENT_SEND_TIMEOUT_MS
     }),
-    proxyEnv: Object.freeze(proxyEnv),
+    proxies,
     secretFiles: Object.freeze(secretFiles),
     tls
   })
@@ -399,25 +403,6 @@ function takeUserinfoToken (portal: URL, problems: string[]): string | undefined
   return token
 }
 
-/**
- * FALLBACK_PROXIES: comma-separated proxy URLs, tried in order after the
- * proxy from https_proxy (which stays one URL, as other programs parse it).
- */
-function readFallbackProxies (value: string | undefined, problems: string[]): ProxyEndpoint[] {
-  if (value === undefined) return []
-  const out: ProxyEndpoint[] = []
-  const entries = value.split(',').map((e) => e.trim()).filter((e) => e !== '')
-  entries.forEach((entry, i) => {
-    try {
-      out.push(parseProxyUrl(entry))
-    } catch (err) {
-      if (!(err instanceof ProxyUrlError)) throw err
-      problems.push(`FALLBACK_PROXIES entry ${i + 1} ${err.message} (value not shown: it may hold a password)`)
-    }
-  })
-  return out
-}
-
 /** A directory the sidecar can write to, or a problem naming why not. */
 function checkWritableDir (setting: string, path: string, problems: string[]): void {
   try {
@@ -452,36 +437,6 @@ function withoutUserinfo (url: URL): URL {
 }
 
 /**
- * Collect the proxy variables and check that each proxy URL parses. A bad
- * value is reported by name only, never echoed: it may hold a password.
- */
-function readProxyEnv (env: Record<string, string>, problems: string[], sources: Readonly<Record<string, string>> = {}): Partial<Record<(typeof PROXY_VARIABLES)[number], string>> {
-  const out: Partial<Record<(typeof PROXY_VARIABLES)[number], string>> = {}
-  for (const name of PROXY_VARIABLES) {
-    const value = env[name]
-    if (value === undefined) continue
-    if (name.toLowerCase() === 'no_proxy') {
-      try {
-        parseNoProxy(value)
-        out[name] = value
-      } catch (err) {
-        if (!(err instanceof NoProxyError)) throw err
-        problems.push(`${name} ${err.message}`)
-      }
-      continue
-    }
-    try {
-      parseProxyUrl(value)
-      out[name] = withDefaultScheme(value)
-    } catch (err) {
-      if (!(err instanceof ProxyUrlError)) throw err
-      problems.push(`${sources[name] ?? name} ${err.message} (value not shown: it may hold a password)`)
-    }
-  }
-  return out
-}
-
-/**
  * A secret file's value: its content without the trailing newline that
  * editors and `kubectl create secret --from-file` leave. Never echoed.
  */
@@ -499,43 +454,6 @@ function readSecretValue (setting: string, path: string, readSecret: ReadSecret,
     return undefined
   }
   return value
-}
-
-/**
- * PROXY_USER and PROXY_PASSWORD / PROXY_PASSWORD_FILE: the credentials of
- * every proxy URL (https_proxy, FALLBACK_PROXIES), so the URL itself needs
- * no secret. PROXY_USER names the user where a URL names none (`DOMAIN\\user`
- * for NTLM needs no percent-encoding here); the password goes to every URL
- * that then names a user.
- */
-function applyProxyPassword (
-  proxyEnv: Partial<Record<(typeof PROXY_VARIABLES)[number], string>>,
-  fallbacks: ProxyEndpoint[],
-  credentials: { readonly user: string | undefined, readonly password: string | undefined, readonly passwordSetting: string },
-  problems: string[]
-): void {
-  const { user, password } = credentials
-  let applied = 0
-  for (const name of PROXY_VARIABLES) {
-    const value = proxyEnv[name]
-    if (value === undefined || name.toLowerCase() === 'no_proxy') continue
-    const url = new URL(value)
-    if (url.username === '' && user !== undefined) url.username = encodeURIComponent(user)
-    if (url.username === '') continue
-    if (password !== undefined) url.password = encodeURIComponent(password)
-    proxyEnv[name] = url.href
-    applied++
-  }
-  for (let i = 0; i < fallbacks.length; i++) {
-    let proxy = fallbacks[i] as ProxyEndpoint
-    if (proxy.username === '' && user !== undefined) proxy = { ...proxy, username: user }
-    if (proxy.username === '') continue
-    fallbacks[i] = password !== undefined ? { ...proxy, password } : proxy
-    applied++
-  }
-  if (applied === 0 && password !== undefined) {
-    problems.push(`${credentials.passwordSetting} is set, but no proxy URL names a user (write it as http://user@proxy:port, or set PROXY_USER)`)
-  }
 }
 
 /** True for an address only this host can reach. */

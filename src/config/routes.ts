@@ -40,7 +40,7 @@ export function buildRoutes (config: Config): readonly Route[] {
       listenPort: config.portal.listenPort,
       upstream: config.portal.endpoint,
       tokenPolicy: { kind: 'access_token', location: config.accessTokenLocation, fallbackToken: config.portal.token, source: config.portal.tokenFrom },
-      egress: resolveEgress(config.portal.endpoint, config.proxyEnv, config.fallbackProxies)
+      egress: resolveEgress(config.portal.endpoint, config.proxies, config.fallbackProxies)
     },
     {
       name: 'backend',
@@ -48,7 +48,7 @@ export function buildRoutes (config: Config): readonly Route[] {
       listenPort: config.backend.listenPort,
       upstream: config.backend.endpoint,
       tokenPolicy: { kind: 'passthrough' },
-      egress: resolveEgress(config.backend.endpoint, config.proxyEnv, config.fallbackProxies)
+      egress: resolveEgress(config.backend.endpoint, config.proxies, config.fallbackProxies)
     }
   ]
 }

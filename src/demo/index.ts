@@ -12,6 +12,7 @@ import { performance } from 'node:perf_hooks'
 import { pino } from 'pino'
 import { Agent, request, type Dispatcher } from 'undici'
 import { createLogger } from '../observe/logger.js'
+import { redactPath } from '../observe/redact.js'
 import type { RouteName } from '../config/routes.js'
 import { loadSettings } from '../config/settings.js'
 import { createCa } from './pki.js'
@@ -140,7 +141,7 @@ export async function runDemo (argv: readonly string[], out: NodeJS.WritableStre
       { method: 'GET', listener: 'backend', path: '/transactions/authrep.xml', note: '(no credentials)', expect: 403, showBody: true },
       { method: 'POST', listener: 'backend', path: '/transactions.xml', note: '(usage report)', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: report, expect: 202 }
     ]
-    const shown = (c: Call): string => `${redactQuery(c.path)}${c.note !== undefined ? `  ${c.note}` : ''}`
+    const shown = (c: Call): string => `${redactPath(c.path, '***')}${c.note !== undefined ? `  ${c.note}` : ''}`
     const width = Math.max(...calls.map((c) => shown(c).length))
 
     say('APIcast-style calls to the sidecar:')
@@ -204,11 +205,6 @@ export async function runDemo (argv: readonly string[], out: NodeJS.WritableStre
       }
     }
   }
-}
-
-/** A request path for printing: credential values replaced, other parameters kept. */
-function redactQuery (path: string): string {
-  return path.replace(/([?&](?:access_token|service_token|provider_key|user_key|app_key)=)[^&]*/g, '$1***')
 }
 
 function plural (n: number, word: string): string {

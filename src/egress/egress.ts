@@ -1,5 +1,4 @@
-import { getProxyForUrl } from 'proxy-from-env'
-import { isLoopback, matchesNoProxy, parseNoProxy } from './no-proxy.js'
+import { isLoopback, matchesNoProxy, type NoProxyRule } from './no-proxy.js'
 import { percentDecode } from '../http/percent-decode.js'
 import { basicAuthorization } from './proxy-auth.js'
 
@@ -11,13 +10,32 @@ export const PROXY_VARIABLES = [
   'no_proxy', 'NO_PROXY'
 ] as const
 
-export type ProxyEnv = Readonly<Partial<Record<(typeof PROXY_VARIABLES)[number], string>>>
+export type ProxyVariable = (typeof PROXY_VARIABLES)[number]
+
+/** The proxy variables as they are set: raw strings, the input of config's readProxySettings only. */
+export type ProxyEnv = Readonly<Partial<Record<ProxyVariable, string>>>
 
 /** A proxy to tunnel through. `url` never holds the credentials. */
 export interface ProxyEndpoint {
   readonly url: URL
   readonly username: string
   readonly password: string
+}
+
+/**
+ * The proxy variables, parsed once by config (config/proxy-settings.ts):
+ * what resolveEgress decides from, so no raw proxy string leaves config.
+ */
+export interface ProxySettings {
+  /**
+   * The proxy of an https: upstream (https_proxy, HTTPS_PROXY, all_proxy or
+   * ALL_PROXY, as proxy-from-env picks), and of an http: one (http_proxy
+   * first); undefined: none is set.
+   */
+  readonly https: ProxyEndpoint | undefined
+  readonly http: ProxyEndpoint | undefined
+  /** NO_PROXY, parsed (the lower-case spelling wins, as for the proxy variables). */
+  readonly noProxy: readonly NoProxyRule[]
 }
 
 export type Egress =
@@ -81,43 +99,17 @@ export function withDefaultScheme (raw: string): string {
 
 /**
  * Decide how to reach `upstream`: through which proxy, or directly.
- * proxy-from-env picks the proxy variable (precedence of https_proxy,
- * all_proxy and their spellings); NO_PROXY is matched by no-proxy.ts, which
- * knows the curl and Go forms proxy-from-env does not. Loopback is always
+ * `proxies` holds the proxy of each scheme (proxy-from-env's precedence,
+ * applied by config) and the NO_PROXY rules, which no-proxy.ts matches in
+ * the curl and Go forms proxy-from-env does not know. Loopback is always
  * direct. A proxied route gets `fallbacks` (FALLBACK_PROXIES) after its
- * proxy. Depends only on its arguments.
+ * proxy. Pure: depends only on its arguments, parses nothing, and never
+ * reads process.env.
  */
-export function resolveEgress (upstream: URL, env: ProxyEnv, fallbacks: readonly ProxyEndpoint[] = []): Egress {
+export function resolveEgress (upstream: URL, proxies: ProxySettings, fallbacks: readonly ProxyEndpoint[] = []): Egress {
   if (isLoopback(upstream)) return { kind: 'direct', reason: 'loopback' }
-  const proxy = proxyForUrl(upstream, env)
-  if (proxy === '') return { kind: 'direct', reason: 'no_proxy_configured' }
-  // The lower-case spelling wins, as for the proxy variables.
-  const noProxy = env.no_proxy !== undefined && env.no_proxy !== '' ? env.no_proxy : env.NO_PROXY
-  if (noProxy !== undefined && matchesNoProxy(upstream, parseNoProxy(noProxy))) {
-    return { kind: 'direct', reason: 'no_proxy_match' }
-  }
-  return { kind: 'proxy', proxy: parseProxyUrl(proxy), fallbacks }
-}
-
-/**
- * proxy-from-env reads process.env itself and takes no environment argument.
- * To keep resolveEgress a function of its inputs (so config stays the only
- * reader of the real environment, and tests pass plain objects), the lookup
- * runs against `env` swapped in for the duration of this synchronous call.
- * Nothing else can observe the swap: no await happens inside it.
- */
-function proxyForUrl (upstream: URL, env: ProxyEnv): string {
-  const saved = process.env
-  const scoped: NodeJS.ProcessEnv = {}
-  for (const name of PROXY_VARIABLES) {
-    const value = env[name]
-    if (value === undefined || value === '' || name.toLowerCase() === 'no_proxy') continue
-    scoped[name] = withDefaultScheme(value)
-  }
-  process.env = scoped
-  try {
-    return getProxyForUrl(upstream.href)
-  } finally {
-    process.env = saved
-  }
+  const proxy = upstream.protocol === 'https:' ? proxies.https : upstream.protocol === 'http:' ? proxies.http : undefined
+  if (proxy === undefined) return { kind: 'direct', reason: 'no_proxy_configured' }
+  if (matchesNoProxy(upstream, proxies.noProxy)) return { kind: 'direct', reason: 'no_proxy_match' }
+  return { kind: 'proxy', proxy, fallbacks }
 }

@@ -1,4 +1,5 @@
 import { BlockList, isIP } from 'node:net'
+import { effectivePort } from '../http/url.js'
 
 /**
  * NO_PROXY as users write it: the union of curl's and Go's rules
@@ -121,9 +122,4 @@ function parseRange (entry: string, address: string, prefixText: string, port: n
 function normalizeIp (ip: string): string {
   if (isIP(ip) !== 6) return ip
   return new URL(`http://[${ip}]/`).hostname.replace(/^\[|\]$/g, '')
-}
-
-function effectivePort (url: URL): number {
-  if (url.port !== '') return Number(url.port)
-  return url.protocol === 'https:' ? 443 : 80
 }

@@ -21,6 +21,24 @@ const TOKEN68 = /^[A-Za-z0-9\-._~+/]+=*/
  * Anything malformed ends that value's parse; what was read stays.
  */
 export function parseChallenges (header: string | readonly string[] | undefined): Challenge[] {
+  return readChallenges(header, undefined)
+}
+
+/**
+ * The auth schemes `Proxy-Authenticate` offers, each once, as the proxy
+ * spelled them (`Basic realm="x", NTLM` → ['Basic', 'NTLM']): for the
+ * operator's hint, which quotes the proxy. The same grammar as
+ * parseChallenges, so what the hint says is offered is what the tunnel
+ * answers.
+ */
+export function parseAuthSchemes (header: string | readonly string[] | undefined): string[] {
+  const written: string[] = []
+  readChallenges(header, (scheme) => { written.push(scheme) })
+  return [...new Set(written)]
+}
+
+/** The one Proxy-Authenticate grammar (RFC 9110 §11.6.1); `onScheme` sees each scheme as written. */
+function readChallenges (header: string | readonly string[] | undefined, onScheme: ((scheme: string) => void) | undefined): Challenge[] {
   if (header === undefined) return []
   const out: Challenge[] = []
   for (const value of typeof header === 'string' ? [header] : header) {
@@ -53,6 +71,7 @@ export function parseChallenges (header: string | readonly string[] | undefined)
         continue
       }
       // A new challenge: scheme [ token68 | auth-params ]
+      onScheme?.(name)
       current = { scheme: name.toLowerCase(), params: {} }
       out.push(current)
       rest = after

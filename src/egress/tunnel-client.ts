@@ -2,6 +2,7 @@ import type { IncomingHttpHeaders } from 'node:http'
 import { isIP, type Socket } from 'node:net'
 import { parseProxyResponse } from 'https-proxy-agent/dist/parse-proxy-response.js'
 import type { buildConnector as BuildConnector, Dispatcher } from 'undici'
+import { effectivePort } from '../http/url.js'
 import { errors } from './undici-parts.js'
 import { answerChallenge, FRESH_MEMORY, openingMessage, type AuthMemory, type AuthMessage, type AuthPolicy, type ProxyAuthScheme } from './auth-negotiation.js'
 import { basicAuthorization, digestAuthorization, ntlmAuthenticate, ntlmNegotiate, parseChallenges } from './proxy-auth.js'
@@ -123,7 +124,7 @@ export class TunnelClient {
         hostname: url.hostname.replace(/^\[|\]$/g, ''),
         host: url.host,
         protocol: url.protocol,
-        port: url.port !== '' ? url.port : (url.protocol === 'https:' ? '443' : '80'),
+        port: effectivePort(url),
         // No SNI for an IP literal (RFC 6066; Node warns with DEP0123).
         ...(isIP(url.hostname.replace(/^\[|\]$/g, '')) === 0 ? { servername: url.hostname } : {}),
         localAddress: null

@@ -518,20 +518,10 @@ export function isTlsCode (code: string): boolean {
 }
 
 /**
- * The auth schemes named in `Proxy-Authenticate` values, e.g.
- * `Basic realm="x", NTLM` → ['Basic', 'NTLM']. A scheme is a token that is
- * not followed by `=` (that would be an auth-param) — RFC 9110 §11.6.1.
+ * The schemes a refused CONNECT offered, as TunnelRefusal.schemes holds
+ * them. The parser is egress/proxy-auth.ts's, the one Proxy-Authenticate
+ * grammar; re-exported here only because egress/dispatcher.ts and
+ * diagnostics/diagnose.ts import it from here. New code imports it from
+ * egress/proxy-auth.ts.
  */
-export function parseAuthSchemes (header: string | string[] | undefined): string[] {
-  if (header === undefined) return []
-  const values = Array.isArray(header) ? header : [header]
-  const schemes: string[] = []
-  for (const value of values) {
-    const unquoted = value.replace(/"(?:[^"\\]|\\.)*"/g, '""')
-    for (const part of unquoted.split(',')) {
-      const m = /^\s*([A-Za-z0-9!#$%&'*+.^_`|~-]+)(?:\s+|$)(?!\s*=)/.exec(part)
-      if (m?.[1] !== undefined && !/^\s*[A-Za-z0-9!#$%&'*+.^_`|~-]+\s*=/.test(part)) schemes.push(m[1])
-    }
-  }
-  return [...new Set(schemes)]
-}
+export { parseAuthSchemes } from '../egress/proxy-auth.js'

@@ -1,4 +1,5 @@
 import { percentDecode } from '../http/percent-decode.js'
+import { effectivePort } from '../http/url.js'
 
 /**
  * Parameter names that carry credentials: 3scale's (access_token,
@@ -30,25 +31,27 @@ export const REDACTED = '[REDACTED]'
  * - the key in 3scale's `/keys/{key}.json` (Account Management API,
  *   application keys), kept as `/keys/[REDACTED].json`.
  * It runs on every request line: a target with none of `#`, `?`, `;` or
- * `/keys/` is returned as it is, without any further scan.
+ * `/keys/` is returned as it is, without any further scan. `censor` replaces
+ * each secret (the demo prints `***`); the one redactor of request-targets,
+ * so what the logs, doctor and the demo hide cannot drift apart.
  */
-export function redactPath (target: string): string {
+export function redactPath (target: string, censor: string = REDACTED): string {
   if (!target.includes('?') && !target.includes('#') && !target.includes(';') && !target.includes('/keys/')) return target
   const hash = target.indexOf('#')
   const sent = hash === -1 ? target : target.slice(0, hash)
   const q = sent.indexOf('?')
   const path = q === -1 ? sent : sent.slice(0, q)
-  const safePath = redactPathSegments(path)
+  const safePath = redactPathSegments(path, censor)
   if (q === -1) return hash === -1 && safePath === path ? target : safePath
   const query = sent.slice(q + 1)
-  const safeQuery = redactParams(query, true)
+  const safeQuery = redactParams(query, true, censor)
   return hash === -1 && safePath === path && safeQuery === query ? target : safePath + '?' + safeQuery
 }
 
 const KEY_SUFFIX = /\.(?:json|xml)$/i
 
 /** The path with `;` parameters and `/keys/{key}` redacted; the same string when nothing was. */
-function redactPathSegments (path: string): string {
+function redactPathSegments (path: string, censor: string): string {
   const keys = path.includes('/keys/')
   if (!keys && !path.includes(';')) return path
   const segments = path.split('/')
@@ -57,7 +60,7 @@ function redactPathSegments (path: string): string {
     const segment = segments[i] as string
     const next = segments[i + 1]
     if (keys && segment === 'keys' && next !== undefined && next !== '') {
-      segments[i + 1] = REDACTED + (KEY_SUFFIX.exec(next)?.[0] ?? '')
+      segments[i + 1] = censor + (KEY_SUFFIX.exec(next)?.[0] ?? '')
       changed = true
       i++
       continue
@@ -65,7 +68,7 @@ function redactPathSegments (path: string): string {
     const semi = segment.indexOf(';')
     if (semi === -1) continue
     const params = segment.slice(semi)
-    const safe = redactParams(params, false)
+    const safe = redactParams(params, false, censor)
     if (safe !== params) {
       segments[i] = segment.slice(0, semi) + safe
       changed = true
@@ -76,9 +79,9 @@ function redactPathSegments (path: string): string {
 
 /**
  * `name=value` pairs split by `;`, and by `&` too when `ampersand`, with
- * secret values replaced; the same string when none was.
+ * secret values replaced by `censor`; the same string when none was.
  */
-function redactParams (params: string, ampersand: boolean): string {
+function redactParams (params: string, ampersand: boolean, censor: string): string {
   let out = ''
   let from = 0 // start of the pair being read
   let kept = 0 // params[kept..from) is still to be copied to `out` as it is
@@ -89,7 +92,7 @@ function redactParams (params: string, ampersand: boolean): string {
     const eq = pair.indexOf('=')
     const rawName = eq === -1 ? pair : pair.slice(0, eq)
     if (rawName !== '' && isSecretName(rawName)) {
-      out += params.slice(kept, from) + rawName + '=' + REDACTED
+      out += params.slice(kept, from) + rawName + '=' + censor
       kept = i
     }
     from = i + 1
@@ -129,8 +132,7 @@ export function redactUrl (url: URL, { keepUsername = true } = {}): string {
 
 /** `host:port` of a URL, with the scheme's default port made explicit. */
 export function hostPort (url: URL): string {
-  const port = url.port !== '' ? url.port : (url.protocol === 'https:' ? '443' : '80')
-  return `${url.hostname}:${port}`
+  return `${url.hostname}:${effectivePort(url)}`
 }
 
 /**
@@ -144,7 +146,7 @@ export function redactText (text: string): string {
   return text
     .replace(/\b([a-z][a-z0-9+.-]*:\/\/)[^\s/@]*@/gi, `$1${REDACTED}@`)
     .replace(/\b((?:proxy-)?authorization:\s*)\S+(\s+\S+)?/gi, `$1${REDACTED}`)
-    .replace(/[?;&][^\s?#]*/g, (params) => params[0] + redactParams(params.slice(1), true))
+    .replace(/[?;&][^\s?#]*/g, (params) => params[0] + redactParams(params.slice(1), true, REDACTED))
 }
 
 /**

@@ -1,6 +1,7 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import type { Config } from '../config/config.js'
+import { SetupError } from '../config/setup-error.js'
 import { certificatesIn, loadTrustStore, TrustStoreError, type TrustStore } from './trust-store.js'
 
 export interface KeyPair {
@@ -16,10 +17,10 @@ export interface TlsMaterial {
 }
 
 /** Unreadable or invalid TLS files; every problem names its file and setting. */
-export class TlsSetupError extends Error {
+export class TlsSetupError extends SetupError {
   override name = 'TlsSetupError'
-  constructor (readonly problems: readonly string[]) {
-    super(`invalid TLS files:\n${problems.map((p) => `  - ${p}`).join('\n')}`)
+  constructor (problems: readonly string[]) {
+    super('invalid TLS files', problems)
   }
 }
 

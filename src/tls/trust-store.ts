@@ -2,6 +2,7 @@ import { X509Certificate } from 'node:crypto'
 import { readdirSync, readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { rootCertificates } from 'node:tls'
+import { SetupError } from '../config/setup-error.js'
 
 /**
  * Where Go (crypto/x509, root_linux.go) looks for the system CA bundle, in
@@ -66,10 +67,10 @@ export interface TrustStore {
 }
 
 /** Unreadable or invalid CA files; each problem names its file. */
-export class TrustStoreError extends Error {
+export class TrustStoreError extends SetupError {
   override name = 'TrustStoreError'
-  constructor (readonly problems: readonly string[]) {
-    super(`cannot build the TLS trust store:\n${problems.map((p) => `  - ${p}`).join('\n')}`)
+  constructor (problems: readonly string[]) {
+    super('cannot build the TLS trust store', problems)
   }
 }
 

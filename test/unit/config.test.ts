@@ -42,9 +42,10 @@ describe('loadConfig', () => {
 
   it('PROXY_USER and PROXY_PASSWORD fill in the proxy URLs; PROXY_PASSWORD and its file exclude each other', () => {
     const c = loadConfig({ ...minimal, HTTPS_PROXY: 'http://proxy.corp:3128', FALLBACK_PROXIES: 'http://other@proxy2.corp:3128', PROXY_USER: 'CORP\\alice', PROXY_PASSWORD: 'p@ss:w%rd' })
-    const url = new URL(c.proxyEnv.HTTPS_PROXY ?? '')
-    assert.equal(decodeURIComponent(url.username), 'CORP\\alice')
-    assert.equal(decodeURIComponent(url.password), 'p@ss:w%rd')
+    const proxy = c.proxies.https
+    assert.equal(proxy?.url.href, 'http://proxy.corp:3128/')
+    assert.equal(proxy.username, 'CORP\\alice')
+    assert.equal(proxy.password, 'p@ss:w%rd')
     assert.equal(c.fallbackProxies[0]?.username, 'other', 'a URL that names its user keeps it')
     assert.equal(c.fallbackProxies[0]?.password, 'p@ss:w%rd')
     const problems = problemsOf({ ...minimal, HTTPS_PROXY: 'http://u@proxy:3128', PROXY_PASSWORD: 'x', PROXY_PASSWORD_FILE: '/nonexistent/pw' })
@@ -162,12 +163,13 @@ describe('loadConfig', () => {
   it('treats empty variables as unset', () => {
     const c = loadConfig({ ...minimal, BACKEND_ENDPOINT_OVERRIDE: '', https_proxy: '', LOG_LEVEL: '' })
     assert.equal(c.backend.endpoint.href, 'https://su1.3scale.net/')
-    assert.deepEqual(c.proxyEnv, {})
+    assert.deepEqual(c.proxies, { https: undefined, http: undefined, noProxy: [] })
   })
 
-  it('keeps proxy variables, giving scheme-less ones http://', () => {
+  it('parses the proxy variables, giving scheme-less ones http://', () => {
     const c = loadConfig({ ...minimal, HTTPS_PROXY: 'proxy:3128', no_proxy: 'localhost' })
-    assert.deepEqual(c.proxyEnv, { HTTPS_PROXY: 'http://proxy:3128', no_proxy: 'localhost' })
+    assert.deepEqual({ https: c.proxies.https?.url.href, http: c.proxies.http, noProxy: c.proxies.noProxy },
+      { https: 'http://proxy:3128/', http: undefined, noProxy: [{ kind: 'domain', domain: 'localhost', port: undefined }] })
   })
 
   it('refuses a malformed NO_PROXY range, naming the entry', () => {

@@ -1,6 +1,15 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { parseProxyUrl, ProxyUrlError, resolveEgress, type ProxyEnv } from '../../src/egress/egress.js'
+import { readProxySettings } from '../../src/config/proxy-settings.js'
+import { parseProxyUrl, ProxyUrlError, resolveEgress, type ProxyEnv, type ProxySettings } from '../../src/egress/egress.js'
+
+/** The variables as config parses them, once: resolveEgress takes the result. */
+function proxiesOf (env: ProxyEnv): ProxySettings {
+  const problems: string[] = []
+  const { proxies } = readProxySettings({ variables: env }, problems)
+  assert.deepEqual(problems, [])
+  return proxies
+}
 
 describe('resolveEgress (proxy-from-env precedence and NO_PROXY)', () => {
   const cases: Array<{ name: string, url: string, env: ProxyEnv, want: string }> = [
@@ -26,7 +35,7 @@ describe('resolveEgress (proxy-from-env precedence and NO_PROXY)', () => {
   ]
   for (const c of cases) {
     it(c.name, () => {
-      const e = resolveEgress(new URL(c.url), c.env)
+      const e = resolveEgress(new URL(c.url), proxiesOf(c.env))
       assert.equal(e.kind === 'proxy' ? `proxy:${e.proxy.url.origin}` : `direct:${e.reason}`, c.want)
     })
   }
@@ -35,7 +44,7 @@ describe('resolveEgress (proxy-from-env precedence and NO_PROXY)', () => {
     const before = { ...process.env }
     process.env.https_proxy = 'http://from-process:1'
     try {
-      const e = resolveEgress(new URL('https://x.example'), {})
+      const e = resolveEgress(new URL('https://x.example'), proxiesOf({}))
       assert.equal(e.kind, 'direct')
       assert.equal(process.env.https_proxy, 'http://from-process:1')
     } finally {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { errors as undiciErrors } from 'undici'
 import { parseProxyUrl, type ProxyEndpoint } from '../../src/egress/egress.js'
-import { causeChain, classifyUpstreamError, ConnectFailure, parseAuthSchemes, UpstreamCertificateError, type CauseLink, type FailureContext } from '../../src/failures/catalogue.js'
+import { causeChain, classifyUpstreamError, ConnectFailure, UpstreamCertificateError, type CauseLink, type FailureContext } from '../../src/failures/catalogue.js'
 import type { ChainFacts } from '../../src/tls/tls-verdict.js'
 
 const proxied: ProxyEndpoint | undefined = parseProxyUrl('http://u:p@proxy.corp:3128')
@@ -87,18 +87,6 @@ describe('the 407 hint follows the schemes the proxy offers', () => {
     assert.match(hint(['Negotiate']), /asks only for Negotiate, which this sidecar does not answer: Kerberos needs a native library.*cntlm or px/)
     assert.match(hint(['Negotiate', 'NTLM']), /check the user and password/)
   })
-})
-
-describe('parseAuthSchemes', () => {
-  const cases: Array<[string | string[] | undefined, string[]]> = [
-    [undefined, []],
-    ['Basic realm="corp"', ['Basic']],
-    ['Basic realm="a, b", charset="UTF-8"', ['Basic']],
-    [['Negotiate', 'NTLM', 'Basic realm="x"'], ['Negotiate', 'NTLM', 'Basic']],
-    ['Digest realm="x", qop="auth", nonce="abc", algorithm=SHA-256, Basic realm="x"', ['Digest', 'Basic']],
-    ['Negotiate YIIB9wYGKwYBBQUCoIIB==', ['Negotiate']]
-  ]
-  for (const [header, want] of cases) it(JSON.stringify(header), () => assert.deepEqual(parseAuthSchemes(header), want))
 })
 
 describe('the fix follows what the proxy said', () => {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { basicAuthorization, canAnswerDigest, digestAuthorization, ntlmAuthenticate, ntlmIdentity, ntlmNegotiate, parseChallenges, type Challenge } from '../../src/egress/proxy-auth.js'
+import { basicAuthorization, canAnswerDigest, digestAuthorization, ntlmAuthenticate, ntlmIdentity, ntlmNegotiate, parseAuthSchemes, parseChallenges, type Challenge } from '../../src/egress/proxy-auth.js'
 
 describe('parseChallenges', () => {
   const cases: Array<[string | string[] | undefined, Challenge[]]> = [
@@ -15,6 +15,22 @@ describe('parseChallenges', () => {
     ['Negotiate YIIB9wYGKwYBBQUCoIIB==, NTLM', [{ scheme: 'negotiate', params: {}, token68: 'YIIB9wYGKwYBBQUCoIIB==' }, { scheme: 'ntlm', params: {} }]]
   ]
   for (const [header, want] of cases) it(JSON.stringify(header), () => assert.deepEqual(parseChallenges(header), want))
+})
+
+describe('parseAuthSchemes', () => {
+  const cases: Array<[string | string[] | undefined, string[]]> = [
+    [undefined, []],
+    ['Basic realm="corp"', ['Basic']],
+    ['Basic realm="a, b", charset="UTF-8"', ['Basic']],
+    [['Negotiate', 'NTLM', 'Basic realm="x"'], ['Negotiate', 'NTLM', 'Basic']],
+    ['Digest realm="x", qop="auth", nonce="abc", algorithm=SHA-256, Basic realm="x"', ['Digest', 'Basic']],
+    ['Negotiate YIIB9wYGKwYBBQUCoIIB==', ['Negotiate']],
+    // the proxy's spelling, each scheme once; the grammar of parseChallenges
+    ['NTLM, Negotiate, NTLM', ['NTLM', 'Negotiate']],
+    ['Basic realm=corp, Digest realm="with \\"quotes\\", x", nonce="n"', ['Basic', 'Digest']],
+    ['Negotiate YIIB9wYGKwYBBQUCoIIB==, NTLM', ['Negotiate', 'NTLM']]
+  ]
+  for (const [header, want] of cases) it(JSON.stringify(header), () => assert.deepEqual(parseAuthSchemes(header), want))
 })
 
 describe('digestAuthorization (RFC 7616 §3.9.1 examples)', () => {

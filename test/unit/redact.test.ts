@@ -49,6 +49,15 @@ describe('redactPath', () => {
     'api_key', 'apikey', 'secret', 'client_secret', 'refresh_token', 'id_token', 'jwt']
   for (const name of names) cases.push([`/x?app_id=a&${name}=SECRET`, `/x?app_id=a&${name}=[REDACTED]`])
   for (const [input, want] of cases) it(input, () => assert.equal(redactPath(input), want))
+
+  // The demo prints its calls with `***`: the same rules, another censor.
+  const censored: Array<[string, string]> = [
+    ['/transactions/authrep.xml?service_token=s&service_id=1&user_key=u', '/transactions/authrep.xml?service_token=***&service_id=1&user_key=***'],
+    ['/admin/api/account/proxy_configs/production.json?host=api.demo', '/admin/api/account/proxy_configs/production.json?host=api.demo'],
+    ['/x;user_key=SECRET/keys/K.json?access_token=T#f', '/x;user_key=***/keys/***.json?access_token=***'],
+    ['/admin/api/services.json', '/admin/api/services.json']
+  ]
+  for (const [input, want] of censored) it(`${input} with the censor ***`, () => assert.equal(redactPath(input, '***'), want))
 })
 
 describe('redactUrl / hostPort', () => {

@@ -1,0 +1,12 @@
+/**
+ * The TCP port `url` connects to: its own, else its scheme's default, 443
+ * for https and 80 for http (RFC 9110 §4.2.1, §4.2.2). The WHATWG URL
+ * leaves `port` empty for a default port, even when it was written
+ * (`https://h:443` has `port === ''`), so every place that needs the number
+ * (NO_PROXY `host:port` entries, `host:port` in logs, the proxy socket)
+ * asks here. Pure.
+ */
+export function effectivePort (url: URL): number {
+  if (url.port !== '') return Number(url.port)
+  return url.protocol === 'https:' ? 443 : 80
+}
