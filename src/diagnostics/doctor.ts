@@ -2,7 +2,8 @@ import type { X509Certificate } from 'node:crypto'
 import { isIP, type LookupFunction } from 'node:net'
 import { TLSSocket } from 'node:tls'
 import type { buildConnector as BuildConnectorType } from 'undici'
-import { ConfigError, type Config } from '../config/config.js'
+import type { Config } from '../config/config.js'
+import { SetupError } from '../config/setup-error.js'
 import { probePath, type RouteReport, type Step, type StepName, type TlsSeen } from './probe.js'
 import { buildUpstream, upstreamOptionsOf, upstreamTlsOf } from '../egress/dispatcher.js'
 import { buildConnector } from '../egress/undici-parts.js'
@@ -15,6 +16,7 @@ import { buildRoutes } from '../config/routes.js'
 import { loadSettings } from '../config/settings.js'
 import type { TlsMaterial } from '../tls/tls-material.js'
 import { version } from '../version.js'
+import { bareHostname, effectivePort } from '../http/url.js'
 
 /**
  * `apicast-sidecar-proxy doctor [--json]`: with the service's own
@@ -56,7 +58,7 @@ async function diagnose (env: NodeJS.ProcessEnv, options: DoctorOptions): Promis
   try {
     ({ config, tls } = loadSettings(env))
   } catch (err) {
-    if (!(err instanceof ConfigError)) throw err
+    if (!(err instanceof SetupError)) throw err
     return {
       ok: false,
       version: version(),
@@ -125,9 +127,9 @@ function directTls (trust: TrustStore, timeoutMs: number, lookup: LookupFunction
   return async (upstream, fingerprint) => await new Promise<DirectComparison>((resolve) => {
     connector({
       protocol: upstream.protocol,
-      hostname: upstream.hostname.replace(/^\[|\]$/g, ''),
+      hostname: bareHostname(upstream),
       host: upstream.host,
-      port: upstream.port !== '' ? upstream.port : '443',
+      port: effectivePort(upstream),
       servername: serverName(upstream) ?? null
     } as unknown as BuildConnectorType.Options, (err, socket) => {
       if (err !== null) {
@@ -149,7 +151,7 @@ function directTls (trust: TrustStore, timeoutMs: number, lookup: LookupFunction
  * non-JSON line on stdout, for each one.
  */
 function serverName (url: URL): string | undefined {
-  const host = url.hostname.replace(/^\[|\]$/g, '')
+  const host = bareHostname(url)
   return isIP(host) === 0 ? host : undefined
 }
 

@@ -4,7 +4,7 @@ import { createSecureContext, TLSSocket, type SecureContext } from 'node:tls'
 import type { Dispatcher, ProxyAgent as ProxyAgentType, buildConnector as BuildConnector } from 'undici'
 import type { Config, Timeouts } from '../config/config.js'
 import { proxyAuthorization, type ProxyEndpoint } from './egress.js'
-import { ConnectFailure, UpstreamCertificateError, describeTrustedChain, parseAuthSchemes, type Failure, type FailureCode, type TunnelRefusal } from '../failures/catalogue.js'
+import { ConnectFailure, UpstreamCertificateError, describeTrustedChain, type Failure, type FailureCode, type TunnelRefusal } from '../failures/catalogue.js'
 import type { Logger } from '../observe/logger.js'
 import type { RouteMetrics } from '../observe/metrics.js'
 import { hostPort } from '../observe/redact.js'
@@ -17,6 +17,7 @@ import type { TrustStore } from '../tls/trust-store.js'
 import { caBundleState, readChain } from '../tls/tls-chain.js'
 import { judgeChain } from '../tls/tls-verdict.js'
 import { Agent, Pool, ProxyAgent, buildConnector } from './undici-parts.js'
+import { parseAuthSchemes } from './proxy-auth.js'
 
 /** One way to reach a route's upstream: directly, or through one proxy. */
 export interface EgressPath {

@@ -1,5 +1,5 @@
 import { BlockList, isIP } from 'node:net'
-import { effectivePort } from '../http/url.js'
+import { bareHostname, effectivePort } from '../http/url.js'
 
 /**
  * NO_PROXY as users write it: the union of curl's and Go's rules
@@ -59,7 +59,7 @@ export function parseNoProxy (value: string): readonly NoProxyRule[] {
 /** True when `url` must be reached directly under `rules`. */
 export function matchesNoProxy (url: URL, rules: readonly NoProxyRule[]): boolean {
   if (rules.length === 0) return false
-  const host = url.hostname.replace(/^\[|\]$/g, '').replace(/\.$/, '').toLowerCase()
+  const host = bareHostname(url).replace(/\.$/, '').toLowerCase()
   const port = effectivePort(url)
   const family = isIP(host)
   const ip = family !== 0 ? normalizeIp(host) : undefined
@@ -90,7 +90,7 @@ LOOPBACK.addAddress('::1', 'ipv6')
  * host's 127.0.0.1, so proxying it could only fail (Go has the same rule).
  */
 export function isLoopback (url: URL): boolean {
-  const host = url.hostname.replace(/^\[|\]$/g, '').replace(/\.$/, '').toLowerCase()
+  const host = bareHostname(url).replace(/\.$/, '').toLowerCase()
   if (host === 'localhost' || host.endsWith('.localhost')) return true
   const family = isIP(host)
   return family !== 0 && LOOPBACK.check(normalizeIp(host), family === 6 ? 'ipv6' : 'ipv4')

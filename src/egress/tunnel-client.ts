@@ -2,7 +2,7 @@ import type { IncomingHttpHeaders } from 'node:http'
 import { isIP, type Socket } from 'node:net'
 import { parseProxyResponse } from 'https-proxy-agent/dist/parse-proxy-response.js'
 import type { buildConnector as BuildConnector, Dispatcher } from 'undici'
-import { effectivePort } from '../http/url.js'
+import { bareHostname, effectivePort } from '../http/url.js'
 import { errors } from './undici-parts.js'
 import { answerChallenge, FRESH_MEMORY, openingMessage, type AuthMemory, type AuthMessage, type AuthPolicy, type ProxyAuthScheme } from './auth-negotiation.js'
 import { basicAuthorization, digestAuthorization, ntlmAuthenticate, ntlmNegotiate, parseChallenges } from './proxy-auth.js'
@@ -121,12 +121,12 @@ export class TunnelClient {
     const url = this.proxy
     const socket = await new Promise<Socket>((resolve, reject) => {
       this.connector({
-        hostname: url.hostname.replace(/^\[|\]$/g, ''),
+        hostname: bareHostname(url),
         host: url.host,
         protocol: url.protocol,
         port: effectivePort(url),
         // No SNI for an IP literal (RFC 6066; Node warns with DEP0123).
-        ...(isIP(url.hostname.replace(/^\[|\]$/g, '')) === 0 ? { servername: url.hostname } : {}),
+        ...(isIP(bareHostname(url)) === 0 ? { servername: url.hostname } : {}),
         localAddress: null
       } as unknown as BuildConnector.Options, (err, s) => {
         if (err !== null) reject(err)

@@ -516,12 +516,3 @@ const TLS_VERIFY_CODES = new Set([
 export function isTlsCode (code: string): boolean {
   return code.startsWith('ERR_SSL_') || code.startsWith('ERR_TLS_') || code.includes('CERT') || TLS_VERIFY_CODES.has(code)
 }
-
-/**
- * The schemes a refused CONNECT offered, as TunnelRefusal.schemes holds
- * them. The parser is egress/proxy-auth.ts's, the one Proxy-Authenticate
- * grammar; re-exported here only because egress/dispatcher.ts and
- * diagnostics/diagnose.ts import it from here. New code imports it from
- * egress/proxy-auth.ts.
- */
-export { parseAuthSchemes } from '../egress/proxy-auth.js'

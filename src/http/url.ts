@@ -10,3 +10,12 @@ export function effectivePort (url: URL): number {
   if (url.port !== '') return Number(url.port)
   return url.protocol === 'https:' ? 443 : 80
 }
+
+/**
+ * `url`'s host name as a socket takes it: an IPv6 literal without the
+ * brackets the URL keeps around it (`[::1]` → `::1`). Pure.
+ */
+export function bareHostname (url: URL): string {
+  const host = url.hostname
+  return host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host
+}
