@@ -4,7 +4,7 @@ import { createSecureContext, TLSSocket, type SecureContext } from 'node:tls'
 import type { Dispatcher, ProxyAgent as ProxyAgentType, buildConnector as BuildConnector } from 'undici'
 import type { Config, Timeouts } from '../config/config.js'
 import { proxyAuthorization, type ProxyEndpoint } from './egress.js'
-import { ConnectFailure, UpstreamCertificateError, describeTrustedChain, type Failure, type FailureCode, type TunnelRefusal } from '../failures/catalogue.js'
+import { ConnectFailure, UpstreamCertificateError, describeTrustedChain, isFailoverFailure, type Failure, type TunnelRefusal } from '../failures/catalogue.js'
 import type { Logger } from '../observe/logger.js'
 import type { RouteMetrics } from '../observe/metrics.js'
 import { hostPort } from '../observe/redact.js'
@@ -97,14 +97,6 @@ export function upstreamOptionsOf (config: Config, tls: UpstreamTls, log: Logger
     log,
     ...extra
   }
-}
-
-/** Failures that are the proxy's, so another proxy may do better. */
-const FAILOVER_CODES: ReadonlySet<FailureCode> = new Set(['proxy_unreachable', 'tunnel_refused', 'proxy_auth_required', 'timeout'])
-
-/** True when `failure` of a proxied attempt should move the request to the next proxy. */
-export function isFailoverFailure (failure: Failure): boolean {
-  return FAILOVER_CODES.has(failure.code)
 }
 
 /**

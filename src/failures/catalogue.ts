@@ -57,6 +57,19 @@ export interface Failure {
 }
 
 /**
+ * Failures that are the proxy's (unreachable, refusing the tunnel or the
+ * credentials, too slow to open it), so another proxy may do better. The one
+ * list: the transport backs a proxy off for these, and forwarding's attempt
+ * decision (forwarding/attempts.ts) fails a request over for them.
+ */
+const FAILOVER_CODES: ReadonlySet<FailureCode> = new Set(['proxy_unreachable', 'tunnel_refused', 'proxy_auth_required', 'timeout'])
+
+/** True when `failure`, of an attempt through a proxy before any request byte left, should move the request to the next proxy. */
+export function isFailoverFailure (failure: Failure): boolean {
+  return FAILOVER_CODES.has(failure.code)
+}
+
+/**
  * A connection to the proxy or upstream (TCP, CONNECT, TLS) failed before any
  * request byte was written. The connector wraps every such error in this, so
  * (1) the classifier knows no byte reached 3scale and (2) undici fails the
