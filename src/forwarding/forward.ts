@@ -9,7 +9,7 @@ import { redactPath } from '../observe/redact.js'
 import { buildClientResponseHeaders, isBodiless } from '../http/response-headers.js'
 import { createLogSampler } from '../observe/log-sampler.js'
 import { onceClosed } from '../http/response-closed.js'
-import { shouldRetry } from './retry.js'
+import { decideNextAttempt } from './attempts.js'
 import { buildUpstreamRequest, type RequestError } from './rewrite.js'
 import type { Route } from '../config/routes.js'
 import type { StaleCollector, StaleConfigCache, StaleHit } from '../stale-config/stale-config.js'
@@ -59,7 +59,7 @@ const PORTAL_ERROR_STATUS: ReadonlySet<number> = new Set([500, 502, 503, 504])
  * A failure before any byte reached the upstream (the proxy unreachable or
  * refusing the tunnel) moves the request to the next proxy, if there is one.
  * A connection reset or closed under the request is sent again once on a
- * fresh connection when that cannot count twice (see shouldRetry): before
+ * fresh connection when that cannot count twice (see decideNextAttempt): before
  * any byte was written, or a GET/HEAD whose response had not begun. A usage
  * report that may have reached 3scale is never sent again.
  */
@@ -107,12 +107,18 @@ export function createForwarder (ctx: ForwardContext): (req: IncomingMessage, re
     const attempt = (path: EgressPath): void => {
       tried.add(path.index)
       const relay = new ResponseRelay(ctx, route, req, res, started, path, upstream.paths.length > 1, stale, { reqId, sampleFailure }, (failure, beforeWrite, responseStarted) => {
-        const next = beforeWrite ? upstream.failover(path, failure, tried) : undefined
-        if (next !== undefined) {
-          attempt(next)
-          return true
+        const next = decideNextAttempt({
+          method: outgoing.method, hasBody, failure, beforeWrite, responseStarted, retried,
+          proxied: path.proxy !== undefined, paths: upstream.paths.length, tried: tried.size
+        })
+        if (next.backOff) {
+          const to = upstream.failover(path, failure, tried)
+          if (next.action === 'failover' && to !== undefined) {
+            attempt(to)
+            return true
+          }
         }
-        if (!shouldRetry({ method: outgoing.method, hasBody, failure, beforeWrite, responseStarted, retried })) return false
+        if (next.action !== 'retry') return false
         retried = true
         ctx.metrics.retried(beforeWrite ? 'connect' : 'sent')
         ctx.log.info({ reqId, method: req.method, path: redactPath(req.url ?? ''), error: failure.code, proxy: path.label },
