@@ -2,6 +2,7 @@ import { unwatchFile, watchFile, type Stats } from 'node:fs'
 import { ConfigError, type Config } from './config/config.js'
 import { buildUpstream, upstreamOptionsOf, upstreamTlsOf, type Upstream } from './egress/dispatcher.js'
 import { createForwarder, type LiveRoute } from './forwarding/forward.js'
+import { createStaleIfError } from './forwarding/stale-if-error.js'
 import { StaleConfigCache } from './stale-config/stale-config.js'
 import { StaleConfigDir } from './stale-config/stale-config-dir.js'
 import type { Logger } from './observe/logger.js'
@@ -78,14 +79,16 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
     for (const current of live.values()) {
       const { route } = current
       const routeLog = log.child({ listener: route.name })
+      const routeMetrics = metrics.forRoute(route.name)
+      // Configuration is read from the portal only; backend calls are never kept.
+      const stale = route.name === 'portal' ? staleConfigCache(config, routeLog, staleStores) : undefined
       const handler = createForwarder({
         live: current,
         timeouts: config.timeouts,
-        metrics: metrics.forRoute(route.name),
+        metrics: routeMetrics,
         log: routeLog,
         draining: () => draining,
-        // Configuration is read from the portal only; backend calls are never kept.
-        staleConfig: route.name === 'portal' ? staleConfigCache(config, routeLog, staleStores) : undefined,
+        policy: stale !== undefined ? createStaleIfError(stale, routeMetrics) : undefined,
         maxConcurrent: config.maxConcurrentRequests,
         sendTimeoutMs: config.client.sendTimeoutMs
       })

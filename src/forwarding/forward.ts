@@ -12,7 +12,7 @@ import { onceClosed } from '../http/response-closed.js'
 import { decideNextAttempt } from './attempts.js'
 import { buildUpstreamRequest, type RequestError } from './rewrite.js'
 import type { Route } from '../config/routes.js'
-import type { StaleCollector, StaleConfigCache, StaleHit } from '../stale-config/stale-config.js'
+import type { PolicyAnswer, RequestPolicy, ResponsePolicy } from './response-policy.js'
 
 /** Status logged when APIcast went away before the response was complete (nginx's convention). */
 const CLIENT_CLOSED = 499
@@ -33,27 +33,19 @@ export interface ForwardContext {
   readonly log: Logger
   /** True once shutdown has begun: responses then close their connection. */
   readonly draining: () => boolean
-  /** Last good configuration responses (portal listener only; undefined when off). */
-  readonly staleConfig?: StaleConfigCache | undefined
+  /** What the listener does to responses beyond relaying them (the portal's stale-if-error); undefined: nothing. */
+  readonly policy?: ResponsePolicy | undefined
   /** Requests forwarded at once; past it, 503 at once. */
   readonly maxConcurrent: number
   /** CLIENT_SEND_TIMEOUT_MS: how long a response may stay blocked on a client that does not read. */
   readonly sendTimeoutMs: number
 }
 
-/** A request's entry in the stale-config cache. */
-interface StaleSlot {
-  readonly cache: StaleConfigCache
-  readonly key: string
-}
-
-/** Upstream statuses that count as the portal failing (RFC 5861's stale-if-error). */
-const PORTAL_ERROR_STATUS: ReadonlySet<number> = new Set([500, 502, 503, 504])
-
 /**
- * The request handler of one listener. It only wires the three parts
- * together: the pure rewrite (buildUpstreamRequest), the transport (the
- * route's undici dispatchers) and the failure handling (classifyUpstreamError).
+ * The request handler of one listener. It only wires the parts together:
+ * the pure rewrite (buildUpstreamRequest), the transport (the route's undici
+ * dispatchers), the response policy (ModifyResponse and ErrorHandler) and
+ * the failure handling (classifyUpstreamError).
  * Bodies stream both ways with backpressure and are never held whole.
  *
  * A failure before any byte reached the upstream (the proxy unreachable or
@@ -90,8 +82,7 @@ export function createForwarder (ctx: ForwardContext): (req: IncomingMessage, re
       return
     }
     const { outgoing } = rewritten
-    const staleKey = ctx.staleConfig?.key(outgoing.method, pathOf(req.url ?? ''), outgoing.path, outgoing.headers.authorization)
-    const stale = staleKey !== undefined && ctx.staleConfig !== undefined ? { cache: ctx.staleConfig, key: staleKey } : undefined
+    const policy = ctx.policy?.forRequest(req.url ?? '', outgoing)
     const hasBody = req.headers['transfer-encoding'] !== undefined ||
       (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0')
     const options: Dispatcher.DispatchOptions = {
@@ -106,7 +97,7 @@ export function createForwarder (ctx: ForwardContext): (req: IncomingMessage, re
     let retried = false
     const attempt = (path: EgressPath): void => {
       tried.add(path.index)
-      const relay = new ResponseRelay(ctx, route, req, res, started, path, upstream.paths.length > 1, stale, { reqId, sampleFailure }, (failure, beforeWrite, responseStarted) => {
+      const relay = new ResponseRelay(ctx, route, req, res, started, path, upstream.paths.length > 1, policy, { reqId, sampleFailure }, (failure, beforeWrite, responseStarted) => {
         const next = decideNextAttempt({
           method: outgoing.method, hasBody, failure, beforeWrite, responseStarted, retried,
           proxied: path.proxy !== undefined, paths: upstream.paths.length, tried: tried.size
@@ -209,21 +200,16 @@ function answerLocally (res: ServerResponse, status: number, text: string, heade
  * chunk, pausing undici while the client socket is full) and writes the one
  * completion log line per request. `retry` is offered every failure before
  * APIcast got a status line; it returns true when another attempt took the
- * request over.
+ * request over. What the response becomes beyond a copy is the request's
+ * policy's.
  */
 class ResponseRelay implements Dispatcher.DispatchHandler {
   #controller: Dispatcher.DispatchController | undefined
   #bytesOut = 0
   #done = false
   #responseStarted = false
-  /**
-   * The body of a 200 configuration response, collected for the stale cache:
-   * committed at its end, abandoned on every failure (a client abort reaches
-   * onResponseError too), since until then it holds its key and its budget.
-   */
-  #collector: StaleCollector | undefined
-  /** A stale response was served instead of the portal's error: the rest of this attempt is ignored. */
-  #servedStale = false
+  /** The policy answered instead of the upstream: the rest of this attempt is read and dropped. */
+  #replaced = false
   readonly #stopWatchingClose: () => void
   readonly #onClose = (): void => {
     // APIcast went away: abort the upstream request, so neither the tunnel
@@ -264,7 +250,7 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
     private readonly started: number,
     private readonly path: EgressPath,
     private readonly logProxy: boolean,
-    private readonly stale: StaleSlot | undefined,
+    private readonly policy: RequestPolicy | undefined,
     private readonly shared: RequestShared,
     private readonly retry: (failure: Failure, beforeWrite: boolean, responseStarted: boolean) => boolean
   ) {
@@ -283,18 +269,11 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
       this.#relayInterim(statusCode, headers)
       return
     }
-    if (this.stale !== undefined && PORTAL_ERROR_STATUS.has(statusCode)) {
-      const hit = this.stale.cache.lookup(this.stale.key)
-      if (hit !== undefined) {
-        // The error's body is read and dropped, so the tunnel stays usable.
-        this.#serveStale(hit, `upstream_${statusCode}`, `the portal answered ${statusCode}`)
-        return
-      }
-    }
     const out = buildClientResponseHeaders(statusCode, this.req.method, headers)
-    // A body under a transfer coding is relayed as it came, never stored.
-    if (this.stale !== undefined && statusCode === 200 && out['transfer-encoding'] === undefined) {
-      this.#collector = this.stale.cache.collect(this.stale.key, out)
+    const answer = this.policy?.modifyResponse(statusCode, out)
+    if (answer !== undefined) {
+      this.#respond(answer)
+      return
     }
     if (this.ctx.draining()) out.connection = 'close'
     if (statusMessage !== undefined && statusMessage !== '') {
@@ -305,8 +284,8 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
   }
 
   onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    if (this.#servedStale) return
-    this.#collector?.add(chunk)
+    if (this.#replaced) return
+    this.policy?.onBody(chunk)
     this.#bytesOut += chunk.length
     if (!this.res.write(chunk)) {
       controller.pause()
@@ -315,16 +294,16 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
   }
 
   onResponseEnd (): void {
-    if (this.#servedStale) return
+    if (this.#replaced) return
     this.#finish()
-    this.#collector?.commit()
+    this.policy?.onEnd()
     this.#endWithin()
     this.ctx.log.info(this.#line(this.res.statusCode), 'request')
   }
 
   onResponseError (_controller: Dispatcher.DispatchController, err: Error): void {
-    this.#collector?.abandon()
-    if (this.#servedStale) return
+    this.policy?.onAbort()
+    if (this.#replaced) return
     this.#finish()
     if (this.res.headersSent && this.#bytesOut === 0 && isBodiless(this.res.statusCode, this.req.method) &&
         (err as { code?: string }).code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') {
@@ -364,9 +343,9 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
     }
     if (this.retry(failure, err instanceof ConnectFailure, this.#responseStarted)) return
     this.ctx.metrics.failed(failure.code)
-    const hit = this.stale?.cache.lookup(this.stale.key)
-    if (hit !== undefined) {
-      this.#serveStale(hit, failure.code, `${failure.message}; ${failure.hint}`)
+    const answer = this.policy?.handleError(failure)
+    if (answer !== undefined) {
+      this.#respond(answer)
       return
     }
     this.#sendFailure(failure)
@@ -437,27 +416,17 @@ class ResponseRelay implements Dispatcher.DispatchHandler {
   }
 
   /**
-   * Answer with the last good configuration instead of the portal's failure,
-   * marked stale (Warning 110, Age, X-Sidecar-Stale naming why), so APIcast
-   * can boot or reload through an outage. One warning line per request.
+   * Answer with the policy's answer instead of the upstream's response or
+   * the failure's: the whole body, bounded like any other. One warning line
+   * per request says why.
    */
-  #serveStale (hit: StaleHit, reason: string, why: string): void {
-    this.#servedStale = true
+  #respond (answer: PolicyAnswer): void {
+    this.#replaced = true
     this.#finish()
-    const { response, ageSeconds } = hit
-    this.res.writeHead(200, {
-      ...response.headers,
-      'content-length': response.body.length,
-      age: String(ageSeconds),
-      warning: '110 - "Response is Stale"',
-      'x-sidecar-stale': reason,
-      ...(this.ctx.draining() ? { connection: 'close' } : {})
-    })
-    this.#endWithin(response.body)
+    this.res.writeHead(answer.status, this.ctx.draining() ? { ...answer.headers, connection: 'close' } : answer.headers)
+    this.#endWithin(answer.body)
     this.req.resume()
-    this.ctx.metrics.staleServed()
-    this.ctx.log.warn({ ...this.#line(200), stale: true, ageSeconds, error: reason },
-      `served the configuration stored ${ageSeconds} s ago instead of failing: ${why} (STALE_CONFIG_MAX_AGE bounds this)`)
+    this.ctx.log.warn({ ...this.#line(answer.status), ...answer.fields, error: answer.error }, answer.message)
   }
 
   #sendFailure (failure: Failure): void {
@@ -494,12 +463,6 @@ class ClientClosedError extends Error {
   override name = 'ClientClosedError'
   readonly code = 'SIDECAR_CLIENT_CLOSED'
   constructor () { super('the client closed the connection') }
-}
-
-/** The path of an origin-form target, without its query. */
-function pathOf (target: string): string {
-  const q = target.indexOf('?')
-  return q === -1 ? target : target.slice(0, q)
 }
 
 function requestBodyBytes (req: IncomingMessage): number | undefined {
