@@ -1,6 +1,6 @@
 import { unwatchFile, watchFile, type Stats } from 'node:fs'
 import { ConfigError, type Config } from './config/config.js'
-import { buildUpstream, upstreamOptionsOf, upstreamTlsOf, type Upstream } from './egress/dispatcher.js'
+import { buildTransport, transportOptionsOf, upstreamTlsOf, type RouteTransport } from './egress/dispatcher.js'
 import { createForwarder, type LiveRoute } from './forwarding/forward.js'
 import { createStaleIfError } from './forwarding/stale-if-error.js'
 import { StaleConfigCache } from './stale-config/stale-config.js'
@@ -51,12 +51,12 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
   const metrics = createMetrics(new Map(routes.map((r) => [r.upstream.origin, r.name])))
   // One object, so every route and every reload shares one TLS context.
   const upstreamTls = upstreamTlsOf(config, tls)
-  const upstreamFor = (route: Route): Upstream => buildUpstream(route,
-    upstreamOptionsOf(config, upstreamTls, log.child({ listener: route.name }), { metrics: metrics.forRoute(route.name) }))
+  const transportFor = (route: Route): RouteTransport => buildTransport(route,
+    transportOptionsOf(config, upstreamTls, log.child({ listener: route.name }), { metrics: metrics.forRoute(route.name) }))
 
   const staleStores: StaleConfigCache[] = []
   const live = new Map<RouteName, LiveRoute>()
-  for (const route of routes) live.set(route.name, { route, upstream: upstreamFor(route) })
+  for (const route of routes) live.set(route.name, { route, transport: transportFor(route) })
   const listeners = new Map<RouteName, Listener>()
   let admin: Listener | undefined
   let draining = false
@@ -69,7 +69,7 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
     stopWatching()
     await Promise.all([...listeners.values()].map(async (l) => { await l.close(config.timeouts.shutdownGraceMs) }))
     await admin?.close(0)
-    await Promise.all([...live.values()].map(async (l) => { await l.upstream.destroy() }))
+    await Promise.all([...live.values()].map(async (l) => { await l.transport.destroy() }))
     // The last configuration responses reach STALE_CONFIG_DIR before exit.
     await Promise.all(staleStores.map(async (s) => { await s.idle() }))
     metrics.close()
@@ -120,7 +120,7 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
   if (options.reloadConfig !== undefined && config.secretFiles.length > 0) {
     const reload = options.reloadConfig
     stopWatching = watchSecretFiles(config, options.secretPollMs ?? 1000, log, (changed) => {
-      applySecrets(reload, changed, live, upstreamFor, log)
+      applySecrets(reload, changed, live, transportFor, log)
     })
   }
 
@@ -176,7 +176,7 @@ function applySecrets (
   reloadConfig: () => Config,
   changed: string,
   live: Map<RouteName, LiveRoute>,
-  upstreamFor: (route: Route) => Upstream,
+  transportFor: (route: Route) => RouteTransport,
   log: Logger
 ): void {
   let next: Config
@@ -195,8 +195,8 @@ function applySecrets (
     const egressChanged = egressKey(current.route) !== egressKey(route)
     const tokenChanged = tokenKey(current.route) !== tokenKey(route)
     if (!egressChanged && !tokenChanged) continue
-    const old = current.upstream
-    if (egressChanged) current.upstream = upstreamFor(route)
+    const old = current.transport
+    if (egressChanged) current.transport = transportFor(route)
     current.route = route
     if (egressChanged) {
       old.close().catch(() => {})

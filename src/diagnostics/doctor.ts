@@ -4,8 +4,8 @@ import { TLSSocket } from 'node:tls'
 import type { buildConnector as BuildConnectorType } from 'undici'
 import type { Config } from '../config/config.js'
 import { SetupError } from '../config/setup-error.js'
-import { probePath, type RouteReport, type Step, type StepName, type TlsSeen } from './probe.js'
-import { buildUpstream, upstreamOptionsOf, upstreamTlsOf } from '../egress/dispatcher.js'
+import { probeHop, type RouteReport, type Step, type StepName, type TlsSeen } from './probe.js'
+import { buildTransport, transportOptionsOf, upstreamTlsOf } from '../egress/dispatcher.js'
 import { buildConnector } from '../egress/undici-parts.js'
 import { createLogger } from '../observe/logger.js'
 import { caBundleState, readChain } from '../tls/tls-chain.js'
@@ -28,7 +28,7 @@ import { bareHostname, effectivePort } from '../http/url.js'
  *      the certificate over a direct connection to compare (tls-verdict.ts);
  *   5. an unauthenticated request: 3scale's 403 means reachable;
  *   6. with a token configured, an authenticated portal call.
- * Steps 2 to 5 are probePath (probe.ts), the probe /readyz makes, through
+ * Steps 2 to 5 are probeHop (probe.ts), the probe /readyz makes, through
  * the route's transport built as forwarding builds it. Every proxy of a
  * route is checked, fallbacks included. Exit code 0 when
  * every step passes, 1 otherwise.
@@ -74,27 +74,27 @@ async function diagnose (env: NodeJS.ProcessEnv, options: DoctorOptions): Promis
   const reports: RouteReport[] = []
   for (const route of routes) {
     // The route's transport, built as forwarding builds it; the first
-    // handshake of each path is read for the TLS step's words.
+    // handshake of each hop is read for the TLS step's words.
     const seen = new Map<number, TlsSeen>()
-    const upstream = buildUpstream(route, upstreamOptionsOf(config, upstreamTls, quiet, {
+    const transport = buildTransport(route, transportOptionsOf(config, upstreamTls, quiet, {
       onConnected: (index, socket, leaf) => {
         if (!seen.has(index) && socket instanceof TLSSocket) seen.set(index, readTls(socket, leaf, tls.trust))
       }
     }))
     try {
-      // Every path: the proxy and each of FALLBACK_PROXIES, or direct.
-      for (const path of upstream.paths) {
-        reports.push(await probePath(route, path, {
+      // Every hop: the proxy and each of FALLBACK_PROXIES, or direct.
+      for (const hop of transport.hops) {
+        reports.push(await probeHop(route, hop, {
           timeouts: config.timeouts,
           userAgent: 'apicast-sidecar-proxy doctor',
           caBundle: caBundleState(tls.trust),
-          tlsSeen: () => seen.get(path.index),
+          tlsSeen: () => seen.get(hop.index),
           compareDirect,
           authenticated: true
         }))
       }
     } finally {
-      await upstream.destroy()
+      await transport.destroy()
     }
   }
   return {

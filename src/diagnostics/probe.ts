@@ -1,7 +1,7 @@
 import type { Dispatcher } from 'undici'
 import type { Timeouts } from '../config/config.js'
 import type { Route } from '../config/routes.js'
-import type { EgressPath } from '../egress/dispatcher.js'
+import type { NextHop } from '../egress/dispatcher.js'
 import { classifyUpstreamError, ConnectFailure, describeTrustedChain, endpointNotFoundHint, explainUntrustedCertificate, UpstreamCertificateError, type Failure, type FailureContext } from '../failures/catalogue.js'
 import { basicTokenHeader } from '../http/access-token.js'
 import { buildUpstreamRequest, joinPath } from '../forwarding/rewrite.js'
@@ -52,7 +52,7 @@ export const PROBE_PATH: Readonly<Record<Route['name'], string>> = {
   backend: '/transactions/authrep.xml'
 }
 
-/** What the upstream's TLS handshake on a path showed, read while the socket was open. */
+/** What the upstream's TLS handshake through a hop showed, read while the socket was open. */
 export interface TlsSeen {
   readonly authorized: boolean
   readonly reason: string
@@ -65,7 +65,7 @@ export interface ProbeOptions {
   readonly userAgent: string
   /** CA_BUNDLE's state, for the hint on an untrusted chain. */
   readonly caBundle?: CaBundleState | undefined
-  /** The first upstream handshake on this path (doctor observes it; /readyz does not). */
+  /** The first upstream handshake through this hop (doctor observes it; /readyz does not). */
   readonly tlsSeen?: () => TlsSeen | undefined
   /**
    * What a direct TLS connection to the upstream shows (no request is sent),
@@ -77,22 +77,22 @@ export interface ProbeOptions {
   readonly authenticated?: boolean
 }
 
-/** The steps a request to `route` goes through on `path`, in order. */
-export function stepsOf (route: Route, path: Pick<EgressPath, 'proxy'>, authenticated = false): StepName[] {
+/** The steps of a request to `route` through `hop`, in order. */
+export function stepsOf (route: Route, hop: Pick<NextHop, 'proxy'>, authenticated = false): StepName[] {
   const https = route.upstream.protocol === 'https:'
-  const steps: StepName[] = path.proxy === undefined
+  const steps: StepName[] = hop.proxy === undefined
     ? ['tcp', ...(https ? ['tls' as const] : []), 'http']
     : ['proxy', ...(https ? ['connect' as const, 'tls' as const] : []), 'http']
   return authenticated && ownToken(route) !== undefined ? [...steps, 'auth'] : steps
 }
 
-/** Probe `route` on `path`, step by step, stopping at the first failure. */
-export async function probePath (route: Route, path: EgressPath, options: ProbeOptions): Promise<RouteReport> {
+/** Probe `route` through `hop`, step by step, stopping at the first failure. */
+export async function probeHop (route: Route, hop: NextHop, options: ProbeOptions): Promise<RouteReport> {
   const upstream = route.upstream
-  const names = stepsOf(route, path, options.authenticated === true)
-  const proxied = path.proxy !== undefined
-  const via = path.proxy !== undefined ? `via proxy ${path.proxy.url.protocol}//${hostPort(path.proxy.url)}` : 'direct'
-  const ctx = (): FailureContext => ({ upstream, proxy: path.proxy, refusal: path.lastRefusal(), timeouts: options.timeouts })
+  const names = stepsOf(route, hop, options.authenticated === true)
+  const proxied = hop.proxy !== undefined
+  const via = hop.proxy !== undefined ? `via proxy ${hop.proxy.url.protocol}//${hostPort(hop.proxy.url)}` : 'direct'
+  const ctx = (): FailureContext => ({ upstream, proxy: hop.proxy, refusal: hop.lastRefusal(), timeouts: options.timeouts })
   const steps: Step[] = []
   const report = (): RouteReport => {
     const failed = steps.find((s) => s.ok === false)?.name
@@ -103,7 +103,7 @@ export async function probePath (route: Route, path: EgressPath, options: ProbeO
   const failAt = (failed: Step): RouteReport => {
     for (const name of names) {
       if (name === failed.name) break
-      steps.push({ name, ok: true, detail: passed(name, route, path) })
+      steps.push({ name, ok: true, detail: passed(name, route, hop) })
     }
     steps.push(failed)
     return report()
@@ -113,9 +113,9 @@ export async function probePath (route: Route, path: EgressPath, options: ProbeO
   const started = performance.now()
   let res: Dispatcher.ResponseData
   try {
-    res = await send(path, upstream, { method: 'GET', path: target, headers: { host: upstream.host } }, options)
+    res = await send(hop, upstream, { method: 'GET', path: target, headers: { host: upstream.host } }, options)
   } catch (err) {
-    return failAt(await failedStep(classifyUpstreamError(err, ctx()), err, route, path, names, options))
+    return failAt(await failedStep(classifyUpstreamError(err, ctx()), err, route, hop, names, options))
   }
   const ms = Math.round(performance.now() - started)
   if (res.statusCode === 407 && proxied) {
@@ -127,23 +127,23 @@ export async function probePath (route: Route, path: EgressPath, options: ProbeO
   for (const name of names) {
     if (name === 'http' || name === 'auth') break
     if (name === 'tls') {
-      const tls = await tlsStep(route, path, options)
+      const tls = await tlsStep(route, hop, options)
       steps.push(tls)
       if (tls.ok !== true) return report()
     } else {
-      steps.push({ name, ok: true, detail: passed(name, route, path) })
+      steps.push({ name, ok: true, detail: passed(name, route, hop) })
     }
   }
   const http = httpStep(route, res, target, ms)
   steps.push(http)
   if (http.ok !== true || !names.includes('auth')) return report()
-  steps.push(await authStep(route, path, options, ctx))
+  steps.push(await authStep(route, hop, options, ctx))
   return report()
 }
 
-async function send (path: EgressPath, upstream: URL, request: { method: string, path: string, headers: Record<string, string | string[]> }, options: ProbeOptions): Promise<Dispatcher.ResponseData> {
+async function send (hop: NextHop, upstream: URL, request: { method: string, path: string, headers: Record<string, string | string[]> }, options: ProbeOptions): Promise<Dispatcher.ResponseData> {
   const { connectMs } = options.timeouts
-  const res = await path.dispatcher.request({
+  const res = await hop.dispatcher.request({
     origin: upstream.origin,
     path: request.path,
     method: request.method as Dispatcher.HttpMethod,
@@ -157,16 +157,16 @@ async function send (path: EgressPath, upstream: URL, request: { method: string,
 }
 
 /** The failed step for a failure of the probe request, worded by the failure catalogue. */
-async function failedStep (failure: Failure, err: unknown, route: Route, path: EgressPath, names: readonly StepName[], options: ProbeOptions): Promise<Step> {
-  const name = stepOf(failure, err, names, path.proxy !== undefined)
+async function failedStep (failure: Failure, err: unknown, route: Route, hop: NextHop, names: readonly StepName[], options: ProbeOptions): Promise<Step> {
+  const name = stepOf(failure, err, names, hop.proxy !== undefined)
   const certificate = innermostCertificateError(err)
   if (certificate?.chain === undefined) return { name, ok: false, detail: failure.message, fix: failure.hint }
   // An untrusted upstream chain: doctor may compare with a direct connection to say whose CA it is.
   const chain = certificate.chain
-  const direct = await directComparison(route, path, chain, options)
+  const direct = await directComparison(route, hop, chain, options)
   const verdict = judgeChain(chain, { host: route.upstream.hostname, direct })
   const explained = direct !== undefined
-    ? explainUntrustedCertificate({ upstream: route.upstream, proxy: path.proxy, timeouts: options.timeouts }, certificate.reason, chain, certificate.caBundle ?? options.caBundle, direct)
+    ? explainUntrustedCertificate({ upstream: route.upstream, proxy: hop.proxy, timeouts: options.timeouts }, certificate.reason, chain, certificate.caBundle ?? options.caBundle, direct)
     : { message: failure.message, hint: failure.hint }
   return { name, ok: false, detail: explained.message, fix: explained.hint, verdict: verdict.code }
 }
@@ -205,23 +205,23 @@ function innermostCertificateError (err: unknown): UpstreamCertificateError | un
  * (whose private chain is evidence enough), leaves a question a direct
  * connection can answer.
  */
-async function directComparison (route: Route, path: EgressPath, chain: ChainFacts, options: ProbeOptions): Promise<DirectComparison | undefined> {
-  if (options.compareDirect === undefined || path.proxy === undefined || chain.publicRoot || isSaasHost(route.upstream.hostname)) return undefined
+async function directComparison (route: Route, hop: NextHop, chain: ChainFacts, options: ProbeOptions): Promise<DirectComparison | undefined> {
+  if (options.compareDirect === undefined || hop.proxy === undefined || chain.publicRoot || isSaasHost(route.upstream.hostname)) return undefined
   return await options.compareDirect(route.upstream, chain.leaf.fingerprint)
 }
 
 /** The TLS step of a request that got an answer: the chain verified (or, with UPSTREAM_TLS_VERIFY=false, maybe not). */
-async function tlsStep (route: Route, path: EgressPath, options: ProbeOptions): Promise<Step> {
+async function tlsStep (route: Route, hop: NextHop, options: ProbeOptions): Promise<Step> {
   const seen = options.tlsSeen?.()
-  if (seen === undefined) return { name: 'tls', ok: true, detail: passed('tls', route, path) }
-  const ctx = { upstream: route.upstream, proxy: path.proxy, timeouts: options.timeouts }
+  if (seen === undefined) return { name: 'tls', ok: true, detail: passed('tls', route, hop) }
+  const ctx = { upstream: route.upstream, proxy: hop.proxy, timeouts: options.timeouts }
   const chain = seen.chain
   if (chain === undefined) {
     return seen.authorized
       ? { name: 'tls', ok: true, detail: 'verified (a resumed TLS session: the certificate was checked when it began)' }
       : { name: 'tls', ok: false, detail: `the certificate of ${hostPort(route.upstream)} did not verify (${seen.reason}), and the server sent none to name`, fix: 'check the endpoint URL and that it serves TLS with a certificate' }
   }
-  const direct = await directComparison(route, path, chain, options)
+  const direct = await directComparison(route, hop, chain, options)
   const verdict = judgeChain(chain, { host: route.upstream.hostname, direct })
   if (!seen.authorized) {
     // Only with UPSTREAM_TLS_VERIFY=false does an unverified chain carry requests: say so.
@@ -257,7 +257,7 @@ function httpStep (route: Route, res: Dispatcher.ResponseData, target: string, m
  * forwarding rewrite exactly as for APIcast's userinfo. The token is sent
  * only over a connection whose certificate verified.
  */
-async function authStep (route: Route, path: EgressPath, options: ProbeOptions, ctx: () => FailureContext): Promise<Step> {
+async function authStep (route: Route, hop: NextHop, options: ProbeOptions, ctx: () => FailureContext): Promise<Step> {
   const token = ownToken(route) as string
   const seen = options.tlsSeen?.()
   if (route.upstream.protocol === 'https:' && seen?.authorized !== true) {
@@ -269,7 +269,7 @@ async function authStep (route: Route, path: EgressPath, options: ProbeOptions, 
   const started = performance.now()
   let status: number
   try {
-    status = (await send(path, route.upstream, rewritten.outgoing, options)).statusCode
+    status = (await send(hop, route.upstream, rewritten.outgoing, options)).statusCode
   } catch (err) {
     const failure = classifyUpstreamError(err, ctx())
     return { name: 'auth', ok: false, detail: `the authenticated call failed: ${failure.message}`, fix: failure.hint }
@@ -291,10 +291,10 @@ function ownToken (route: Route): string | undefined {
 }
 
 /** What a step that the request got past has shown. */
-function passed (name: StepName, route: Route, path: EgressPath): string {
+function passed (name: StepName, route: Route, hop: NextHop): string {
   switch (name) {
-    case 'proxy': return `the proxy ${path.label} accepted the connection`
-    case 'connect': return `${path.label} opened the tunnel to ${hostPort(route.upstream)}`
+    case 'proxy': return `the proxy ${hop.label} accepted the connection`
+    case 'connect': return `${hop.label} opened the tunnel to ${hostPort(route.upstream)}`
     case 'tls': return `the certificate of ${hostPort(route.upstream)} verified against the trust store`
     default: return `${hostPort(route.upstream)} accepted the connection`
   }

@@ -19,12 +19,15 @@ import { judgeChain } from '../tls/tls-verdict.js'
 import { Agent, Pool, ProxyAgent, buildConnector } from './undici-parts.js'
 import { parseAuthSchemes } from './proxy-auth.js'
 
-/** One way to reach a route's upstream: directly, or through one proxy. */
-export interface EgressPath {
-  /** 0 is the preferred path (https_proxy); then FALLBACK_PROXIES in order. */
+/**
+ * One way out to a route's upstream, named for the peer of the sidecar's
+ * first connection: the upstream itself (direct) or one proxy.
+ */
+export interface NextHop {
+  /** 0 is the preferred hop (https_proxy); then FALLBACK_PROXIES in order. */
   readonly index: number
   readonly dispatcher: Dispatcher
-  /** The proxy of this path; undefined when direct. */
+  /** The proxy of this hop; undefined when direct. */
   readonly proxy: ProxyEndpoint | undefined
   /** `direct` or the proxy's host:port, for log lines. */
   readonly label: string
@@ -32,20 +35,20 @@ export interface EgressPath {
   lastRefusal (): TunnelRefusal | undefined
 }
 
-/** The transport of one route: built once at start, closed at shutdown. */
-export interface Upstream {
-  readonly paths: readonly EgressPath[]
-  /** The path to use now: the first one that is not backed off. */
-  select (): EgressPath
-  /** The path select() would return, without side effects (for readiness). */
-  active (): EgressPath
+/** The transport of one route, its next hops: built once at start, closed at shutdown. */
+export interface RouteTransport {
+  readonly hops: readonly NextHop[]
+  /** The hop to use now: the first one that is not backed off. */
+  select (): NextHop
+  /** The hop select() would return, without side effects (for readiness). */
+  active (): NextHop
   /**
-   * `path` failed before any request byte reached the upstream. Back it off
-   * and return the next path to try for this request, or undefined when
-   * every path has been tried. The caller retries only connect-phase
-   * failures, so no request is ever sent twice.
+   * `hop` failed before any request byte reached the upstream. Back it off
+   * and return the next hop to try for this request, or undefined when
+   * every hop has been tried. The caller fails over only connect-phase
+   * failures (see forwarding/attempts.ts), so no request is ever sent twice.
    */
-  failover (path: EgressPath, failure: Failure, tried: ReadonlySet<number>): EgressPath | undefined
+  failover (hop: NextHop, failure: Failure, tried: ReadonlySet<number>): NextHop | undefined
   /** Connections (tunnels, when proxied) opened so far. */
   connectionsOpened (): number
   close (): Promise<void>
@@ -60,7 +63,7 @@ export interface UpstreamTls {
   readonly clientCert: { readonly cert: string, readonly key: string } | undefined
 }
 
-export interface UpstreamOptions {
+export interface TransportOptions {
   readonly timeouts: Timeouts
   readonly maxConnections: number
   readonly tls: UpstreamTls
@@ -71,10 +74,10 @@ export interface UpstreamOptions {
   readonly log: Logger
   readonly metrics?: RouteMetrics
   /**
-   * Each connection a path opens, once verified (doctor reads the chain the
+   * Each connection a hop opens, once verified (doctor reads the chain the
    * handshake showed; forwarding and /readyz pass nothing).
    */
-  readonly onConnected?: (path: number, socket: Socket, leaf: X509Certificate | undefined) => void
+  readonly onConnected?: (hop: number, socket: Socket, leaf: X509Certificate | undefined) => void
 }
 
 /** The upstream TLS of every route from the settings: one object, so one TLS context is shared. */
@@ -87,7 +90,7 @@ export function upstreamTlsOf (config: Config, material: Pick<TlsMaterial, 'trus
  * and doctor alike: a probe built any other way could pass or fail for a
  * reason forwarding does not share (the client certificate, once).
  */
-export function upstreamOptionsOf (config: Config, tls: UpstreamTls, log: Logger, extra: Pick<UpstreamOptions, 'metrics' | 'onConnected'> = {}): UpstreamOptions {
+export function transportOptionsOf (config: Config, tls: UpstreamTls, log: Logger, extra: Pick<TransportOptions, 'metrics' | 'onConnected'> = {}): TransportOptions {
   return {
     timeouts: config.timeouts,
     maxConnections: config.maxConnectionsPerUpstream,
@@ -100,7 +103,7 @@ export function upstreamOptionsOf (config: Config, tls: UpstreamTls, log: Logger
 }
 
 /**
- * Build the transport of `route`: one pooled dispatcher per path (an undici
+ * Build the transport of `route`: one pooled dispatcher per hop (an undici
  * Agent when direct, a ProxyAgent per proxy), all built at start and reused.
  * ProxyAgent sends CONNECT only when it opens a socket, so a shared pool is
  * what keeps tunnels (and their TLS sessions) alive.
@@ -108,7 +111,7 @@ export function upstreamOptionsOf (config: Config, tls: UpstreamTls, log: Logger
  * TLS to the upstream is verified by `verifyingConnector` against the trust
  * store, so a failure can name the issuer.
  */
-export function buildUpstream (route: Route, options: UpstreamOptions): Upstream {
+export function buildTransport (route: Route, options: TransportOptions): RouteTransport {
   const { tls, log } = options
   let opened = 0
   let inspected = false
@@ -131,45 +134,45 @@ export function buildUpstream (route: Route, options: UpstreamOptions): Upstream
       options.onConnected?.(index, socket, undefined)
     }
   }
-  const paths = proxies.map((proxy, index) => buildPath(route, proxy, index, options, (socket) => { onOpened(index, socket) }))
-  const rotation = new ProxyRotation(paths.length, options.failoverBackoffMs)
+  const hops = proxies.map((proxy, index) => buildHop(route, proxy, index, options, (socket) => { onOpened(index, socket) }))
+  const rotation = new ProxyRotation(hops.length, options.failoverBackoffMs)
   options.metrics?.proxyInUse(labels[0] as string, labels)
 
-  const select = (): EgressPath => {
+  const select = (): NextHop => {
     const { index, previous } = rotation.select()
     if (index !== previous) {
-      if (index < previous) log.info({ proxy: paths[index]?.label }, `back-off over: using the proxy ${paths[index]?.label ?? ''} again`)
+      if (index < previous) log.info({ proxy: hops[index]?.label }, `back-off over: using the proxy ${hops[index]?.label ?? ''} again`)
       options.metrics?.proxyInUse(labels[index] as string, labels)
     }
-    return paths[index] as EgressPath
+    return hops[index] as NextHop
   }
 
-  const failover = (path: EgressPath, failure: Failure, tried: ReadonlySet<number>): EgressPath | undefined => {
-    if (paths.length < 2 || path.proxy === undefined || !isFailoverFailure(failure)) return undefined
-    const { next: nextIndex, wasUp } = rotation.fail(path.index, tried)
-    const next = nextIndex !== undefined ? paths[nextIndex] : undefined
+  const failover = (hop: NextHop, failure: Failure, tried: ReadonlySet<number>): NextHop | undefined => {
+    if (hops.length < 2 || hop.proxy === undefined || !isFailoverFailure(failure)) return undefined
+    const { next: nextIndex, wasUp } = rotation.fail(hop.index, tried)
+    const next = nextIndex !== undefined ? hops[nextIndex] : undefined
     if (wasUp) {
-      log.warn({ proxy: path.label, error: failure.code, next: next?.label },
-        `proxy ${path.label} failed (${failure.message}); ` +
+      log.warn({ proxy: hop.label, error: failure.code, next: next?.label },
+        `proxy ${hop.label} failed (${failure.message}); ` +
         (next !== undefined ? `failing over to ${next.label}` : 'no other proxy left to try') +
-        `; ${path.label} is tried again in ${Math.round(options.failoverBackoffMs / 1000)} s`)
+        `; ${hop.label} is tried again in ${Math.round(options.failoverBackoffMs / 1000)} s`)
     }
     return next
   }
 
   return {
-    paths,
+    hops,
     select,
-    active: () => paths[rotation.active()] as EgressPath,
+    active: () => hops[rotation.active()] as NextHop,
     failover,
     connectionsOpened: () => opened,
-    close: async () => { await Promise.all(paths.map(async (p) => { await p.dispatcher.close() })) },
-    destroy: async () => { await Promise.all(paths.map(async (p) => { await p.dispatcher.destroy() })) }
+    close: async () => { await Promise.all(hops.map(async (h) => { await h.dispatcher.close() })) },
+    destroy: async () => { await Promise.all(hops.map(async (h) => { await h.dispatcher.destroy() })) }
   }
 }
 
-/** The pooled dispatcher for one path: direct (Agent) or through `proxy` (ProxyAgent). */
-function buildPath (route: Route, proxy: ProxyEndpoint | undefined, index: number, options: UpstreamOptions, onOpened: (socket: Socket) => void): EgressPath {
+/** The pooled dispatcher for one hop: direct (Agent) or through `proxy` (ProxyAgent). */
+function buildHop (route: Route, proxy: ProxyEndpoint | undefined, index: number, options: TransportOptions, onOpened: (socket: Socket) => void): NextHop {
   const { timeouts, tls } = options
   let refusal: TunnelRefusal | undefined
   const contexts = secureContexts(tls)

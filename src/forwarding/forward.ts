@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Dispatcher } from 'undici'
 import type { Timeouts } from '../config/config.js'
 import type { Route } from '../config/routes.js'
-import type { EgressPath, Upstream } from '../egress/dispatcher.js'
+import type { NextHop, RouteTransport } from '../egress/dispatcher.js'
 import { causeChain, classifyUpstreamError, ConnectFailure, type FailureCode } from '../failures/catalogue.js'
 import { onceClosed } from '../http/response-closed.js'
 import { createLogSampler } from '../observe/log-sampler.js'
@@ -20,7 +20,7 @@ import { buildUpstreamRequest } from './rewrite.js'
  */
 export interface LiveRoute {
   route: Route
-  upstream: Upstream
+  transport: RouteTransport
 }
 
 export interface ForwardContext extends RelaySettings {
@@ -57,8 +57,8 @@ export function createForwarder (ctx: ForwardContext): (req: IncomingMessage, re
       listener.refuseOverloaded(req, res, started, reqId)
       return
     }
-    const { route, upstream } = ctx.live
-    const exchange = new Exchange(listener, req, res, route, upstream, started, reqId)
+    const { route, transport } = ctx.live
+    const exchange = new Exchange(listener, req, res, route, transport, started, reqId)
     listener.inFlight++
     ctx.metrics.started()
     onceClosed(res, exchange.closed)
@@ -78,7 +78,7 @@ export function createForwarder (ctx: ForwardContext): (req: IncomingMessage, re
       path: outgoing.path,
       headers: outgoing.headers,
       body: hasBody ? req : null
-    }, ctx.policy?.forRequest(req.url ?? '', outgoing), upstream.select())
+    }, ctx.policy?.forRequest(req.url ?? '', outgoing), transport.select())
   }
 }
 
@@ -118,10 +118,10 @@ class ListenerState {
 class Exchange implements RelayOwner, RequestFacts {
   #options: Dispatcher.DispatchOptions | undefined
   #policy: RequestPolicy | undefined
-  #path: EgressPath | undefined
+  #hop: NextHop | undefined
   #relay: ResponseRelay | undefined
   #retried = false
-  /** Paths this request has failed on; made at the first failure. */
+  /** Hops this request has failed on; made at the first failure. */
   #tried: Set<number> | undefined
   #clientGone = false
 
@@ -130,7 +130,7 @@ class Exchange implements RelayOwner, RequestFacts {
     readonly req: IncomingMessage,
     readonly res: ServerResponse,
     private readonly route: Route,
-    private readonly transport: Upstream,
+    private readonly transport: RouteTransport,
     readonly started: number,
     readonly reqId: number
   ) {}
@@ -147,22 +147,22 @@ class Exchange implements RelayOwner, RequestFacts {
   get bytesOut (): number { return this.#relay?.bytesOut ?? 0 }
 
   get proxy (): string | undefined {
-    return this.transport.paths.length > 1 ? this.#path?.label : undefined
+    return this.transport.hops.length > 1 ? this.#hop?.label : undefined
   }
 
-  /** Send the request on `path` (the first attempt: also what to send, and the request's policy). */
-  send (options: Dispatcher.DispatchOptions, policy: RequestPolicy | undefined, path: EgressPath): void {
+  /** Send the request through `hop` (the first attempt: also what to send, and the request's policy). */
+  send (options: Dispatcher.DispatchOptions, policy: RequestPolicy | undefined, hop: NextHop): void {
     this.#options = options
     this.#policy = policy
-    this.#attempt(path)
+    this.#attempt(hop)
   }
 
-  #attempt (path: EgressPath): void {
-    this.#path = path
+  #attempt (hop: NextHop): void {
+    this.#hop = hop
     const relay = new ResponseRelay(this.listener.ctx, this, this.#policy)
     this.#relay = relay
     if (this.#clientGone) relay.clientClosed()
-    path.dispatcher.dispatch(this.#options as Dispatcher.DispatchOptions, relay)
+    hop.dispatcher.dispatch(this.#options as Dispatcher.DispatchOptions, relay)
   }
 
   completed (): void {
@@ -187,11 +187,11 @@ class Exchange implements RelayOwner, RequestFacts {
 
   failed (err: Error, responseStarted: boolean): void {
     const { ctx } = this.listener
-    const path = this.#path as EgressPath
+    const hop = this.#hop as NextHop
     const failure = classifyUpstreamError(err, {
       upstream: this.route.upstream,
-      proxy: path.proxy,
-      refusal: path.lastRefusal(),
+      proxy: hop.proxy,
+      refusal: hop.lastRefusal(),
       timeouts: ctx.timeouts
     })
     if (ctx.log.isLevelEnabled('debug')) {
@@ -208,7 +208,7 @@ class Exchange implements RelayOwner, RequestFacts {
 
     const beforeWrite = err instanceof ConnectFailure
     const tried = this.#tried ??= new Set()
-    tried.add(path.index)
+    tried.add(hop.index)
     const next = decideNextAttempt({
       method: (this.#options as Dispatcher.DispatchOptions).method,
       hasBody: (this.#options as Dispatcher.DispatchOptions).body !== null,
@@ -216,12 +216,12 @@ class Exchange implements RelayOwner, RequestFacts {
       beforeWrite,
       responseStarted,
       retried: this.#retried,
-      proxied: path.proxy !== undefined,
-      paths: this.transport.paths.length,
+      proxied: hop.proxy !== undefined,
+      hops: this.transport.hops.length,
       tried: tried.size
     })
     if (next.backOff) {
-      const to = this.transport.failover(path, failure, tried)
+      const to = this.transport.failover(hop, failure, tried)
       if (next.action === 'failover' && to !== undefined) {
         this.#attempt(to)
         return
@@ -230,9 +230,9 @@ class Exchange implements RelayOwner, RequestFacts {
     if (next.action === 'retry') {
       this.#retried = true
       ctx.metrics.retried(beforeWrite ? 'connect' : 'sent')
-      ctx.log.info(retryLine(this, failure.code, path.label),
+      ctx.log.info(retryLine(this, failure.code, hop.label),
         `retrying once on a fresh connection: ${failure.message}` + (beforeWrite ? ' (before any byte was sent)' : ' (no response had begun)'))
-      this.#attempt(path)
+      this.#attempt(hop)
       return
     }
 

@@ -20,7 +20,7 @@ export interface RequestFacts {
   readonly started: number
   /** Body bytes relayed to APIcast so far. */
   readonly bytesOut: number
-  /** The path (`direct` or the proxy's host:port) that carried it, when the route has several; else undefined. */
+  /** The next hop (`direct` or the proxy's host:port) that carried it, when the route has several; else undefined. */
   readonly proxy: string | undefined
 }
 
@@ -46,9 +46,9 @@ export function refusalLine (reqId: number, req: IncomingMessage, started: numbe
     : { reqId, method: req.method, path: redactPath(req.url ?? ''), status, error, ms: elapsed(started) }
 }
 
-/** The line of a request about to be sent again: which failure, and on which path. */
-export function retryLine (x: RequestFacts, error: FailureCode, path: string): Record<string, unknown> {
-  return { reqId: x.reqId, method: x.req.method, path: redactPath(x.req.url ?? ''), error, proxy: path }
+/** The line of a request about to be sent again: which failure, and through which hop. */
+export function retryLine (x: RequestFacts, error: FailureCode, hop: string): Record<string, unknown> {
+  return { reqId: x.reqId, method: x.req.method, path: redactPath(x.req.url ?? ''), error, proxy: hop }
 }
 
 /**

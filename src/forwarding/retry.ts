@@ -13,7 +13,7 @@ export interface FailedAttempt {
   readonly beforeWrite: boolean
   /** The upstream's response had begun (its status line reached APIcast). */
   readonly responseStarted: boolean
-  /** This request was already sent again once on the same path. */
+  /** This request was already sent again once on the same hop. */
   readonly retried: boolean
 }
 
@@ -22,7 +22,7 @@ const REPEATABLE: ReadonlySet<string> = new Set(['GET', 'HEAD'])
 
 /**
  * Whether to send a failed request again, once, on a fresh connection of the
- * same path (failing over to another proxy is the dispatcher's decision).
+ * same hop (failing over to another proxy is decided before, in attempts.ts).
  * Never a second time, never once the response has begun, and only for a
  * reset or closed connection: a refusal, a timeout or an untrusted
  * certificate would fail the same way again, and a second wait for a

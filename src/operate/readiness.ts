@@ -1,5 +1,5 @@
 import type { Config } from '../config/config.js'
-import { probePath, type RouteReport } from '../diagnostics/probe.js'
+import { probeHop, type RouteReport } from '../diagnostics/probe.js'
 import type { LiveRoute } from '../forwarding/forward.js'
 
 export interface Readiness {
@@ -26,8 +26,8 @@ export interface Readiness {
 export function createReadiness (live: ReadonlyMap<string, LiveRoute>, config: Config): () => Promise<Readiness> {
   let cached: { at: number, result: Promise<Readiness> } | undefined
   const check = async (): Promise<Readiness> => {
-    const entries = await Promise.all([...live.values()].map(async ({ route, upstream }) => {
-      return [route.name, await probePath(route, upstream.active(), { timeouts: config.timeouts, userAgent: 'apicast-sidecar-proxy readiness' })] as const
+    const entries = await Promise.all([...live.values()].map(async ({ route, transport }) => {
+      return [route.name, await probeHop(route, transport.active(), { timeouts: config.timeouts, userAgent: 'apicast-sidecar-proxy readiness' })] as const
     }))
     return {
       ready: entries.every(([, r]) => r.ok),
