@@ -34,7 +34,7 @@ function serial (): string {
 
 /** A CA made now, and the leaf certificates (server and client auth) it signs. */
 export async function createCa (commonName: string): Promise<CertificateAuthority> {
-  const keys = await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify']) as webcrypto.CryptoKeyPair
+  const keys = await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])
   const now = Date.now()
   const caCert = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: serial(),
@@ -61,7 +61,7 @@ export async function createCa (commonName: string): Promise<CertificateAuthorit
     certFile,
     keyPem,
     issue: async (hosts) => {
-      const leafKeys = await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify']) as webcrypto.CryptoKeyPair
+      const leafKeys = await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])
       const names = hosts.map((h) => /^[\d.]+$/.test(h) ? { type: 'ip' as const, value: h } : { type: 'dns' as const, value: h })
       const leaf = await x509.X509CertificateGenerator.create({
         serialNumber: serial(),

@@ -123,7 +123,7 @@ function readTls (socket: TLSSocket, leaf: X509Certificate | undefined, trust: T
  * reason, and the verdict stays "a private CA".
  */
 function directTls (trust: TrustStore, timeoutMs: number, lookup: LookupFunction | undefined): (upstream: URL, fingerprint: string) => Promise<DirectComparison> {
-  const connector = buildConnector({ timeout: timeoutMs, rejectUnauthorized: false, maxCachedSessions: 0, ...(lookup !== undefined ? { lookup } : {}) } as BuildConnectorType.BuildOptions)
+  const connector = buildConnector({ timeout: timeoutMs, rejectUnauthorized: false, maxCachedSessions: 0, ...(lookup !== undefined ? { lookup } : {}) })
   return async (upstream, fingerprint) => await new Promise<DirectComparison>((resolve) => {
     connector({
       protocol: upstream.protocol,

@@ -146,7 +146,7 @@ async function send (hop: NextHop, upstream: URL, request: { method: string, pat
   const res = await hop.dispatcher.request({
     origin: upstream.origin,
     path: request.path,
-    method: request.method as Dispatcher.HttpMethod,
+    method: request.method,
     headers: { ...request.headers, 'user-agent': options.userAgent, accept: '*/*' },
     headersTimeout: connectMs,
     bodyTimeout: connectMs,

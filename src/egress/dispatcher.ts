@@ -283,8 +283,8 @@ export function verifyingConnector (inner: BuildConnector.connector, tls: Pick<U
         callback(new ConnectFailure(new UpstreamCertificateError(reason, chain, caBundleState(tls.trust))), null)
         return
       }
-      onOpened(socket as Socket)
-      callback(null, socket as Socket)
+      onOpened(socket)
+      callback(null, socket)
     })
   }
 }

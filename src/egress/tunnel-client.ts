@@ -91,9 +91,10 @@ export class TunnelClient {
     }
   }
 
-  async close (): Promise<void> {
+  close (): Promise<void> {
     this.#closed = true
     for (const s of this.#sockets) s.destroy()
+    return Promise.resolve()
   }
 
   async destroy (): Promise<void> {
@@ -130,7 +131,7 @@ export class TunnelClient {
         localAddress: null
       } as unknown as BuildConnector.Options, (err, s) => {
         if (err !== null) reject(err)
-        else resolve(s as Socket)
+        else resolve(s)
       })
     })
     this.#sockets.add(socket)

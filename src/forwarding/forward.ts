@@ -74,7 +74,7 @@ export function createForwarder (ctx: ForwardContext): (req: IncomingMessage, re
       (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0')
     exchange.send({
       origin: route.upstream.origin,
-      method: outgoing.method as Dispatcher.HttpMethod,
+      method: outgoing.method,
       path: outgoing.path,
       headers: outgoing.headers,
       body: hasBody ? req : null

@@ -178,7 +178,7 @@ export class ResponseRelay implements Dispatcher.DispatchHandler {
     if (!http11 || res.headersSent) return
     try {
       if (statusCode === 103 && headers.link !== undefined) {
-        res.writeEarlyHints(buildClientResponseHeaders(statusCode, req.method, headers) as Record<string, string | string[]> & { link: string | string[] })
+        res.writeEarlyHints(buildClientResponseHeaders(statusCode, req.method, headers))
       } else if (statusCode === 102) {
         res.writeProcessing()
       }

@@ -18,7 +18,7 @@ const HOP_BY_HOP = new Set([
 type Headers = IncomingHttpHeaders | OutgoingHttpHeaders | Record<string, string | string[] | undefined>
 
 /** Names listed in `Connection` (lower-case); RFC 9110 §7.6.1 makes them hop-by-hop too. */
-function connectionListed (connection: unknown): Set<string> | undefined {
+function connectionListed (connection: string | string[] | number | undefined): Set<string> | undefined {
   if (connection == null) return undefined
   const values = Array.isArray(connection) ? connection : [String(connection)]
   const listed = new Set<string>()
