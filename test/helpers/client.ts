@@ -23,8 +23,12 @@ export class Client {
     return { status: res.statusCode, headers: res.headers, body, text: () => body.toString('utf8') }
   }
 
+  private closing: Promise<void> | undefined
+
+  /** Idempotent: a test may close its client itself, and its t.after closes it again. */
   async close (): Promise<void> {
-    await this.agent.close()
+    this.closing ??= this.agent.close()
+    await this.closing
   }
 }
 

@@ -251,6 +251,7 @@ export async function startSquid (options: SquidOptions = {}): Promise<Squid> {
   }
   if (child === undefined) throw new Error(`squid did not start:\n${lastError}\n${safeRead(join(dir, 'cache.log'))}`)
   const proc = child
+  const exited = new Promise<void>((resolve) => { proc.once('exit', () => { resolve() }) })
 
   const accessLog = (): string[] => safeRead(join(dir, 'access.log')).split('\n').filter((l) => l !== '')
   return {
@@ -260,12 +261,12 @@ export async function startSquid (options: SquidOptions = {}): Promise<Squid> {
     tunnels: () => accessLog().filter((l) => / CONNECT /.test(l) && /\/200 /.test(l)).length,
     authorizations: [],
     accessLog,
+    // Idempotent: a test may stop squid itself, and its t.after closes it again.
     close: async () => {
-      if (proc.exitCode !== null) return
-      const exited = new Promise((resolve) => proc.once('exit', resolve))
+      if (proc.exitCode !== null || proc.signalCode !== null) return
       proc.kill('SIGTERM')
       await Promise.race([exited, sleep(5000)])
-      if (proc.exitCode === null) proc.kill('SIGKILL')
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')
     }
   }
 }

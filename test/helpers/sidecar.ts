@@ -23,8 +23,16 @@ export interface RunningSidecar {
   logs (): LogLine[]
   /** Wait for a log line matching `predicate`. */
   waitForLog (predicate: (line: LogLine) => boolean, timeoutMs?: number): Promise<LogLine>
-  /** Send `signal` and wait for the exit code. */
+  /**
+   * Send `signal`, wait for the exit code, and assert that no secret reached
+   * the output: call it in the test body, after the test's own assertions.
+   */
   stop (signal?: NodeJS.Signals): Promise<number | null>
+  /**
+   * Make sure the process is gone, asserting nothing: for `t.after`, so that
+   * a failing test still cleans up (a hook that throws skips the hooks after it).
+   */
+  close (): Promise<void>
   readonly child: ChildProcess
 }
 
@@ -86,9 +94,16 @@ export async function startSidecar (env: Record<string, string>, options: Sideca
     }
   }
 
-  const portal = await waitForLog((l) => l.listener === 'portal' && typeof l.port === 'number')
-  const backend = await waitForLog((l) => l.listener === 'backend' && typeof l.port === 'number')
-  const admin = await waitForLog((l) => l.listener === 'admin' && typeof l.port === 'number')
+  let portal: LogLine, backend: LogLine, admin: LogLine
+  try {
+    portal = await waitForLog((l) => l.listener === 'portal' && typeof l.port === 'number')
+    backend = await waitForLog((l) => l.listener === 'backend' && typeof l.port === 'number')
+    admin = await waitForLog((l) => l.listener === 'admin' && typeof l.port === 'number')
+  } catch (err) {
+    // No test holds it yet, so no t.after could end it.
+    child.kill('SIGKILL')
+    throw err
+  }
 
   return {
     pid: child.pid as number,
@@ -108,6 +123,13 @@ export async function startSidecar (env: Record<string, string>, options: Sideca
         assert.ok(!out.includes(b64), 'a base64-encoded secret reached the sidecar\'s output')
       }
       return code
+    },
+    close: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
+      // A sidecar that does not drain in time is killed: cleanup must end.
+      const kill = setTimeout(() => { child.kill('SIGKILL') }, 10_000)
+      await exited
+      clearTimeout(kill)
     }
   }
 }

@@ -18,7 +18,7 @@ const SHIPPED = JSON.parse(readFileSync(join(ROOT, 'scripts', 'shipped-node.json
 const PACKAGE = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { dependencies: Record<string, string> }
 
 describe('the single executable (npm run build:binary)', () => {
-  it('builds on the pinned Node LTS, then forwards to a TLS upstream through an authenticating proxy with no node on PATH', { timeout: 120_000 }, async () => {
+  it('builds on the pinned Node LTS, then forwards to a TLS upstream through an authenticating proxy with no node on PATH', { timeout: 120_000 }, async (t) => {
     execFileSync('npm', ['run', '--silent', 'build:binary'], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] })
     const emptyPath = mkdtempSync(join(tmpdir(), 'sidecar-nopath-'))
     assert.deepEqual(readdirSync(emptyPath), [])
@@ -29,23 +29,21 @@ describe('the single executable (npm run build:binary)', () => {
       new RegExp(`^apicast-sidecar-proxy \\d+\\.\\d+\\.\\d+ \\(node v${SHIPPED.version.replaceAll('.', '\\.')}\\)\\n$`))
 
     const origin = await startOrigin()
+    t.after(async () => { await origin.close() })
     const proxy = await startProxyChain()
+    t.after(async () => { await proxy.close() })
     const sidecar = await startSidecar({
       THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
       BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
       HTTPS_PROXY: proxy.url
     }, { command: BINARY, path: emptyPath, secrets: [TOKEN, PROXY_PASSWORD, encodeURIComponent(PROXY_PASSWORD)] })
+    t.after(async () => { await sidecar.close() })
     const client = new Client()
-    try {
-      const res = await client.send(`${sidecar.portalUrl}/admin/api/services.json`, { headers: { authorization: basicUserinfo(TOKEN) } })
-      assert.equal(res.status, 200)
-      assert.equal(origin.requests.at(-1)?.url, `/admin/api/services.json?access_token=${TOKEN}`)
-      assert.equal(proxy.tunnels(), 1)
-    } finally {
-      await client.close()
-      assert.equal(await sidecar.stop(), 0, 'the binary stops cleanly on SIGTERM')
-      await proxy.close()
-      await origin.close()
-    }
+    t.after(async () => { await client.close() })
+    const res = await client.send(`${sidecar.portalUrl}/admin/api/services.json`, { headers: { authorization: basicUserinfo(TOKEN) } })
+    assert.equal(res.status, 200)
+    assert.equal(origin.requests.at(-1)?.url, `/admin/api/services.json?access_token=${TOKEN}`)
+    assert.equal(proxy.tunnels(), 1)
+    assert.equal(await sidecar.stop(), 0, 'the binary stops cleanly on SIGTERM')
   })
 })

@@ -19,11 +19,9 @@ describe('the endpoint\'s path: a 404 points at it, not at the token', () => {
     origin = await startOrigin()
     proxy = await startProxyChain()
   })
-  after(async () => {
-    await client.close()
-    await proxy.close()
-    await origin.close()
-  })
+  after(async () => { await client.close() })
+  after(async () => { await proxy?.close() })
+  after(async () => { await origin?.close() })
 
   const env = (): Record<string, string> => ({
     THREESCALE_PORTAL_ENDPOINT: `https://${TOKEN}@portal.test:${origin.port}/3scale`,
@@ -42,20 +40,18 @@ describe('the endpoint\'s path: a 404 points at it, not at the token', () => {
     for (const secret of SECRETS) assert.ok(!stdout.includes(secret), 'doctor printed a secret')
   })
 
-  it('/readyz: not ready, the portal\'s HTTP step failed, with the same fix', async () => {
+  it('/readyz: not ready, the portal\'s HTTP step failed, with the same fix', async (t) => {
     const sidecar = await startSidecar(env(), { secrets: SECRETS })
-    try {
-      const res = await client.send(`${sidecar.adminUrl}/readyz`)
-      assert.equal(res.status, 503)
-      const body = JSON.parse(res.text()) as ReadyBody
-      assert.equal(body.routes.portal?.failed, 'http')
-      assert.equal(body.routes.backend?.failed, undefined)
-      const http = body.routes.portal?.steps.find((s) => s.name === 'http')
-      assert.match(http?.detail ?? '', /GET \/3scale\/admin\/api\/services\.json answered 404/)
-      assert.match(http?.fix ?? '', /^check the path in THREESCALE_PORTAL_ENDPOINT \(\/3scale\): use the origin only/)
-    } finally {
-      assert.equal(await sidecar.stop(), 0)
-    }
+    t.after(async () => { await sidecar.close() })
+    const res = await client.send(`${sidecar.adminUrl}/readyz`)
+    assert.equal(res.status, 503)
+    const body = JSON.parse(res.text()) as ReadyBody
+    assert.equal(body.routes.portal?.failed, 'http')
+    assert.equal(body.routes.backend?.failed, undefined)
+    const http = body.routes.portal?.steps.find((s) => s.name === 'http')
+    assert.match(http?.detail ?? '', /GET \/3scale\/admin\/api\/services\.json answered 404/)
+    assert.match(http?.fix ?? '', /^check the path in THREESCALE_PORTAL_ENDPOINT \(\/3scale\): use the origin only/)
+    assert.equal(await sidecar.stop(), 0)
   })
 
   it('a dashboard page pasted as the endpoint: a config error listing, with the origin to use, before anything is sent', async () => {

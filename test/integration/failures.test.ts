@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { after, before, describe, it } from 'node:test'
+import { after, before, describe, it, type TestContext } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { request } from 'undici'
 import { Client } from '../helpers/client.js'
@@ -19,21 +19,19 @@ interface Expectation {
 }
 
 /** Start a sidecar with `env`, send one backend request, check reply and log. */
-async function expectFailure (env: Record<string, string>, path: string, want: Expectation): Promise<LogLine> {
+async function expectFailure (t: TestContext, env: Record<string, string>, path: string, want: Expectation): Promise<LogLine> {
   const sidecar = await startSidecar(env, { secrets: [PROXY_PASSWORD, encodeURIComponent(PROXY_PASSWORD)] })
-  try {
-    const res = await client.send(sidecar.backendUrl + path)
-    assert.equal(res.status, want.status, res.text())
-    assert.equal(res.headers['x-sidecar-error'], want.code)
-    assert.match(res.headers['content-type'] as string, /^text\/plain/)
-    const line = await sidecar.waitForLog((l) => l.error === want.code && l.level !== 'info')
-    assert.equal(line.level, 'error')
-    assert.equal(line.status, want.status)
-    for (const re of want.log) assert.match(line.msg, re)
-    return line
-  } finally {
-    assert.equal(await sidecar.stop(), 0)
-  }
+  t.after(async () => { await sidecar.close() })
+  const res = await client.send(sidecar.backendUrl + path)
+  assert.equal(res.status, want.status, res.text())
+  assert.equal(res.headers['x-sidecar-error'], want.code)
+  assert.match(res.headers['content-type'] as string, /^text\/plain/)
+  const line = await sidecar.waitForLog((l) => l.error === want.code && l.level !== 'info')
+  assert.equal(line.level, 'error')
+  assert.equal(line.status, want.status)
+  for (const re of want.log) assert.match(line.msg, re)
+  assert.equal(await sidecar.stop(), 0)
+  return line
 }
 
 describe('failures: each maps to a status, an X-Sidecar-Error code and a log line with cause and fix', () => {
@@ -44,14 +42,12 @@ describe('failures: each maps to a status, an X-Sidecar-Error code and a log lin
     origin = await startOrigin()
     proxy = await startProxyChain()
   })
-  after(async () => {
-    await proxy.close()
-    await origin.close()
-  })
+  after(async () => { await proxy?.close() })
+  after(async () => { await origin?.close() })
 
-  it('proxy unreachable → 502 proxy_unreachable', async () => {
+  it('proxy unreachable → 502 proxy_unreachable', async (t) => {
     const port = await freePort()
-    await expectFailure({
+    await expectFailure(t, {
       THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
       BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
       HTTPS_PROXY: proxyUrl(port)
@@ -62,9 +58,9 @@ describe('failures: each maps to a status, an X-Sidecar-Error code and a log lin
     })
   })
 
-  it('proxy answers CONNECT with 407 → 502 proxy_auth_required naming the offered schemes, without looping', async () => {
+  it('proxy answers CONNECT with 407 → 502 proxy_auth_required naming the offered schemes, without looping', async (t) => {
     const before = proxy.authorizations.length
-    await expectFailure({
+    await expectFailure(t, {
       THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
       BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
       HTTPS_PROXY: proxyUrl(proxy.port, 'sidecar', 'wrong-password')
@@ -76,8 +72,8 @@ describe('failures: each maps to a status, an X-Sidecar-Error code and a log lin
     assert.equal(proxy.authorizations.length - before, 1, 'one request must cause exactly one CONNECT attempt')
   })
 
-  it('proxy without credentials configured, proxy requires them → the hint says to add them', async () => {
-    await expectFailure({
+  it('proxy without credentials configured, proxy requires them → the hint says to add them', async (t) => {
+    await expectFailure(t, {
       THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
       BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
       HTTPS_PROXY: `http://127.0.0.1:${proxy.port}`
@@ -88,8 +84,8 @@ describe('failures: each maps to a status, an X-Sidecar-Error code and a log lin
     })
   })
 
-  it('proxy refuses the tunnel (403) → 502 tunnel_refused', async () => {
-    await expectFailure({
+  it('proxy refuses the tunnel (403) → 502 tunnel_refused', async (t) => {
+    await expectFailure(t, {
       THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
       BACKEND_ENDPOINT_OVERRIDE: origin.url('forbidden.test'),
       HTTPS_PROXY: proxy.url
@@ -100,8 +96,8 @@ describe('failures: each maps to a status, an X-Sidecar-Error code and a log lin
     })
   })
 
-  it('the proxy cannot resolve or reach the upstream → 502 tunnel_refused', async () => {
-    await expectFailure({
+  it('the proxy cannot resolve or reach the upstream → 502 tunnel_refused', async (t) => {
+    await expectFailure(t, {
       THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
       BACKEND_ENDPOINT_OVERRIDE: 'https://no-such-host.invalid',
       HTTPS_PROXY: proxy.url
@@ -112,9 +108,9 @@ describe('failures: each maps to a status, an X-Sidecar-Error code and a log lin
     })
   })
 
-  it('upstream connection refused (direct) → 502 upstream_unreachable', async () => {
+  it('upstream connection refused (direct) → 502 upstream_unreachable', async (t) => {
     const port = await freePort()
-    await expectFailure({
+    await expectFailure(t, {
       THREESCALE_PORTAL_ENDPOINT: origin.url(),
       BACKEND_ENDPOINT_OVERRIDE: `https://127.0.0.1:${port}`
     }, '/transactions/authrep.xml', {
@@ -131,36 +127,34 @@ describe('failures: each maps to a status, an X-Sidecar-Error code and a log lin
       BACKEND_ENDPOINT_OVERRIDE: `https://127.0.0.1:${port}`,
       LOG_LEVEL: 'debug'
     }, { secrets: ['s3cr3t-user-key'] })
-    t.after(async () => { await sidecar.stop() })
+    t.after(async () => { await sidecar.close() })
     const res = await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_id=1&user_key=s3cr3t-user-key`)
     assert.equal(res.status, 502)
     const failed = await sidecar.waitForLog((l) => l.error === 'upstream_unreachable' && l.level === 'error')
     const debug = await sidecar.waitForLog((l) => l.level === 'debug' && l.reqId === failed.reqId && Array.isArray(l.cause))
     assert.equal(debug.failure, 'upstream_unreachable')
     assert.ok((debug.cause as Array<{ code?: string }>).some((link) => link.code === 'ECONNREFUSED'), JSON.stringify(debug.cause))
+    await sidecar.stop()
   })
 
-  it('upstream certificate from an unknown CA (through the proxy) → 502 tls_untrusted naming the issuer; no request reaches it', async () => {
+  it('upstream certificate from an unknown CA (through the proxy) → 502 tls_untrusted naming the issuer; no request reaches it', async (t) => {
     const rogueCa = await createCa('Corp Interception CA')
     const rogue = await startOrigin({ ca: rogueCa })
-    try {
-      await expectFailure({
-        THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
-        BACKEND_ENDPOINT_OVERRIDE: rogue.url('backend.test'),
-        HTTPS_PROXY: proxy.url
-      }, '/transactions/authrep.xml?service_token=st', {
-        status: 502,
-        code: 'tls_untrusted',
-        log: [/issued by CN=Corp Interception CA/, /trust store does not know/, /NODE_EXTRA_CA_CERTS/]
-      })
-      assert.equal(rogue.requests.length, 0)
-    } finally {
-      await rogue.close()
-    }
+    t.after(async () => { await rogue.close() })
+    await expectFailure(t, {
+      THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
+      BACKEND_ENDPOINT_OVERRIDE: rogue.url('backend.test'),
+      HTTPS_PROXY: proxy.url
+    }, '/transactions/authrep.xml?service_token=st', {
+      status: 502,
+      code: 'tls_untrusted',
+      log: [/issued by CN=Corp Interception CA/, /trust store does not know/, /NODE_EXTRA_CA_CERTS/]
+    })
+    assert.equal(rogue.requests.length, 0)
   })
 
-  it('upstream certificate for another name → 502 tls_untrusted', async () => {
-    await expectFailure({
+  it('upstream certificate for another name → 502 tls_untrusted', async (t) => {
+    await expectFailure(t, {
       THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
       BACKEND_ENDPOINT_OVERRIDE: origin.url('not-in-the-certificate.test'),
       HTTPS_PROXY: proxy.url
@@ -171,8 +165,8 @@ describe('failures: each maps to a status, an X-Sidecar-Error code and a log lin
     })
   })
 
-  it('no response headers in time → 504 timeout', async () => {
-    await expectFailure({
+  it('no response headers in time → 504 timeout', async (t) => {
+    await expectFailure(t, {
       THREESCALE_PORTAL_ENDPOINT: origin.url(),
       BACKEND_ENDPOINT_OVERRIDE: origin.url(),
       RESPONSE_HEADERS_TIMEOUT_MS: '300'
@@ -183,27 +177,24 @@ describe('failures: each maps to a status, an X-Sidecar-Error code and a log lin
     })
   })
 
-  it('a proxy that never answers CONNECT → 504 timeout', async () => {
+  it('a proxy that never answers CONNECT → 504 timeout', async (t) => {
     const silent = await startSilentServer()
-    try {
-      await expectFailure({
-        THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
-        BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
-        HTTPS_PROXY: `http://127.0.0.1:${silent.port}`,
-        CONNECT_TIMEOUT_MS: '300'
-      }, '/transactions/authrep.xml', {
-        status: 504,
-        code: 'timeout',
-        log: [new RegExp(`opening the tunnel to \\S+ through 127\\.0\\.0\\.1:${silent.port} \\(CONNECT_TIMEOUT_MS=300\\)`)]
-      })
-    } finally {
-      await silent.close()
-    }
+    t.after(async () => { await silent.close() })
+    await expectFailure(t, {
+      THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
+      BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
+      HTTPS_PROXY: `http://127.0.0.1:${silent.port}`,
+      CONNECT_TIMEOUT_MS: '300'
+    }, '/transactions/authrep.xml', {
+      status: 504,
+      code: 'timeout',
+      log: [new RegExp(`opening the tunnel to \\S+ through 127\\.0\\.0\\.1:${silent.port} \\(CONNECT_TIMEOUT_MS=300\\)`)]
+    })
   })
 })
 
 describe('failures after the request was sent', () => {
-  it('a POST whose connection breaks after it was sent is answered 502 and sent exactly once', async () => {
+  it('a POST whose connection breaks after it was sent is answered 502 and sent exactly once', async (t) => {
     const origin = await startOrigin({
       handler: (req, res, seen) => {
         if (req.method === 'POST') {
@@ -214,40 +205,36 @@ describe('failures after the request was sent', () => {
         threescaleHandler(req, res, seen)
       }
     })
+    t.after(async () => { await origin.close() })
     const sidecar = await startSidecar({ THREESCALE_PORTAL_ENDPOINT: origin.url(), BACKEND_ENDPOINT_OVERRIDE: origin.url() })
-    try {
-      const res = await client.send(`${sidecar.backendUrl}/transactions.xml`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/x-www-form-urlencoded' },
-        body: 'service_token=st&service_id=1&transactions[0][usage][hits]=1'
-      })
-      assert.equal(res.status, 502)
-      assert.equal(res.headers['x-sidecar-error'], 'reset')
-      await sleep(200)
-      assert.equal(origin.requests.filter((r) => r.method === 'POST').length, 1)
-    } finally {
-      await sidecar.stop()
-      await origin.close()
-    }
+    t.after(async () => { await sidecar.close() })
+    const res = await client.send(`${sidecar.backendUrl}/transactions.xml`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'service_token=st&service_id=1&transactions[0][usage][hits]=1'
+    })
+    assert.equal(res.status, 502)
+    assert.equal(res.headers['x-sidecar-error'], 'reset')
+    await sleep(200)
+    assert.equal(origin.requests.filter((r) => r.method === 'POST').length, 1)
+    await sidecar.stop()
   })
 
-  it('when APIcast goes away, the upstream request is aborted and logged as 499', async () => {
+  it('when APIcast goes away, the upstream request is aborted and logged as 499', async (t) => {
     const origin = await startOrigin()
+    t.after(async () => { await origin.close() })
     const sidecar = await startSidecar({ THREESCALE_PORTAL_ENDPOINT: origin.url(), BACKEND_ENDPOINT_OVERRIDE: origin.url() })
-    try {
-      const ac = new AbortController()
-      const pending = request(`${sidecar.backendUrl}/hang`, { signal: ac.signal }).catch((err: unknown) => err)
-      while (origin.requests.length === 0) await sleep(10)
-      assert.equal(origin.openSockets(), 1)
-      ac.abort()
-      await pending
-      const line = await sidecar.waitForLog((l) => l.status === 499)
-      assert.match(line.msg, /client closed/)
-      for (let i = 0; i < 50 && origin.openSockets() > 0; i++) await sleep(20)
-      assert.equal(origin.openSockets(), 0, 'the upstream connection must be closed')
-    } finally {
-      await sidecar.stop()
-      await origin.close()
-    }
+    t.after(async () => { await sidecar.close() })
+    const ac = new AbortController()
+    const pending = request(`${sidecar.backendUrl}/hang`, { signal: ac.signal }).catch((err: unknown) => err)
+    while (origin.requests.length === 0) await sleep(10)
+    assert.equal(origin.openSockets(), 1)
+    ac.abort()
+    await pending
+    const line = await sidecar.waitForLog((l) => l.status === 499)
+    assert.match(line.msg, /client closed/)
+    for (let i = 0; i < 50 && origin.openSockets() > 0; i++) await sleep(20)
+    assert.equal(origin.openSockets(), 0, 'the upstream connection must be closed')
+    await sidecar.stop()
   })
 })

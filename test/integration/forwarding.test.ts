@@ -27,12 +27,10 @@ describe('forwarding, direct (loopback is never proxied)', () => {
       HTTPS_PROXY: proxy.url
     }, { secrets: [TOKEN, OWN_TOKEN] })
   })
-  after(async () => {
-    await client.close()
-    assert.equal(await sidecar.stop(), 0)
-    await proxy.close()
-    await origin.close()
-  })
+  after(async () => { await client.close() })
+  after(async () => { await sidecar?.close() })
+  after(async () => { await proxy?.close() })
+  after(async () => { await origin?.close() })
 
   it('logs that loopback routes are direct, and never uses the proxy', async () => {
     const routes = sidecar.logs().filter((l) => typeof l.port === 'number' && l.listener !== 'admin')
@@ -133,74 +131,72 @@ describe('forwarding, direct (loopback is never proxied)', () => {
     const peakGrowthMb = (peakRssKb(sidecar.pid) - rssBefore) / 1024
     assert.ok(peakGrowthMb < STREAM_GROWTH_BOUND_MB, `the sidecar's peak RSS grew by ${peakGrowthMb.toFixed(1)} MB while streaming 200 MB (bound ${STREAM_GROWTH_BOUND_MB} MB on V8 ${process.versions.v8})`)
   })
+
+  it('exits 0 on SIGTERM, and no secret reached its output', async () => {
+    assert.equal(await sidecar.stop(), 0)
+  })
 })
 
 describe('NO_PROXY at start', () => {
-  it('logs, per route, whether NO_PROXY made it direct', async () => {
+  it('logs, per route, whether NO_PROXY made it direct', async (t) => {
     // Only the decision is observed: a direct request to a non-loopback name
     // would need real DNS, which no test touches. The unit table is the spec.
     const proxy = await startProxyChain()
+    t.after(async () => { await proxy.close() })
     const sidecar = await startSidecar({
       THREESCALE_PORTAL_ENDPOINT: 'https://portal.test:8443',
       BACKEND_ENDPOINT_OVERRIDE: 'https://su1.backend.test',
       HTTPS_PROXY: proxy.url,
       NO_PROXY: '.corp.example, backend.test:443, 10.0.0.0/8'
     })
-    try {
-      const portal = sidecar.logs().find((l) => l.listener === 'portal' && typeof l.port === 'number')
-      const backend = sidecar.logs().find((l) => l.listener === 'backend' && typeof l.port === 'number')
-      assert.equal(portal?.egress, 'proxy')
-      assert.match(portal?.msg ?? '', /via proxy/)
-      assert.equal(backend?.egress, 'direct')
-      assert.equal(backend?.directReason, 'no_proxy_match')
-      assert.match(backend?.msg ?? '', /direct \(NO_PROXY matches\)/)
-    } finally {
-      await sidecar.stop()
-      await proxy.close()
-    }
+    t.after(async () => { await sidecar.close() })
+    const portal = sidecar.logs().find((l) => l.listener === 'portal' && typeof l.port === 'number')
+    const backend = sidecar.logs().find((l) => l.listener === 'backend' && typeof l.port === 'number')
+    assert.equal(portal?.egress, 'proxy')
+    assert.match(portal?.msg ?? '', /via proxy/)
+    assert.equal(backend?.egress, 'direct')
+    assert.equal(backend?.directReason, 'no_proxy_match')
+    assert.match(backend?.msg ?? '', /direct \(NO_PROXY matches\)/)
+    await sidecar.stop()
   })
 })
 
 describe('ACCESS_TOKEN_LOCATION=header', () => {
-  it('sends the token upstream as Authorization: Basic, and an access_token in the query still wins', async () => {
+  it('sends the token upstream as Authorization: Basic, and an access_token in the query still wins', async (t) => {
     const origin = await startOrigin()
+    t.after(async () => { await origin.close() })
     const sidecar = await startSidecar({ THREESCALE_PORTAL_ENDPOINT: origin.url(), ACCESS_TOKEN_LOCATION: 'header', BACKEND_ENDPOINT_OVERRIDE: origin.url() }, { secrets: [TOKEN] })
+    t.after(async () => { await sidecar.close() })
     const client = new Client()
-    try {
-      await client.send(`${sidecar.portalUrl}/admin/api/services.json`, { headers: { authorization: 'Basic ' + Buffer.from(':' + TOKEN).toString('base64') } })
-      assert.equal(origin.requests.at(-1)?.url, '/admin/api/services.json')
-      assert.equal(origin.requests.at(-1)?.headers.authorization, basicUserinfo(TOKEN))
-      await client.send(`${sidecar.portalUrl}/admin/api/services.json?access_token=q`, { headers: { authorization: basicUserinfo(TOKEN) } })
-      assert.equal(origin.requests.at(-1)?.url, '/admin/api/services.json?access_token=q')
-      assert.equal(origin.requests.at(-1)?.headers.authorization, undefined)
-    } finally {
-      await client.close()
-      await sidecar.stop()
-      await origin.close()
-    }
+    t.after(async () => { await client.close() })
+    await client.send(`${sidecar.portalUrl}/admin/api/services.json`, { headers: { authorization: 'Basic ' + Buffer.from(':' + TOKEN).toString('base64') } })
+    assert.equal(origin.requests.at(-1)?.url, '/admin/api/services.json')
+    assert.equal(origin.requests.at(-1)?.headers.authorization, basicUserinfo(TOKEN))
+    await client.send(`${sidecar.portalUrl}/admin/api/services.json?access_token=q`, { headers: { authorization: basicUserinfo(TOKEN) } })
+    assert.equal(origin.requests.at(-1)?.url, '/admin/api/services.json?access_token=q')
+    assert.equal(origin.requests.at(-1)?.headers.authorization, undefined)
+    await sidecar.stop()
   })
 })
 
 describe('http upstream behind the proxy', () => {
-  it('is sent in absolute-form with Proxy-Authorization (no CONNECT)', async () => {
+  it('is sent in absolute-form with Proxy-Authorization (no CONNECT)', async (t) => {
     const origin = await startOrigin({ tls: false })
+    t.after(async () => { await origin.close() })
     const proxy = await startProxyChain()
+    t.after(async () => { await proxy.close() })
     const sidecar = await startSidecar({ THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'), BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'), HTTP_PROXY: proxy.url })
+    t.after(async () => { await sidecar.close() })
     const client = new Client()
-    try {
-      assert.match(sidecar.logs().find((l) => l.listener === 'backend')?.msg ?? '', /absolute-form/)
-      const res = await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st`)
-      assert.equal(res.status, 200)
-      assert.equal(proxy.tunnels(), 0)
-      assert.equal(proxy.authorizations.length, 1)
-      assert.equal(origin.requests.at(-1)?.url, '/transactions/authrep.xml?service_token=st')
-      assert.equal(origin.requests.at(-1)?.headers['proxy-authorization'], undefined)
-    } finally {
-      await client.close()
-      await sidecar.stop()
-      await proxy.close()
-      await origin.close()
-    }
+    t.after(async () => { await client.close() })
+    assert.match(sidecar.logs().find((l) => l.listener === 'backend')?.msg ?? '', /absolute-form/)
+    const res = await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st`)
+    assert.equal(res.status, 200)
+    assert.equal(proxy.tunnels(), 0)
+    assert.equal(proxy.authorizations.length, 1)
+    assert.equal(origin.requests.at(-1)?.url, '/transactions/authrep.xml?service_token=st')
+    assert.equal(origin.requests.at(-1)?.headers['proxy-authorization'], undefined)
+    await sidecar.stop()
   })
 })
 

@@ -9,59 +9,52 @@ import { runCli, startSidecar } from '../helpers/sidecar.js'
 
 describe('lifecycle', () => {
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-    it(`${signal}: stops accepting, lets in-flight requests finish, exits 0`, async () => {
+    it(`${signal}: stops accepting, lets in-flight requests finish, exits 0`, async (t) => {
       const origin = await startOrigin()
+      t.after(async () => { await origin.close() })
       const sidecar = await startSidecar({ THREESCALE_PORTAL_ENDPOINT: origin.url(), BACKEND_ENDPOINT_OVERRIDE: origin.url() })
+      t.after(async () => { await sidecar.close() })
       const client = new Client()
-      try {
-        const inFlight = client.send(`${sidecar.backendUrl}/slow?ms=600`)
-        while (origin.requests.length === 0) await sleep(10)
-        const exited = sidecar.stop(signal)
-        await sidecar.waitForLog((l) => /draining/.test(l.msg))
-        const late = new Client()
-        await assert.rejects(late.send(`${sidecar.portalUrl}/echo`), 'a new connection must be refused while draining')
-        await late.close()
-        const res = await inFlight
-        assert.equal(res.status, 200)
-        assert.equal(res.text(), 'slow done')
-        assert.equal(await exited, 0)
-        assert.ok(sidecar.logs().some((l) => l.msg === 'stopped'))
-      } finally {
-        await client.close()
-        await origin.close()
-      }
+      t.after(async () => { await client.close() })
+      const inFlight = client.send(`${sidecar.backendUrl}/slow?ms=600`)
+      while (origin.requests.length === 0) await sleep(10)
+      const exited = sidecar.stop(signal)
+      await sidecar.waitForLog((l) => /draining/.test(l.msg))
+      const late = new Client()
+      t.after(async () => { await late.close() })
+      await assert.rejects(late.send(`${sidecar.portalUrl}/echo`), 'a new connection must be refused while draining')
+      const res = await inFlight
+      assert.equal(res.status, 200)
+      assert.equal(res.text(), 'slow done')
+      assert.equal(await exited, 0)
+      assert.ok(sidecar.logs().some((l) => l.msg === 'stopped'))
     })
   }
 
-  it('bounds the drain by SHUTDOWN_GRACE_MS', async () => {
+  it('bounds the drain by SHUTDOWN_GRACE_MS', async (t) => {
     const origin = await startOrigin()
+    t.after(async () => { await origin.close() })
     const sidecar = await startSidecar({ THREESCALE_PORTAL_ENDPOINT: origin.url(), BACKEND_ENDPOINT_OVERRIDE: origin.url(), SHUTDOWN_GRACE_MS: '300' })
+    t.after(async () => { await sidecar.close() })
     const client = new Client()
-    try {
-      const hanging = client.send(`${sidecar.backendUrl}/hang`).then(() => 'answered', () => 'cut')
-      while (origin.requests.length === 0) await sleep(10)
-      const started = Date.now()
-      assert.equal(await sidecar.stop(), 0)
-      assert.ok(Date.now() - started < 5000, 'shutdown must not wait for a hanging upstream')
-      assert.equal(await hanging, 'cut')
-    } finally {
-      await client.close()
-      await origin.close()
-    }
+    t.after(async () => { await client.close() })
+    const hanging = client.send(`${sidecar.backendUrl}/hang`).then(() => 'answered', () => 'cut')
+    while (origin.requests.length === 0) await sleep(10)
+    const started = Date.now()
+    assert.equal(await sidecar.stop(), 0)
+    assert.ok(Date.now() - started < 5000, 'shutdown must not wait for a hanging upstream')
+    assert.equal(await hanging, 'cut')
   })
 
-  it('exits non-zero and names the setting when a listener cannot bind', async () => {
+  it('exits non-zero and names the setting when a listener cannot bind', async (t) => {
     const squatter = createServer()
     await new Promise<void>((resolve) => squatter.listen(0, '127.0.0.1', resolve))
+    t.after(() => { squatter.close() })
     const port = (squatter.address() as AddressInfo).port
-    try {
-      const { code, stdout } = await runCli({ THREESCALE_PORTAL_ENDPOINT: 'https://portal.test', PORTAL_LISTEN_PORT: '0', BACKEND_LISTEN_PORT: String(port) })
-      assert.equal(code, 1)
-      assert.match(stdout, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port} for the backend listener \\(EADDRINUSE\\)`))
-      assert.match(stdout, /BACKEND_LISTEN_PORT/)
-    } finally {
-      squatter.close()
-    }
+    const { code, stdout } = await runCli({ THREESCALE_PORTAL_ENDPOINT: 'https://portal.test', PORTAL_LISTEN_PORT: '0', BACKEND_LISTEN_PORT: String(port) })
+    assert.equal(code, 1)
+    assert.match(stdout, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port} for the backend listener \\(EADDRINUSE\\)`))
+    assert.match(stdout, /BACKEND_LISTEN_PORT/)
   })
 
   it('reports every config problem at once, exits 1, no stack trace, no secret', async () => {

@@ -18,7 +18,7 @@ describeOrSkip('a misspelled endpoint host through squid', squidSkip, () => {
       BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
       HTTPS_PROXY: squid.url
     }, { secrets: [PROXY_PASSWORD, encodeURIComponent(PROXY_PASSWORD)] })
-    t.after(async () => { assert.equal(await sidecar.stop(), 0) })
+    t.after(async () => { await sidecar.close() })
     const client = new Client()
     t.after(async () => { await client.close() })
 
@@ -28,5 +28,6 @@ describeOrSkip('a misspelled endpoint host through squid', squidSkip, () => {
     const line = await sidecar.waitForLog((l) => l.level === 'error' && l.error === 'tunnel_refused')
     assert.match(line.msg, new RegExp(`refused the tunnel to portal\\.tset:${origin.port} \\(CONNECT answered \\d{3}; the proxy says ERR_\\w+`))
     assert.match(line.msg, /check the host name in the endpoint \(THREESCALE_PORTAL_ENDPOINT or BACKEND_ENDPOINT_OVERRIDE\) for a typo/)
+    assert.equal(await sidecar.stop(), 0)
   })
 })

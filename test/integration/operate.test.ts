@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { after, before, describe, it } from 'node:test'
+import { after, before, describe, it, type TestContext } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { request } from 'undici'
 import { basicUserinfo, Client } from '../helpers/client.js'
@@ -24,12 +24,10 @@ describe('operate: /readyz and doctor name the failing step', () => {
     origin = await startOrigin()
     proxy = await startProxyChain()
   })
-  after(async () => {
-    await proxy.close()
-    await origin.close()
-  })
+  after(async () => { await proxy?.close() })
+  after(async () => { await origin?.close() })
 
-  const cases: Array<{ name: string, env: () => Promise<Record<string, string>>, step: string | undefined, doctor: RegExp }> = [
+  const cases: Array<{ name: string, env: (t: TestContext) => Promise<Record<string, string>>, step: string | undefined, doctor: RegExp }> = [
     {
       name: 'a healthy path: ready, doctor passes every step including the token',
       env: async () => ({ HTTPS_PROXY: proxy.url }),
@@ -50,9 +48,9 @@ describe('operate: /readyz and doctor name the failing step', () => {
     },
     {
       name: 'a private CA the trust store lacks, through a plain proxy: the TLS step, naming the issuer as a private CA, not interception',
-      env: async () => {
+      env: async (t) => {
         const rogue = await startOrigin({ ca: await createCa('Corp Interception CA') })
-        after(async () => { await rogue.close() })
+        t.after(async () => { await rogue.close() })
         return { HTTPS_PROXY: proxy.url, BACKEND_ENDPOINT_OVERRIDE: rogue.url('backend.test'), THREESCALE_PORTAL_ENDPOINT: `https://${TOKEN}@portal.test:${rogue.port}` }
       },
       step: 'tls',
@@ -70,24 +68,22 @@ describe('operate: /readyz and doctor name the failing step', () => {
   ]
 
   for (const c of cases) {
-    it(c.name, async () => {
+    it(c.name, async (t) => {
       const env = {
         THREESCALE_PORTAL_ENDPOINT: `https://${TOKEN}@portal.test:${origin.port}`,
         BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
-        ...(await c.env())
+        ...(await c.env(t))
       }
       const sidecar = await startSidecar(env, { secrets: [TOKEN, PROXY_PASSWORD, encodeURIComponent(PROXY_PASSWORD)] })
-      try {
-        const ready = await get(`${sidecar.adminUrl}/readyz`)
-        const body = JSON.parse(ready.body) as ReadyBody
-        assert.equal(ready.status, c.step === undefined ? 200 : 503)
-        assert.equal(body.ready, c.step === undefined)
-        assert.equal(body.routes.backend?.failed, c.step)
-        const health = await get(`${sidecar.adminUrl}/healthz`)
-        assert.equal(health.status, 200, 'liveness never depends on the proxy')
-      } finally {
-        assert.equal(await sidecar.stop(), 0)
-      }
+      t.after(async () => { await sidecar.close() })
+      const ready = await get(`${sidecar.adminUrl}/readyz`)
+      const body = JSON.parse(ready.body) as ReadyBody
+      assert.equal(ready.status, c.step === undefined ? 200 : 503)
+      assert.equal(body.ready, c.step === undefined)
+      assert.equal(body.routes.backend?.failed, c.step)
+      const health = await get(`${sidecar.adminUrl}/healthz`)
+      assert.equal(health.status, 200, 'liveness never depends on the proxy')
+      assert.equal(await sidecar.stop(), 0)
       const doctor = await runCli({ ...env, NODE_EXTRA_CA_CERTS: (await import('../helpers/pki.js').then(async (m) => await m.testCa())).certFile }, ['doctor'])
       assert.equal(doctor.code, c.step === undefined ? 0 : 1, doctor.stdout)
       assert.match(doctor.stdout, c.doctor)
@@ -95,33 +91,33 @@ describe('operate: /readyz and doctor name the failing step', () => {
     })
   }
 
-  it('/readyz?once: not ready until the chain has worked; then ready through a proxy outage, while /readyz shows the outage', async () => {
+  it('/readyz?once: not ready until the chain has worked; then ready through a proxy outage, while /readyz shows the outage', async (t) => {
     const own = await startProxyChain()
+    t.after(async () => { await own.close() })
     const sidecar = await startSidecar({
       THREESCALE_PORTAL_ENDPOINT: `https://${TOKEN}@portal.test:${origin.port}`,
       BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
       HTTPS_PROXY: own.url,
       READINESS_CACHE_MS: '100'
     }, { secrets: [TOKEN, PROXY_PASSWORD, encodeURIComponent(PROXY_PASSWORD)] })
+    t.after(async () => { await sidecar.close() })
     const wrong = await startSidecar({
       THREESCALE_PORTAL_ENDPOINT: `https://${TOKEN}@portal.test:${origin.port}`,
       BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
       HTTPS_PROXY: proxyUrl(proxy.port, 'sidecar', 'wrong-password'),
       READINESS_CACHE_MS: '100'
     }, { secrets: [TOKEN, 'wrong-password'] })
-    try {
-      assert.equal((await get(`${wrong.adminUrl}/readyz?once`)).status, 503, 'a wrong password never becomes ready')
-      assert.equal((await get(`${sidecar.adminUrl}/readyz?once`)).status, 200)
-      await own.close() // the proxy every replica shares goes down
-      await sleep(150)
-      assert.equal((await get(`${sidecar.adminUrl}/readyz`)).status, 503, '/readyz shows the outage')
-      const once = await get(`${sidecar.adminUrl}/readyz?once`)
-      assert.equal(once.status, 200, 'the pod stays in the Service')
-      assert.equal((JSON.parse(once.body) as { once?: boolean }).once, true)
-    } finally {
-      assert.equal(await sidecar.stop(), 0)
-      assert.equal(await wrong.stop(), 0)
-    }
+    t.after(async () => { await wrong.close() })
+    assert.equal((await get(`${wrong.adminUrl}/readyz?once`)).status, 503, 'a wrong password never becomes ready')
+    assert.equal((await get(`${sidecar.adminUrl}/readyz?once`)).status, 200)
+    await own.close() // the proxy every replica shares goes down
+    await sleep(150)
+    assert.equal((await get(`${sidecar.adminUrl}/readyz`)).status, 503, '/readyz shows the outage')
+    const once = await get(`${sidecar.adminUrl}/readyz?once`)
+    assert.equal(once.status, 200, 'the pod stays in the Service')
+    assert.equal((JSON.parse(once.body) as { once?: boolean }).once, true)
+    assert.equal(await sidecar.stop(), 0)
+    assert.equal(await wrong.stop(), 0)
   })
 
   it('doctor --json gives the same report as JSON', async () => {
@@ -161,12 +157,10 @@ describe('operate: metrics', () => {
       RESPONSE_HEADERS_TIMEOUT_MS: '300'
     }, { secrets: [TOKEN, PROXY_PASSWORD] })
   })
-  after(async () => {
-    await client.close()
-    await sidecar.stop()
-    await proxy.close()
-    await origin.close()
-  })
+  after(async () => { await client.close() })
+  after(async () => { await sidecar?.close() })
+  after(async () => { await proxy?.close() })
+  after(async () => { await origin?.close() })
 
   it('move as requests flow, and carry no token, path or query', async () => {
     for (let i = 0; i < 5; i++) assert.equal((await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st-secret&user_key=uk-secret`)).status, 200)
@@ -196,28 +190,30 @@ describe('operate: metrics', () => {
       assert.ok(!body.includes(forbidden), `metrics contain ${forbidden}`)
     }
   })
+
+  it('stops, and no secret reached its output', async () => {
+    await sidecar.stop()
+  })
 })
 
 describe('operate: shutdown', () => {
-  it('reports not ready while draining, before the listeners close', async () => {
+  it('reports not ready while draining, before the listeners close', async (t) => {
     const origin = await startOrigin()
+    t.after(async () => { await origin.close() })
     const sidecar = await startSidecar({ THREESCALE_PORTAL_ENDPOINT: origin.url(), BACKEND_ENDPOINT_OVERRIDE: origin.url() })
+    t.after(async () => { await sidecar.close() })
     const client = new Client()
-    try {
-      assert.equal((await get(`${sidecar.adminUrl}/readyz`)).status, 200)
-      const slow = client.send(`${sidecar.backendUrl}/slow?ms=800`)
-      // The readiness check above made requests of its own: wait for this one.
-      while (!origin.requests.some((r) => r.url.startsWith('/slow'))) await sleep(10)
-      const exited = sidecar.stop()
-      await sidecar.waitForLog((l) => /draining/.test(l.msg))
-      const ready = await get(`${sidecar.adminUrl}/readyz`)
-      assert.equal(ready.status, 503)
-      assert.match(ready.body, /shutting_down/)
-      assert.equal((await slow).status, 200)
-      assert.equal(await exited, 0)
-    } finally {
-      await client.close()
-      await origin.close()
-    }
+    t.after(async () => { await client.close() })
+    assert.equal((await get(`${sidecar.adminUrl}/readyz`)).status, 200)
+    const slow = client.send(`${sidecar.backendUrl}/slow?ms=800`)
+    // The readiness check above made requests of its own: wait for this one.
+    while (!origin.requests.some((r) => r.url.startsWith('/slow'))) await sleep(10)
+    const exited = sidecar.stop()
+    await sidecar.waitForLog((l) => /draining/.test(l.msg))
+    const ready = await get(`${sidecar.adminUrl}/readyz`)
+    assert.equal(ready.status, 503)
+    assert.match(ready.body, /shutting_down/)
+    assert.equal((await slow).status, 200)
+    assert.equal(await exited, 0)
   })
 })

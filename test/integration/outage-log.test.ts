@@ -14,7 +14,7 @@ describe('an outage is summarised in the log, not repeated per request', () => {
       BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
       HTTPS_PROXY: proxyUrl(await freePort())
     })
-    t.after(async () => { assert.equal(await sidecar.stop(), 0) })
+    t.after(async () => { await sidecar.close() })
     const client = new Client()
     t.after(async () => { await client.close() })
 
@@ -40,5 +40,6 @@ describe('an outage is summarised in the log, not repeated per request', () => {
     assert.ok(lines.every((l) => typeof l.reqId === 'number'))
     const counted = errors.slice(1).reduce((n, l) => n + Number(l.failedSinceLastLine), 0)
     assert.ok(counted <= 3000 - errors.length)
+    assert.equal(await sidecar.stop(), 0)
   })
 })

@@ -3,7 +3,7 @@ import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
-import { after, before, it } from 'node:test'
+import { after, before, it, type TestContext } from 'node:test'
 import { describeOrSkip } from '../helpers/describe-or-skip.js'
 import { runDoctor } from '../../src/diagnostics/doctor.js'
 import { basicUserinfo, Client } from '../helpers/client.js'
@@ -59,12 +59,10 @@ describeOrSkip('an origin on a private CA, through squid', squidSkip, () => {
     plain = await startSquid()
     bumping = await startSquid({ sslBump: { ca: bumpCa, originCaFile: internalCa.certFile } })
   })
-  after(async () => {
-    await client.close()
-    await bumping?.close()
-    await plain?.close()
-    await origin?.close()
-  })
+  after(async () => { await client.close() })
+  after(async () => { await bumping?.close() })
+  after(async () => { await plain?.close() })
+  after(async () => { await origin?.close() })
 
   const env = (squid: Squid, extra: Record<string, string> = {}): Record<string, string> => ({
     THREESCALE_PORTAL_ENDPOINT: `https://${TOKEN}@portal.test:${origin.port}`,
@@ -75,20 +73,19 @@ describeOrSkip('an origin on a private CA, through squid', squidSkip, () => {
     ...extra
   })
 
-  async function failureLine (sidecarEnv: Record<string, string>): Promise<LogLine> {
+  async function failureLine (t: TestContext, sidecarEnv: Record<string, string>): Promise<LogLine> {
     const sidecar = await startSidecar(sidecarEnv, { secrets: SECRETS })
-    try {
-      const res = await client.send(`${sidecar.portalUrl}/admin/api/services.json`, { headers: { authorization: basicUserinfo(TOKEN) } })
-      assert.equal(res.status, 502)
-      assert.equal(res.headers['x-sidecar-error'], 'tls_untrusted')
-      return await sidecar.waitForLog((l) => l.level === 'error' && l.error === 'tls_untrusted')
-    } finally {
-      assert.equal(await sidecar.stop(), 0)
-    }
+    t.after(async () => { await sidecar.close() })
+    const res = await client.send(`${sidecar.portalUrl}/admin/api/services.json`, { headers: { authorization: basicUserinfo(TOKEN) } })
+    assert.equal(res.status, 502)
+    assert.equal(res.headers['x-sidecar-error'], 'tls_untrusted')
+    const line = await sidecar.waitForLog((l) => l.level === 'error' && l.error === 'tls_untrusted')
+    assert.equal(await sidecar.stop(), 0)
+    return line
   }
 
-  it('plain squid, CA not trusted: 502 tls_untrusted naming the internal CA as a private CA, not interception', async () => {
-    const line = await failureLine(env(plain))
+  it('plain squid, CA not trusted: 502 tls_untrusted naming the internal CA as a private CA, not interception', async (t) => {
+    const line = await failureLine(t, env(plain))
     assert.match(line.msg, new RegExp(`the TLS certificate of portal\\.test:${origin.port} is not trusted: issued by CN=Acme Internal CA, O=apicast-sidecar-proxy tests, which the trust store does not know \\(UNABLE_TO_VERIFY_LEAF_SIGNATURE\\)`))
     assert.match(line.msg, /the server sent only its own certificate, CN=portal\.test \(not a CA\), without the CA that issued it/)
     assert.match(line.msg, new RegExp(`CN=Acme Internal CA, O=apicast-sidecar-proxy tests is a private CA: your 3scale's own internal CA \\(an on-premise 3scale\\), or the proxy 127\\.0\\.0\\.1:${plain.port}'s own CA if it inspects TLS; the sidecar cannot tell which from here`))
@@ -98,25 +95,23 @@ describeOrSkip('an origin on a private CA, through squid', squidSkip, () => {
     assert.equal(origin.requests.length, 0, 'nothing reaches 3scale over an unverified connection')
   })
 
-  it('plain squid, the internal CA in CA_BUNDLE: forwards; one info line names that CA and where it was trusted; no warning', async () => {
+  it('plain squid, the internal CA in CA_BUNDLE: forwards; one info line names that CA and where it was trusted; no warning', async (t) => {
     const sidecar = await startSidecar(env(plain, { CA_BUNDLE: internalCa.certFile }), { secrets: SECRETS })
-    try {
-      for (let i = 0; i < 2; i++) {
-        const res = await client.send(`${sidecar.portalUrl}/admin/api/services.json`, { headers: { authorization: basicUserinfo(TOKEN) } })
-        assert.equal(res.status, 200, res.text())
-      }
-      const said = await sidecar.waitForLog((l) => l.listener === 'portal' && l.tlsVerdict !== undefined)
-      assert.equal(said.level, 'info')
-      assert.equal(said.tlsVerdict, 'private_ca')
-      assert.equal(said.issuer, 'CN=Acme Internal CA, O=apicast-sidecar-proxy tests', 'the CA, not the server\'s own certificate')
-      assert.equal(said.trustSource, `CA_BUNDLE ${internalCa.certFile}`)
-      assert.match(said.msg, new RegExp(`the certificate of portal\\.test:${origin.port} is chained to the private CA CN=Acme Internal CA, O=apicast-sidecar-proxy tests, trusted from CA_BUNDLE ${internalCa.certFile}`))
-      assert.match(said.msg, /A CA in the trust store is taken as known, so this is no warning/)
-      assert.doesNotMatch(said.msg, INTERCEPTION_CLAIM)
-      assert.deepEqual(sidecar.logs().filter((l) => l.level === 'warn').map((l) => l.msg), [], 'no warning on start for a known internal CA')
-    } finally {
-      assert.equal(await sidecar.stop(), 0)
+    t.after(async () => { await sidecar.close() })
+    for (let i = 0; i < 2; i++) {
+      const res = await client.send(`${sidecar.portalUrl}/admin/api/services.json`, { headers: { authorization: basicUserinfo(TOKEN) } })
+      assert.equal(res.status, 200, res.text())
     }
+    const said = await sidecar.waitForLog((l) => l.listener === 'portal' && l.tlsVerdict !== undefined)
+    assert.equal(said.level, 'info')
+    assert.equal(said.tlsVerdict, 'private_ca')
+    assert.equal(said.issuer, 'CN=Acme Internal CA, O=apicast-sidecar-proxy tests', 'the CA, not the server\'s own certificate')
+    assert.equal(said.trustSource, `CA_BUNDLE ${internalCa.certFile}`)
+    assert.match(said.msg, new RegExp(`the certificate of portal\\.test:${origin.port} is chained to the private CA CN=Acme Internal CA, O=apicast-sidecar-proxy tests, trusted from CA_BUNDLE ${internalCa.certFile}`))
+    assert.match(said.msg, /A CA in the trust store is taken as known, so this is no warning/)
+    assert.doesNotMatch(said.msg, INTERCEPTION_CLAIM)
+    assert.deepEqual(sidecar.logs().filter((l) => l.level === 'warn').map((l) => l.msg), [], 'no warning on start for a known internal CA')
+    assert.equal(await sidecar.stop(), 0)
   })
 
   it('plain squid: doctor compares with a direct connection, finds the same certificate: the server\'s own CA, not the proxy\'s', async () => {
@@ -149,8 +144,8 @@ describeOrSkip('an origin on a private CA, through squid', squidSkip, () => {
     assert.doesNotMatch(step.detail, INTERCEPTION_CLAIM)
   })
 
-  it('intercepting squid, CA not trusted: 502 tls_untrusted naming squid\'s CA, the top certificate it sent, and still only "a private CA"', async () => {
-    const line = await failureLine(env(bumping))
+  it('intercepting squid, CA not trusted: 502 tls_untrusted naming squid\'s CA, the top certificate it sent, and still only "a private CA"', async (t) => {
+    const line = await failureLine(t, env(bumping))
     assert.match(line.msg, /issued by CN=Corp Interception CA, O=apicast-sidecar-proxy tests, which the trust store does not know \(SELF_SIGNED_CERT_IN_CHAIN\)/)
     assert.match(line.msg, /the top certificate the server sent is CN=Corp Interception CA, O=apicast-sidecar-proxy tests, issued by itself \(a CA\)/)
     assert.match(line.msg, /the sidecar cannot tell which from here/)
@@ -171,9 +166,9 @@ describeOrSkip('an origin on a private CA, through squid', squidSkip, () => {
     assert.match(ok.detail, /TLS interception: the certificate of portal\.test:\d+ is chained to the private CA CN=Corp Interception CA.*set ACCESS_TOKEN_LOCATION=header/)
   })
 
-  it('an empty CA_BUNDLE directory (an absent optional ConfigMap): the fix asks whether it is mounted, for requests and doctor', async () => {
+  it('an empty CA_BUNDLE directory (an absent optional ConfigMap): the fix asks whether it is mounted, for requests and doctor', async (t) => {
     const empty = mkdtempSync(join(tmpdir(), 'sidecar-empty-bundle-'))
-    const line = await failureLine(env(plain, { CA_BUNDLE: empty }))
+    const line = await failureLine(t, env(plain, { CA_BUNDLE: empty }))
     assert.match(line.msg, new RegExp(`CA_BUNDLE ${empty} is an empty directory: is the ConfigMap \\(or volume\\) with the CA mounted\\?`))
     assert.match(line.msg, /Put the certificate of CN=Acme Internal CA.* in it, as PEM/)
     assert.doesNotMatch(line.msg, /CA_BUNDLE=\/path/)

@@ -61,7 +61,7 @@ describe('a proxy that stalls in the body of its 407', () => {
         PROXY_PASSWORD: PASSWORD,
         CONNECT_TIMEOUT_MS: '500'
       }, { secrets: [PASSWORD] })
-      t.after(async () => { await sidecar.stop() })
+      t.after(async () => { await sidecar.close() })
       const client = new Client()
       t.after(async () => { await client.close() })
 

@@ -18,16 +18,14 @@ describeOrSkip('proxy authentication: Digest, through squid with digest_file_aut
     origin = await startOrigin()
     squid = await startSquid({ auth: 'digest' })
   })
-  after(async () => {
-    await client.close()
-    await squid.close()
-    await origin.close()
-  })
+  after(async () => { await client.close() })
+  after(async () => { await squid?.close() })
+  after(async () => { await origin?.close() })
 
   const lines = (re: RegExp): number => squid.accessLog().filter((l) => re.test(l)).length
 
   for (const scheme of ['auto', 'digest'] as const) {
-    it(`PROXY_AUTH_SCHEME=${scheme}: answers the challenge, then reuses its tunnels: 1,000 requests at concurrency 8`, async () => {
+    it(`PROXY_AUTH_SCHEME=${scheme}: answers the challenge, then reuses its tunnels: 1,000 requests at concurrency 8`, async (t) => {
       const tunnelsBefore = lines(/\/200 .* CONNECT /)
       const challengesBefore = lines(/TCP_DENIED\/407 .* CONNECT /)
       const secrets = [PROXY_PASSWORD, encodeURIComponent(PROXY_PASSWORD), Buffer.from(`${PROXY_USER}:${PROXY_PASSWORD}`).toString('base64')]
@@ -38,14 +36,12 @@ describeOrSkip('proxy authentication: Digest, through squid with digest_file_aut
         PROXY_AUTH_SCHEME: scheme,
         UPSTREAM_MAX_CONNECTIONS: '8'
       }, { secrets })
-      try {
-        await runConcurrently(1000, 8, async (i) => {
-          const res = await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st&i=${i}`)
-          assert.equal(res.status, 200, res.text())
-        })
-      } finally {
-        assert.equal(await sidecar.stop(), 0)
-      }
+      t.after(async () => { await sidecar.close() })
+      await runConcurrently(1000, 8, async (i) => {
+        const res = await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st&i=${i}`)
+        assert.equal(res.status, 200, res.text())
+      })
+      assert.equal(await sidecar.stop(), 0)
       // squid writes a tunnel's line when it closes: after the sidecar stopped.
       await new Promise((resolve) => setTimeout(resolve, 300))
       const opened = lines(/\/200 .* CONNECT /) - tunnelsBefore
@@ -55,7 +51,7 @@ describeOrSkip('proxy authentication: Digest, through squid with digest_file_aut
     })
   }
 
-  it('/readyz and doctor check the path the same way: ready, every step passes', async () => {
+  it('/readyz and doctor check the path the same way: ready, every step passes', async (t) => {
     const ca = await testCa()
     const env = {
       THREESCALE_PORTAL_ENDPOINT: `https://digest-doctor-token@portal.test:${origin.port}`,
@@ -63,19 +59,17 @@ describeOrSkip('proxy authentication: Digest, through squid with digest_file_aut
       HTTPS_PROXY: squid.url
     }
     const sidecar = await startSidecar(env, { secrets: [PROXY_PASSWORD, 'digest-doctor-token'] })
-    try {
-      const ready = await client.send(`${sidecar.adminUrl}/readyz`)
-      assert.equal(ready.status, 200, ready.text())
-    } finally {
-      assert.equal(await sidecar.stop(), 0)
-    }
+    t.after(async () => { await sidecar.close() })
+    const ready = await client.send(`${sidecar.adminUrl}/readyz`)
+    assert.equal(ready.status, 200, ready.text())
+    assert.equal(await sidecar.stop(), 0)
     const doctor = await runCli({ ...env, NODE_EXTRA_CA_CERTS: ca.certFile }, ['doctor'])
     assert.equal(doctor.code, 0, doctor.stdout)
     assert.match(doctor.stdout, /✓ CONNECT/)
     assert.ok(!doctor.stdout.includes(PROXY_PASSWORD))
   })
 
-  it('a wrong password: 502 proxy_auth_required naming Digest, one challenge answered, no loop', async () => {
+  it('a wrong password: 502 proxy_auth_required naming Digest, one challenge answered, no loop', async (t) => {
     const deniedBefore = lines(/TCP_DENIED\/407 .* CONNECT /)
     const sidecar = await startSidecar({
       THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
@@ -83,15 +77,13 @@ describeOrSkip('proxy authentication: Digest, through squid with digest_file_aut
       HTTPS_PROXY: proxyUrl(squid.port, PROXY_USER, 'not-the-password'),
       PROXY_AUTH_SCHEME: 'digest'
     }, { secrets: ['not-the-password'] })
-    try {
-      const res = await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st`)
-      assert.equal(res.status, 502)
-      assert.equal(res.headers['x-sidecar-error'], 'proxy_auth_required')
-      const line = await sidecar.waitForLog((l) => l.error === 'proxy_auth_required' && l.level === 'error')
-      assert.match(line.msg, /407 Proxy Authentication Required; it offers Digest/)
-    } finally {
-      assert.equal(await sidecar.stop(), 0)
-    }
+    t.after(async () => { await sidecar.close() })
+    const res = await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st`)
+    assert.equal(res.status, 502)
+    assert.equal(res.headers['x-sidecar-error'], 'proxy_auth_required')
+    const line = await sidecar.waitForLog((l) => l.error === 'proxy_auth_required' && l.level === 'error')
+    assert.match(line.msg, /407 Proxy Authentication Required; it offers Digest/)
+    assert.equal(await sidecar.stop(), 0)
     await new Promise((resolve) => setTimeout(resolve, 300))
     assert.ok(lines(/TCP_DENIED\/407 .* CONNECT /) - deniedBefore <= 2, 'the challenge, and the one wrong answer: nothing more')
   })
@@ -106,11 +98,9 @@ describeOrSkip('proxy authentication: NTLM, through squid with ntlm_fake_auth', 
     origin = await startOrigin()
     squid = await startSquid({ auth: 'ntlm' })
   })
-  after(async () => {
-    await client.close()
-    await squid.close()
-    await origin.close()
-  })
+  after(async () => { await client.close() })
+  after(async () => { await squid?.close() })
+  after(async () => { await origin?.close() })
 
   const lines = (re: RegExp): number => squid.accessLog().filter((l) => re.test(l)).length
   const cases: Array<{ name: string, env: Record<string, string>, user: RegExp }> = [
@@ -118,7 +108,7 @@ describeOrSkip('proxy authentication: NTLM, through squid with ntlm_fake_auth', 
     { name: 'PROXY_AUTH_SCHEME=ntlm, PROXY_USER=CORP\\sidecar and PROXY_PASSWORD', env: { PROXY_AUTH_SCHEME: 'ntlm', PROXY_USER: 'CORP\\sidecar', PROXY_PASSWORD: PROXY_PASSWORD }, user: /sidecar/i }
   ]
   for (const c of cases) {
-    it(`${c.name}: the handshake runs on the tunnel's connection, which is then reused`, async () => {
+    it(`${c.name}: the handshake runs on the tunnel's connection, which is then reused`, async (t) => {
       const tunnelsBefore = lines(/\/200 .* CONNECT /)
       const secrets = [PROXY_PASSWORD, encodeURIComponent(PROXY_PASSWORD), Buffer.from(`${PROXY_USER}:${PROXY_PASSWORD}`).toString('base64')]
       const sidecar = await startSidecar({
@@ -128,16 +118,14 @@ describeOrSkip('proxy authentication: NTLM, through squid with ntlm_fake_auth', 
         UPSTREAM_MAX_CONNECTIONS: '8',
         ...c.env
       }, { secrets })
-      try {
-        await runConcurrently(1000, 8, async (i) => {
-          const res = await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st&i=${i}`)
-          assert.equal(res.status, 200, res.text())
-        })
-        const ready = await client.send(`${sidecar.adminUrl}/readyz`)
-        assert.equal(ready.status, 200, ready.text())
-      } finally {
-        assert.equal(await sidecar.stop(), 0)
-      }
+      t.after(async () => { await sidecar.close() })
+      await runConcurrently(1000, 8, async (i) => {
+        const res = await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st&i=${i}`)
+        assert.equal(res.status, 200, res.text())
+      })
+      const ready = await client.send(`${sidecar.adminUrl}/readyz`)
+      assert.equal(ready.status, 200, ready.text())
+      assert.equal(await sidecar.stop(), 0)
       await new Promise((resolve) => setTimeout(resolve, 300))
       const opened = squid.accessLog().slice(0).filter((l) => /\/200 .* CONNECT /.test(l)).slice(tunnelsBefore)
       assert.ok(opened.length >= 1 && opened.length <= 10, `${opened.length} tunnels for 1,000 requests (8 pooled, and one per route for /readyz)`)
@@ -147,7 +135,7 @@ describeOrSkip('proxy authentication: NTLM, through squid with ntlm_fake_auth', 
 })
 
 describe('proxy authentication: a proxy that refuses every NTLM answer', () => {
-  it('gets one handshake per request, then 502 proxy_auth_required naming NTLM: never a loop', async () => {
+  it('gets one handshake per request, then 502 proxy_auth_required naming NTLM: never a loop', async (t) => {
     // ntlm_fake_auth accepts any password, so the refusal comes from a
     // minimal proxy on a real socket that challenges and then refuses.
     const type2 = Buffer.alloc(48)
@@ -172,6 +160,7 @@ describe('proxy authentication: a proxy that refuses every NTLM answer', () => {
       })
     })
     await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve))
+    t.after(() => { proxy.close() })
     const port = (proxy.address() as AddressInfo).port
     const sidecar = await startSidecar({
       THREESCALE_PORTAL_ENDPOINT: 'https://portal.test',
@@ -180,18 +169,15 @@ describe('proxy authentication: a proxy that refuses every NTLM answer', () => {
       PROXY_USER: 'CORP\\alice',
       PROXY_PASSWORD: 'wrong-Pa55'
     }, { secrets: ['wrong-Pa55'] })
+    t.after(async () => { await sidecar.close() })
     const client = new Client()
-    try {
-      const res = await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st`)
-      assert.equal(res.status, 502)
-      assert.equal(res.headers['x-sidecar-error'], 'proxy_auth_required')
-      const line = await sidecar.waitForLog((l) => l.error === 'proxy_auth_required' && l.level === 'error')
-      assert.match(line.msg, /it offers NTLM/)
-      assert.ok(connects <= 3, `${connects} CONNECTs: Basic, negotiate, authenticate at most`)
-    } finally {
-      await client.close()
-      assert.equal(await sidecar.stop(), 0)
-      proxy.close()
-    }
+    t.after(async () => { await client.close() })
+    const res = await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st`)
+    assert.equal(res.status, 502)
+    assert.equal(res.headers['x-sidecar-error'], 'proxy_auth_required')
+    const line = await sidecar.waitForLog((l) => l.error === 'proxy_auth_required' && l.level === 'error')
+    assert.match(line.msg, /it offers NTLM/)
+    assert.ok(connects <= 3, `${connects} CONNECTs: Basic, negotiate, authenticate at most`)
+    assert.equal(await sidecar.stop(), 0)
   })
 })

@@ -22,10 +22,12 @@ function replaceFile (path: string, content: string): void {
 const basic = (user: string, password: string): string => 'Basic ' + Buffer.from(`${user}:${password}`).toString('base64')
 
 describe('secrets from files', () => {
-  it('reads the proxy URL, proxy password and token from files; they never reach the environment or the logs', async () => {
+  it('reads the proxy URL, proxy password and token from files; they never reach the environment or the logs', async (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'sidecar-secrets-'))
     const origin = await startOrigin()
+    t.after(async () => { await origin.close() })
     const proxy = await startProxyChain({ password: OLD_PASSWORD })
+    t.after(async () => { await proxy.close() })
     writeFileSync(join(dir, 'proxy-url'), `http://${PROXY_USER}@127.0.0.1:${proxy.port}\n`)
     writeFileSync(join(dir, 'proxy-password'), OLD_PASSWORD + '\n')
     writeFileSync(join(dir, 'token'), OLD_TOKEN + '\n')
@@ -36,30 +38,28 @@ describe('secrets from files', () => {
       PROXY_PASSWORD_FILE: join(dir, 'proxy-password'),
       ACCESS_TOKEN_FILE: join(dir, 'token')
     }, { secrets: [OLD_TOKEN, OLD_PASSWORD, encodeURIComponent(OLD_PASSWORD)] })
+    t.after(async () => { await sidecar.close() })
     const client = new Client()
-    try {
-      const res = await client.send(`${sidecar.portalUrl}/admin/api/services.json`)
-      assert.equal(res.status, 200)
-      assert.equal(origin.requests.at(-1)?.url, `/admin/api/services.json?access_token=${OLD_TOKEN}`)
-      assert.equal(proxy.authorizations.at(-1), basic(PROXY_USER, OLD_PASSWORD))
-      const environ = readFileSync(`/proc/${sidecar.pid}/environ`, 'latin1')
-      for (const secret of [OLD_TOKEN, OLD_PASSWORD, encodeURIComponent(OLD_PASSWORD)]) assert.ok(!environ.includes(secret))
-      assert.match(sidecar.logs().find((l) => l.listener === 'portal' && typeof l.port === 'number')?.msg ?? '', /via proxy/)
-      assert.match(String(sidecar.logs().find((l) => l.listener === 'portal' && typeof l.port === 'number')?.accessToken), /from ACCESS_TOKEN_FILE/)
-    } finally {
-      await client.close()
-      await sidecar.stop()
-      await proxy.close()
-      await origin.close()
-    }
+    t.after(async () => { await client.close() })
+    const res = await client.send(`${sidecar.portalUrl}/admin/api/services.json`)
+    assert.equal(res.status, 200)
+    assert.equal(origin.requests.at(-1)?.url, `/admin/api/services.json?access_token=${OLD_TOKEN}`)
+    assert.equal(proxy.authorizations.at(-1), basic(PROXY_USER, OLD_PASSWORD))
+    const environ = readFileSync(`/proc/${sidecar.pid}/environ`, 'latin1')
+    for (const secret of [OLD_TOKEN, OLD_PASSWORD, encodeURIComponent(OLD_PASSWORD)]) assert.ok(!environ.includes(secret))
+    assert.match(sidecar.logs().find((l) => l.listener === 'portal' && typeof l.port === 'number')?.msg ?? '', /via proxy/)
+    assert.match(String(sidecar.logs().find((l) => l.listener === 'portal' && typeof l.port === 'number')?.accessToken), /from ACCESS_TOKEN_FILE/)
+    await sidecar.stop()
   })
 
-  it('picks up a rotated token and proxy password without a restart or a failed request', async () => {
+  it('picks up a rotated token and proxy password without a restart or a failed request', async (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'sidecar-rotate-'))
     const origin = await startOrigin()
+    t.after(async () => { await origin.close() })
     // During a rotation the proxy accepts both passwords, as real rotations overlap.
     let accepted = new Set([OLD_PASSWORD])
     const proxy = await startProxyChain({ accept: (u, p) => u === PROXY_USER && accepted.has(p) })
+    t.after(async () => { await proxy.close() })
     writeFileSync(join(dir, 'password'), OLD_PASSWORD)
     writeFileSync(join(dir, 'token'), OLD_TOKEN)
     const sidecar = await startSidecar({
@@ -69,47 +69,44 @@ describe('secrets from files', () => {
       PROXY_PASSWORD_FILE: join(dir, 'password'),
       ACCESS_TOKEN_FILE: join(dir, 'token')
     }, { secrets: [OLD_TOKEN, NEW_TOKEN, OLD_PASSWORD, NEW_PASSWORD, encodeURIComponent(OLD_PASSWORD), encodeURIComponent(NEW_PASSWORD)] })
+    t.after(async () => { await sidecar.close() })
     const client = new Client()
-    try {
-      await sidecar.waitForLog((l) => /watching .*PROXY_PASSWORD_FILE.*ACCESS_TOKEN_FILE/.test(l.msg))
-      const statuses: number[] = []
-      let rotating = true
-      const load = runConcurrently(100_000, 4, async () => {
-        if (!rotating) return
-        const res = await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st`)
-        statuses.push(res.status)
-      })
-
-      accepted = new Set([OLD_PASSWORD, NEW_PASSWORD])
-      replaceFile(join(dir, 'password'), NEW_PASSWORD + '\n')
-      replaceFile(join(dir, 'token'), NEW_TOKEN + '\n')
-      await sidecar.waitForLog((l) => /the proxy settings changed: new requests use them/.test(l.msg) && l.listener === 'backend')
-      await sidecar.waitForLog((l) => /the access token changed: the new one is in use/.test(l.msg) && l.listener === 'portal')
-      accepted = new Set([NEW_PASSWORD])
-      // New tunnels authenticate with the new password only.
-      const after = proxy.authorizations.length
+    t.after(async () => { await client.close() })
+    await sidecar.waitForLog((l) => /watching .*PROXY_PASSWORD_FILE.*ACCESS_TOKEN_FILE/.test(l.msg))
+    const statuses: number[] = []
+    let rotating = true
+    const load = runConcurrently(100_000, 4, async () => {
+      if (!rotating) return
       const res = await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st`)
-      assert.equal(res.status, 200)
-      rotating = false
-      await load
-      assert.ok(statuses.length > 10, `only ${statuses.length} requests ran during the rotation`)
-      assert.deepEqual([...new Set(statuses)], [200], 'no request may fail during a rotation')
-      for (const a of proxy.authorizations.slice(after)) assert.equal(a, basic(PROXY_USER, NEW_PASSWORD))
+      statuses.push(res.status)
+    })
+    t.after(() => { rotating = false })
 
-      await client.send(`${sidecar.portalUrl}/admin/api/services.json`)
-      assert.equal(origin.requests.at(-1)?.url, `/admin/api/services.json?access_token=${NEW_TOKEN}`)
+    accepted = new Set([OLD_PASSWORD, NEW_PASSWORD])
+    replaceFile(join(dir, 'password'), NEW_PASSWORD + '\n')
+    replaceFile(join(dir, 'token'), NEW_TOKEN + '\n')
+    await sidecar.waitForLog((l) => /the proxy settings changed: new requests use them/.test(l.msg) && l.listener === 'backend')
+    await sidecar.waitForLog((l) => /the access token changed: the new one is in use/.test(l.msg) && l.listener === 'portal')
+    accepted = new Set([NEW_PASSWORD])
+    // New tunnels authenticate with the new password only.
+    const after = proxy.authorizations.length
+    const res = await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st`)
+    assert.equal(res.status, 200)
+    rotating = false
+    await load
+    assert.ok(statuses.length > 10, `only ${statuses.length} requests ran during the rotation`)
+    assert.deepEqual([...new Set(statuses)], [200], 'no request may fail during a rotation')
+    for (const a of proxy.authorizations.slice(after)) assert.equal(a, basic(PROXY_USER, NEW_PASSWORD))
 
-      // A bad new value is refused and the last good one kept.
-      replaceFile(join(dir, 'token'), '\n')
-      await sidecar.waitForLog((l) => l.level === 'error' && /ACCESS_TOKEN_FILE changed but cannot be used .*is empty\); keeping the previous values/.test(l.msg))
-      await client.send(`${sidecar.portalUrl}/admin/api/services.json`)
-      assert.equal(origin.requests.at(-1)?.url, `/admin/api/services.json?access_token=${NEW_TOKEN}`)
-    } finally {
-      await client.close()
-      await sidecar.stop()
-      await proxy.close()
-      await origin.close()
-    }
+    await client.send(`${sidecar.portalUrl}/admin/api/services.json`)
+    assert.equal(origin.requests.at(-1)?.url, `/admin/api/services.json?access_token=${NEW_TOKEN}`)
+
+    // A bad new value is refused and the last good one kept.
+    replaceFile(join(dir, 'token'), '\n')
+    await sidecar.waitForLog((l) => l.level === 'error' && /ACCESS_TOKEN_FILE changed but cannot be used .*is empty\); keeping the previous values/.test(l.msg))
+    await client.send(`${sidecar.portalUrl}/admin/api/services.json`)
+    assert.equal(origin.requests.at(-1)?.url, `/admin/api/services.json?access_token=${NEW_TOKEN}`)
+    await sidecar.stop()
   })
 
   it('a missing or empty secret file is a start-up error naming the file', async () => {

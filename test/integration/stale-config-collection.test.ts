@@ -112,8 +112,7 @@ describe('stale-config collection: bounded in memory under concurrent large conf
         LOG_LEVEL: 'info',
         ...(dir !== undefined ? { STALE_CONFIG_DIR: dir } : {})
       })
-      let stopped = false
-      t.after(async () => { if (!stopped) await sidecar.stop() })
+      t.after(async () => { await sidecar.close() })
       const client = new Client()
       t.after(async () => { await client.close() })
 
@@ -153,7 +152,6 @@ describe('stale-config collection: bounded in memory under concurrent large conf
       t.diagnostic(`peak RSS ${(peak / MiB).toFixed(0)} MiB; ${served.length} configuration(s) kept`)
       assert.ok(peak < PEAK_BOUND, `peak RSS ${(peak / MiB).toFixed(0)} MiB, bound ${PEAK_BOUND / MiB} MiB`)
 
-      stopped = true
       assert.equal(await sidecar.stop(), 0)
       if (dir !== undefined) {
         // Shutdown waits for the writes: the directory holds what memory held, each file private.
@@ -178,7 +176,7 @@ describe('stale-config collection: a collection cut short gives back its key and
       BACKEND_ENDPOINT_OVERRIDE: origin.url(),
       STALE_CONFIG_MAX_BYTES: String(BODY_BYTES + MiB)
     })
-    t.after(async () => { await sidecar.stop() })
+    t.after(async () => { await sidecar.close() })
     const client = new Client()
     t.after(async () => { await client.close() })
 
@@ -203,5 +201,6 @@ describe('stale-config collection: a collection cut short gives back its key and
     assert.equal(stale.status, 200)
     assert.equal(stale.stale, 'upstream_503')
     assert.ok(stale.complete)
+    await sidecar.stop()
   })
 })

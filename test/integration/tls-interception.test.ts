@@ -33,11 +33,9 @@ describeOrSkip('behind a TLS-intercepting squid (ssl-bump), calling 3scale SaaS'
     writeFileSync(join(bundleDir, 'corp-interception.pem'), bumpCa.certPem)
     writeFileSync(join(bundleDir, 'README.txt'), 'not a certificate, ignored\n')
   })
-  after(async () => {
-    await client.close()
-    await squid?.close()
-    await origin?.close()
-  })
+  after(async () => { await client.close() })
+  after(async () => { await squid?.close() })
+  after(async () => { await origin?.close() })
 
   /**
    * A sidecar that trusts only public roots plus `trust`: NODE_EXTRA_CA_CERTS
@@ -51,23 +49,21 @@ describeOrSkip('behind a TLS-intercepting squid (ssl-bump), calling 3scale SaaS'
     ...trust
   })
 
-  it('without the interception CA: 502 tls_untrusted, names the issuer, says interception because the host is 3scale SaaS, names CA_BUNDLE', async () => {
+  it('without the interception CA: 502 tls_untrusted, names the issuer, says interception because the host is 3scale SaaS, names CA_BUNDLE', async (t) => {
     const sidecar = await startSidecar(env({}), { secrets: [TOKEN, PROXY_PASSWORD] })
-    try {
-      const res = await client.send(`${sidecar.portalUrl}/admin/api/services.json`, { headers: { authorization: basicUserinfo(TOKEN) } })
-      assert.equal(res.status, 502)
-      assert.equal(res.headers['x-sidecar-error'], 'tls_untrusted')
-      const line = await sidecar.waitForLog((l) => l.error === 'tls_untrusted')
-      assert.match(line.msg, /issued by CN=Corp Interception CA/)
-      assert.match(line.msg, /trust store does not know \(SELF_SIGNED_CERT_IN_CHAIN\)/)
-      assert.match(line.msg, /the top certificate the server sent is CN=Corp Interception CA, O=apicast-sidecar-proxy tests, issued by itself \(a CA\)/)
-      assert.match(line.msg, new RegExp(`acme-admin\\.3scale\\.net is a 3scale SaaS host, which 3scale serves only with publicly trusted certificates, so the proxy 127\\.0\\.0\\.1:${squid.port} intercepts TLS, re-signing it with CN=Corp Interception CA`))
-      assert.match(line.msg, /add the certificate of CN=Corp Interception CA.* with CA_BUNDLE=\/path\/to\/ca\.pem/)
-      assert.match(line.msg, /it is the proxy's interception CA: get it from whoever runs the proxy, or ask for 3scale's hosts to be exempted from TLS interception/)
-      assert.equal(origin.requests.length, 0, 'nothing may reach 3scale over an unverified connection')
-    } finally {
-      assert.equal(await sidecar.stop(), 0)
-    }
+    t.after(async () => { await sidecar.close() })
+    const res = await client.send(`${sidecar.portalUrl}/admin/api/services.json`, { headers: { authorization: basicUserinfo(TOKEN) } })
+    assert.equal(res.status, 502)
+    assert.equal(res.headers['x-sidecar-error'], 'tls_untrusted')
+    const line = await sidecar.waitForLog((l) => l.error === 'tls_untrusted')
+    assert.match(line.msg, /issued by CN=Corp Interception CA/)
+    assert.match(line.msg, /trust store does not know \(SELF_SIGNED_CERT_IN_CHAIN\)/)
+    assert.match(line.msg, /the top certificate the server sent is CN=Corp Interception CA, O=apicast-sidecar-proxy tests, issued by itself \(a CA\)/)
+    assert.match(line.msg, new RegExp(`acme-admin\\.3scale\\.net is a 3scale SaaS host, which 3scale serves only with publicly trusted certificates, so the proxy 127\\.0\\.0\\.1:${squid.port} intercepts TLS, re-signing it with CN=Corp Interception CA`))
+    assert.match(line.msg, /add the certificate of CN=Corp Interception CA.* with CA_BUNDLE=\/path\/to\/ca\.pem/)
+    assert.match(line.msg, /it is the proxy's interception CA: get it from whoever runs the proxy, or ask for 3scale's hosts to be exempted from TLS interception/)
+    assert.equal(origin.requests.length, 0, 'nothing may reach 3scale over an unverified connection')
+    assert.equal(await sidecar.stop(), 0)
   })
 
   const ways: Array<[string, () => Record<string, string>]> = [
@@ -78,26 +74,24 @@ describeOrSkip('behind a TLS-intercepting squid (ssl-bump), calling 3scale SaaS'
     ['NODE_EXTRA_CA_CERTS', () => ({ NODE_EXTRA_CA_CERTS: bumpCa.certFile })]
   ]
   for (const [way, trust] of ways) {
-    it(`with the interception CA given as ${way}: forwards, and warns once that the token is visible to the proxy`, async () => {
+    it(`with the interception CA given as ${way}: forwards, and warns once that the token is visible to the proxy`, async (t) => {
       const sidecar = await startSidecar(env(trust()), { secrets: [TOKEN, PROXY_PASSWORD] })
-      try {
-        const summary = await sidecar.waitForLog((l) => /^trust store: \d+ CA certificates/.test(l.msg))
-        assert.match(summary.msg, new RegExp(`${Object.keys(trust())[0] as string} [^:;]+: 1(;|$)`))
-        for (let i = 0; i < 3; i++) {
-          const res = await client.send(`${sidecar.portalUrl}/admin/api/services.json`, { headers: { authorization: basicUserinfo(TOKEN) } })
-          assert.equal(res.status, 200, res.text())
-        }
-        assert.equal(origin.requests.at(-1)?.url, `/admin/api/services.json?access_token=${TOKEN}`)
-        const warnings = sidecar.logs().filter((l) => l.interception === true && l.listener === 'portal')
-        assert.equal(warnings.length, 1)
-        assert.equal(warnings[0]?.level, 'warn')
-        assert.equal(warnings[0]?.tlsVerdict, 'interception')
-        assert.match(warnings[0]?.msg ?? '', /^TLS interception: the certificate of acme-admin\.3scale\.net:\d+ is chained to the private CA CN=Corp Interception CA, O=apicast-sidecar-proxy tests, trusted from /)
-        assert.match(warnings[0]?.msg ?? '', /is a 3scale SaaS host, which 3scale serves only with publicly trusted certificates/)
-        assert.match(warnings[0]?.msg ?? '', /ACCESS_TOKEN_LOCATION=header/)
-      } finally {
-        assert.equal(await sidecar.stop(), 0)
+      t.after(async () => { await sidecar.close() })
+      const summary = await sidecar.waitForLog((l) => /^trust store: \d+ CA certificates/.test(l.msg))
+      assert.match(summary.msg, new RegExp(`${Object.keys(trust())[0] as string} [^:;]+: 1(;|$)`))
+      for (let i = 0; i < 3; i++) {
+        const res = await client.send(`${sidecar.portalUrl}/admin/api/services.json`, { headers: { authorization: basicUserinfo(TOKEN) } })
+        assert.equal(res.status, 200, res.text())
       }
+      assert.equal(origin.requests.at(-1)?.url, `/admin/api/services.json?access_token=${TOKEN}`)
+      const warnings = sidecar.logs().filter((l) => l.interception === true && l.listener === 'portal')
+      assert.equal(warnings.length, 1)
+      assert.equal(warnings[0]?.level, 'warn')
+      assert.equal(warnings[0]?.tlsVerdict, 'interception')
+      assert.match(warnings[0]?.msg ?? '', /^TLS interception: the certificate of acme-admin\.3scale\.net:\d+ is chained to the private CA CN=Corp Interception CA, O=apicast-sidecar-proxy tests, trusted from /)
+      assert.match(warnings[0]?.msg ?? '', /is a 3scale SaaS host, which 3scale serves only with publicly trusted certificates/)
+      assert.match(warnings[0]?.msg ?? '', /ACCESS_TOKEN_LOCATION=header/)
+      assert.equal(await sidecar.stop(), 0)
     })
   }
 
@@ -121,16 +115,14 @@ describeOrSkip('behind a TLS-intercepting squid (ssl-bump), calling 3scale SaaS'
     for (const out of [without.stdout, trusted.stdout]) assert.ok(!out.includes(PROXY_PASSWORD) && !out.includes(encodeURIComponent(PROXY_PASSWORD)), 'doctor printed the proxy password')
   })
 
-  it('UPSTREAM_TLS_VERIFY=false forwards without the CA, and warns at every start', async () => {
+  it('UPSTREAM_TLS_VERIFY=false forwards without the CA, and warns at every start', async (t) => {
     const sidecar = await startSidecar(env({ UPSTREAM_TLS_VERIFY: 'false' }))
-    try {
-      const warning = await sidecar.waitForLog((l) => /UPSTREAM_TLS_VERIFY=false/.test(l.msg))
-      assert.equal(warning.level, 'warn')
-      const res = await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st`)
-      assert.equal(res.status, 200)
-    } finally {
-      await sidecar.stop()
-    }
+    t.after(async () => { await sidecar.close() })
+    const warning = await sidecar.waitForLog((l) => /UPSTREAM_TLS_VERIFY=false/.test(l.msg))
+    assert.equal(warning.level, 'warn')
+    const res = await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st`)
+    assert.equal(res.status, 200)
+    await sidecar.stop()
   })
 })
 
@@ -152,15 +144,13 @@ describe('trust store files are checked at start', () => {
     assert.doesNotMatch(stderr, /^\s+at /m)
   })
 
-  it('an empty CA_BUNDLE directory (an optional ConfigMap that does not exist) starts and counts 0', async () => {
+  it('an empty CA_BUNDLE directory (an optional ConfigMap that does not exist) starts and counts 0', async (t) => {
     const empty = mkdtempSync(join(tmpdir(), 'sidecar-emptyca-'))
     const sidecar = await startSidecar({ THREESCALE_PORTAL_ENDPOINT: 'https://portal.test', CA_BUNDLE: empty })
-    try {
-      const summary = await sidecar.waitForLog((l) => /^trust store:/.test(l.msg))
-      assert.match(summary.msg, new RegExp(`CA_BUNDLE ${empty}: 0`))
-    } finally {
-      assert.equal(await sidecar.stop(), 0)
-    }
+    t.after(async () => { await sidecar.close() })
+    const summary = await sidecar.waitForLog((l) => /^trust store:/.test(l.msg))
+    assert.match(summary.msg, new RegExp(`CA_BUNDLE ${empty}: 0`))
+    assert.equal(await sidecar.stop(), 0)
   })
 
   it('a server certificate given as the CA is named as the mistake it is', async () => {

@@ -16,7 +16,7 @@ describe('PORTAL_TOKEN_SOURCE: whose token reaches 3scale', () => {
       BACKEND_ENDPOINT_OVERRIDE: origin.url(),
       PORTAL_TOKEN_SOURCE: 'client'
     }, { secrets: [OWN, APICAST] })
-    t.after(async () => { assert.equal(await sidecar.stop(), 0) })
+    t.after(async () => { await sidecar.close() })
     const client = new Client()
     t.after(async () => { await client.close() })
 
@@ -30,6 +30,7 @@ describe('PORTAL_TOKEN_SOURCE: whose token reaches 3scale', () => {
     assert.equal(origin.requests.at(-1)?.url, `/admin/api/services.json?access_token=${APICAST}`)
     const line = sidecar.logs().find((l) => l.listener === 'portal' && typeof l.port === 'number')
     assert.match(String(line?.accessToken), /PORTAL_TOKEN_SOURCE=client \(APIcast's only\)/)
+    assert.equal(await sidecar.stop(), 0)
   })
 
   it('sidecar: the sidecar\'s token replaces whatever APIcast sent', async (t) => {
@@ -40,7 +41,7 @@ describe('PORTAL_TOKEN_SOURCE: whose token reaches 3scale', () => {
       BACKEND_ENDPOINT_OVERRIDE: origin.url(),
       PORTAL_TOKEN_SOURCE: 'sidecar'
     }, { secrets: [OWN, APICAST] })
-    t.after(async () => { assert.equal(await sidecar.stop(), 0) })
+    t.after(async () => { await sidecar.close() })
     const client = new Client()
     t.after(async () => { await client.close() })
 
@@ -48,6 +49,7 @@ describe('PORTAL_TOKEN_SOURCE: whose token reaches 3scale', () => {
     assert.equal(res.status, 200)
     assert.equal(origin.requests.at(-1)?.url, `/admin/api/services.json?access_token=${OWN}`)
     assert.equal(origin.requests.at(-1)?.headers.authorization, undefined)
+    assert.equal(await sidecar.stop(), 0)
   })
 
   it('a token held while listening on 0.0.0.0 without PORTAL_TOKEN_SOURCE: exit 1, naming the setting, never the token', async () => {

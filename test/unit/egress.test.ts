@@ -40,16 +40,13 @@ describe('resolveEgress (proxy-from-env precedence and NO_PROXY)', () => {
     })
   }
 
-  it('does not read or change process.env', () => {
+  it('does not read or change process.env', (t) => {
     const before = { ...process.env }
+    t.after(() => { process.env = before })
     process.env.https_proxy = 'http://from-process:1'
-    try {
-      const e = resolveEgress(new URL('https://x.example'), proxiesOf({}))
-      assert.equal(e.kind, 'direct')
-      assert.equal(process.env.https_proxy, 'http://from-process:1')
-    } finally {
-      process.env = before
-    }
+    const e = resolveEgress(new URL('https://x.example'), proxiesOf({}))
+    assert.equal(e.kind, 'direct')
+    assert.equal(process.env.https_proxy, 'http://from-process:1')
   })
 })
 
