@@ -15,6 +15,8 @@ export interface SeenRequest {
   bodyBytes: number
   /** True once the whole request body arrived. */
   complete: boolean
+  /** True once the request ended at the origin: whole, or cut off. */
+  closed: boolean
   /** CN of the client certificate, when the origin asked for one. */
   readonly clientCn: string | undefined
 }
@@ -138,10 +140,11 @@ export async function startOrigin (options: OriginOptions = {}): Promise<Origin>
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     const peer = 'getPeerCertificate' in req.socket ? (req.socket as TLSSocket).getPeerCertificate() : undefined
     const clientCn = peer?.subject?.CN
-    const seen: SeenRequest = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders, bodyBytes: 0, complete: false, clientCn: Array.isArray(clientCn) ? clientCn[0] : clientCn }
+    const seen: SeenRequest = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders, bodyBytes: 0, complete: false, closed: false, clientCn: Array.isArray(clientCn) ? clientCn[0] : clientCn }
     requests.push(seen)
     req.on('data', (c: Buffer) => { seen.bodyBytes += c.length })
     req.on('end', () => { seen.complete = true })
+    req.on('close', () => { seen.closed = true })
     handler(req, res, seen)
   }
   let server: Server

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { RequestError, Server as ProxyChainServer } from 'proxy-chain'
+import { eventually, poll } from './eventually.js'
 import type { CertificateAuthority } from './pki.js'
 
 /** A user and password with every character that must be percent-encoded in a URL. */
@@ -131,6 +132,12 @@ function commandExists (cmd: string): boolean {
 export interface Squid extends TestProxy {
   /** Lines of squid's access log. */
   accessLog (): string[]
+  /**
+   * Wait until squid has closed every client connection. squid writes a
+   * tunnel's access log line as it closes it: after the sidecar stopped,
+   * this is when every tunnel it had is in the log.
+   */
+  idle (timeoutMs?: number): Promise<void>
   /** squid's main process, for CPU accounting. */
   readonly pid: number
 }
@@ -246,7 +253,9 @@ export async function startSquid (options: SquidOptions = {}): Promise<Squid> {
     } else {
       c.kill('SIGKILL')
       lastError = stderr
-      await sleep(500) // an old squid's helpers may still hold the port
+      // A back-off before the next attempt, not a wait for an event: an
+      // old squid's helpers may still hold the port for a moment.
+      await sleep(500)
     }
   }
   if (child === undefined) throw new Error(`squid did not start:\n${lastError}\n${safeRead(join(dir, 'cache.log'))}`)
@@ -261,14 +270,27 @@ export async function startSquid (options: SquidOptions = {}): Promise<Squid> {
     tunnels: () => accessLog().filter((l) => / CONNECT /.test(l) && /\/200 /.test(l)).length,
     authorizations: [],
     accessLog,
+    idle: async (timeoutMs = 5000) => { await eventually(() => connectionsTo(port), (n) => n === 0, timeoutMs, `squid on port ${port} to close its client connections`) },
     // Idempotent: a test may stop squid itself, and its t.after closes it again.
     close: async () => {
       if (proc.exitCode !== null || proc.signalCode !== null) return
       proc.kill('SIGTERM')
-      await Promise.race([exited, sleep(5000)])
+      // A bound on the wait for the exit, then SIGKILL: not a fixed sleep.
+      await Promise.race([exited, sleep(5000, undefined, { ref: false })])
       if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')
     }
   }
+}
+
+/**
+ * TCP connections accepted on 127.0.0.1:`port` that the listening side has
+ * not closed yet (Linux /proc/net/tcp: ESTABLISHED, SYN_RECV, CLOSE_WAIT).
+ */
+function connectionsTo (port: number): number {
+  const local = `0100007F:${port.toString(16).toUpperCase().padStart(4, '0')}`
+  return safeRead('/proc/net/tcp').split('\n').slice(1)
+    .map((line) => line.trim().split(/\s+/))
+    .filter((f) => f[1] === local && ['01', '03', '08'].includes(f[3] ?? '')).length
 }
 
 function safeRead (path: string): string {
@@ -285,16 +307,15 @@ function safeRead (path: string): string {
  * should listen has gone.
  */
 export async function waitForPort (port: number, timeoutMs = 15_000, alive: () => boolean = () => true): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    if (!alive()) return false
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = netConnect(port, '127.0.0.1')
-      s.once('connect', () => { s.destroy(); resolve(true) })
-      s.once('error', () => resolve(false))
-    })
-    if (ok) return true
-    await sleep(20)
-  }
-  return false
+  const { value } = await poll(async () => alive() ? (await accepts(port) ? 'up' : 'down') : 'gone', (state) => state !== 'down', timeoutMs)
+  return value === 'up'
+}
+
+/** Whether something accepts a TCP connection on 127.0.0.1:`port` now. */
+async function accepts (port: number): Promise<boolean> {
+  return await new Promise<boolean>((resolve) => {
+    const s = netConnect(port, '127.0.0.1')
+    s.once('connect', () => { s.destroy(); resolve(true) })
+    s.once('error', () => { resolve(false) })
+  })
 }

@@ -1,17 +1,12 @@
-import assert from 'node:assert/strict'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { LogCapture, type LogLine } from './log-capture.js'
 import { testCa } from './pki.js'
 
-const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli.js')
+export type { LogLine }
 
-export interface LogLine {
-  level: string
-  msg: string
-  listener?: string
-  [key: string]: unknown
-}
+const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli.js')
 
 export interface RunningSidecar {
   readonly pid: number
@@ -65,34 +60,16 @@ export async function startSidecar (env: Record<string, string>, options: Sideca
     },
     stdio: ['ignore', 'pipe', 'pipe']
   })
-  let out = ''
-  const waiters: Array<() => void> = []
-  const onData = (d: Buffer): void => {
-    out += d.toString()
-    for (const w of waiters.splice(0)) w()
-  }
-  child.stdout.on('data', onData)
-  child.stderr.on('data', onData)
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => {
-    for (const w of waiters.splice(0)) w()
-    resolve(code)
-  }))
+  const capture = new LogCapture()
+  child.stdout.on('data', (d: Buffer) => { capture.write(d.toString(), 'stdout') })
+  child.stderr.on('data', (d: Buffer) => { capture.write(d.toString(), 'stderr') })
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => { resolve(code) }))
+  // Every line it wrote has been read once its pipes are closed, not merely once it exited.
+  let closed = false
+  const allRead = new Promise<void>((resolve) => child.once('close', () => { closed = true; resolve() }))
 
-  const tail = (): string => out.split('\n').slice(-25).join('\n')
-  const logs = (): LogLine[] => out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as LogLine)
-  const waitForLog = async (predicate: (line: LogLine) => boolean, timeoutMs = 10_000): Promise<LogLine> => {
-    const deadline = Date.now() + timeoutMs
-    for (;;) {
-      const found = logs().find(predicate)
-      if (found !== undefined) return found
-      if (child.exitCode !== null) throw new Error(`sidecar exited (${child.exitCode}) before the expected log line:\n${tail()}`)
-      if (Date.now() > deadline) throw new Error(`timed out waiting for a log line:\n${tail()}`)
-      await new Promise<void>((resolve) => {
-        waiters.push(resolve)
-        setTimeout(resolve, 100).unref()
-      })
-    }
-  }
+  const waitForLog = async (predicate: (line: LogLine) => boolean, timeoutMs = 10_000): Promise<LogLine> =>
+    await capture.waitForLog(predicate, timeoutMs, () => closed ? `sidecar exited (${String(child.exitCode ?? child.signalCode)})` : undefined)
 
   let portal: LogLine, backend: LogLine, admin: LogLine
   try {
@@ -110,18 +87,15 @@ export async function startSidecar (env: Record<string, string>, options: Sideca
     portalUrl: `${portal.tls === true ? 'https' : 'http'}://127.0.0.1:${String(portal.port)}`,
     backendUrl: `${backend.tls === true ? 'https' : 'http'}://127.0.0.1:${String(backend.port)}`,
     adminUrl: `http://127.0.0.1:${String(admin.port)}`,
-    output: () => out,
-    logs,
+    output: () => capture.output(),
+    logs: () => capture.logs(),
     waitForLog,
     child,
     stop: async (signal = 'SIGTERM') => {
       if (child.exitCode === null) child.kill(signal)
       const code = await exited
-      for (const secret of options.secrets ?? []) {
-        assert.ok(!out.includes(secret), `a secret reached the sidecar's output: ${secret.slice(0, 2)}…`)
-        const b64 = Buffer.from(secret).toString('base64')
-        assert.ok(!out.includes(b64), 'a base64-encoded secret reached the sidecar\'s output')
-      }
+      await allRead
+      capture.assertNoSecrets(options.secrets ?? [])
       return code
     },
     close: async () => {

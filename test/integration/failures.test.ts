@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it, type TestContext } from 'node:test'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { request } from 'undici'
 import { Client } from '../helpers/client.js'
+import { eventually, poll } from '../helpers/eventually.js'
 import { startOrigin, threescaleHandler, type Origin } from '../helpers/origin.js'
 import { createCa } from '../helpers/pki.js'
 import { freePort, proxyUrl, PROXY_PASSWORD, startProxyChain, startSilentServer, type TestProxy } from '../helpers/proxies.js'
@@ -215,7 +215,8 @@ describe('failures after the request was sent', () => {
     })
     assert.equal(res.status, 502)
     assert.equal(res.headers['x-sidecar-error'], 'reset')
-    await sleep(200)
+    // Its completion line is the sidecar's last word on it: no retry can follow.
+    await sidecar.waitForLog((l) => l.method === 'POST' && l.status === 502 && l.error === 'reset')
     assert.equal(origin.requests.filter((r) => r.method === 'POST').length, 1)
     await sidecar.stop()
   })
@@ -227,13 +228,13 @@ describe('failures after the request was sent', () => {
     t.after(async () => { await sidecar.close() })
     const ac = new AbortController()
     const pending = request(`${sidecar.backendUrl}/hang`, { signal: ac.signal }).catch((err: unknown) => err)
-    while (origin.requests.length === 0) await sleep(10)
+    await eventually(() => origin.requests.length, (n) => n > 0, 5000, 'the request at the origin')
     assert.equal(origin.openSockets(), 1)
     ac.abort()
     await pending
     const line = await sidecar.waitForLog((l) => l.status === 499)
     assert.match(line.msg, /client closed/)
-    for (let i = 0; i < 50 && origin.openSockets() > 0; i++) await sleep(20)
+    await poll(() => origin.openSockets(), (n) => n === 0, 1000)
     assert.equal(origin.openSockets(), 0, 'the upstream connection must be closed')
     await sidecar.stop()
   })

@@ -5,6 +5,7 @@ import { describeOrSkip } from '../helpers/describe-or-skip.js'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Agent, request } from 'undici'
 import { rawExchange } from '../helpers/client.js'
+import { eventually, poll } from '../helpers/eventually.js'
 import { startOrigin, threescaleHandler, type Handler, type Origin } from '../helpers/origin.js'
 import { squidSkip, PROXY_PASSWORD, startSquid, waitForPort, type Squid } from '../helpers/proxies.js'
 import { startSidecar, type RunningSidecar } from '../helpers/sidecar.js'
@@ -94,17 +95,6 @@ function rssMb (pid: number): number {
   return Number(/^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024
 }
 
-/** Wait until `probe` holds, or `ms` pass; the last value either way. */
-async function settle<T> (probe: () => T, ok: (v: T) => boolean, ms: number): Promise<T> {
-  const deadline = Date.now() + ms
-  let v = probe()
-  while (!ok(v) && Date.now() < deadline) {
-    await sleep(100)
-    v = probe()
-  }
-  return v
-}
-
 describeOrSkip('fault injection: the sidecar survives, leaks nothing, and never loses or repeats a report', squidSkip, () => {
   const received = new Map<number, number>()
   const mode: { fault: Fault } = { fault: 'none' }
@@ -124,7 +114,7 @@ describeOrSkip('fault injection: the sidecar survives, leaks nothing, and never 
       ...LIMITS
     }, { secrets })
     await load(200, 8) // warm up: code loaded, pools filled once
-    baseline = { sockets: await settle(() => sockets(sidecar.pid), (n) => n <= 8, 3000), rssMb: rssMb(sidecar.pid) }
+    baseline = { sockets: (await poll(() => sockets(sidecar.pid), (n) => n <= 8, 3000)).value, rssMb: rssMb(sidecar.pid) }
   })
   after(async () => { await sidecar?.close() })
   after(async () => { await squid?.close() })
@@ -133,9 +123,10 @@ describeOrSkip('fault injection: the sidecar survives, leaks nothing, and never 
   /**
    * At least `count` requests, 1 in 4 a usage report with a unique id,
    * `concurrency` at a time, on a client closed after; with `during`, the
-   * load goes on until that fault script has finished.
+   * load goes on until that fault script has finished. The script injects
+   * its fault mid-load: once `underWay()` says requests are completing.
    */
-  async function load (count: number, concurrency: number, during?: () => Promise<void>): Promise<Outcome[]> {
+  async function load (count: number, concurrency: number, during?: (underWay: () => Promise<void>) => Promise<void>): Promise<Outcome[]> {
     const agent = new Agent({ connections: concurrency, keepAliveTimeout: 500 })
     const outcomes: Outcome[] = []
     let started = 0
@@ -164,7 +155,10 @@ describeOrSkip('fault injection: the sidecar survives, leaks nothing, and never 
         outcomes.push({ method: post ? 'POST' : 'GET', id, result, ms: performance.now() - t0 })
       }
     }
-    await Promise.all([...Array.from({ length: concurrency }, one), during?.().finally(() => { faultDone = true })])
+    const underWay = async (): Promise<void> => {
+      await eventually(() => outcomes.length, (n) => n >= 2 * concurrency, 10_000, 'the load to be under way')
+    }
+    await Promise.all([...Array.from({ length: concurrency }, one), during?.(underWay).finally(() => { faultDone = true })])
     await agent.close()
     return outcomes
   }
@@ -186,7 +180,7 @@ describeOrSkip('fault injection: the sidecar survives, leaks nothing, and never 
     const after = await load(20, 4)
     for (const o of after) assert.ok(o.result === 200 || o.result === 202, `${label}: after the fault ${o.method} got ${String(o.result)}`)
     // Sockets back to the baseline once idle tunnels expire; memory bounded.
-    const now = await settle(() => sockets(sidecar.pid), (n) => n <= baseline.sockets, 5000)
+    const { value: now } = await poll(() => sockets(sidecar.pid), (n) => n <= baseline.sockets, 5000)
     assert.ok(now <= baseline.sockets, `${label}: ${now} sockets open, ${baseline.sockets} before any traffic`)
     assert.ok(rssMb(sidecar.pid) < baseline.rssMb + 60, `${label}: RSS ${rssMb(sidecar.pid).toFixed(0)} MB, ${baseline.rssMb.toFixed(0)} MB at the start`)
   }
@@ -194,8 +188,8 @@ describeOrSkip('fault injection: the sidecar survives, leaks nothing, and never 
   const statuses = (outcomes: Outcome[]): string => [...new Set(outcomes.map((o) => String(o.result)))].sort().join(',')
 
   it('squid restarted mid-load', async () => {
-    const outcomes = await load(400, 8, async () => {
-      await sleep(150)
+    const outcomes = await load(400, 8, async (underWay) => {
+      await underWay()
       const port = squid.port
       await squid.close()
       squid = await startSquid({ port })
@@ -205,22 +199,22 @@ describeOrSkip('fault injection: the sidecar survives, leaks nothing, and never 
   })
 
   it('squid killed mid-load (SIGKILL), then started again', async () => {
-    const outcomes = await load(400, 8, async () => {
-      await sleep(150)
+    const outcomes = await load(400, 8, async (underWay) => {
+      await underWay()
       const port = squid.port
       process.kill(squid.pid, 'SIGKILL')
       await squid.close()
-      await sleep(300)
+      await sleep(300) // the outage itself: the proxy stays down a while
       squid = await startSquid({ port })
     })
     await check(outcomes, 'kill')
   })
 
   it('squid frozen mid-load (SIGSTOP for 2.5 s): requests end by their timeouts, then it serves again', async () => {
-    const outcomes = await load(200, 8, async () => {
-      await sleep(150)
+    const outcomes = await load(200, 8, async (underWay) => {
+      await underWay()
       process.kill(squid.pid, 'SIGSTOP')
-      await sleep(2500)
+      await sleep(2500) // the freeze itself, longer than every timeout in LIMITS
       process.kill(squid.pid, 'SIGCONT')
       assert.ok(await waitForPort(squid.port, 5000))
     })
@@ -245,7 +239,7 @@ describeOrSkip('fault injection: the sidecar survives, leaks nothing, and never 
       await request(`${sidecar.backendUrl}/slow?ms=2000&i=${i}`, { dispatcher: agent, signal: AbortSignal.timeout(100) })))
     assert.ok(aborted.every((r) => r.status === 'rejected'))
     await agent.close()
-    const openAtOrigin = await settle(() => origin.openSockets(), (n) => n === 0, 3000)
+    const { value: openAtOrigin } = await poll(() => origin.openSockets(), (n) => n === 0, 3000)
     assert.equal(openAtOrigin, 0, 'the upstream requests were aborted and their tunnels closed')
     await check([], 'abort')
   })

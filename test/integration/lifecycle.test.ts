@@ -2,8 +2,8 @@ import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 import { createServer, type AddressInfo } from 'node:net'
 import { describe, it } from 'node:test'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { Client } from '../helpers/client.js'
+import { eventually } from '../helpers/eventually.js'
 import { startOrigin } from '../helpers/origin.js'
 import { runCli, startSidecar } from '../helpers/sidecar.js'
 
@@ -17,7 +17,7 @@ describe('lifecycle', () => {
       const client = new Client()
       t.after(async () => { await client.close() })
       const inFlight = client.send(`${sidecar.backendUrl}/slow?ms=600`)
-      while (origin.requests.length === 0) await sleep(10)
+      await eventually(() => origin.requests.length, (n) => n > 0, 5000, 'the request at the origin')
       const exited = sidecar.stop(signal)
       await sidecar.waitForLog((l) => /draining/.test(l.msg))
       const late = new Client()
@@ -39,7 +39,7 @@ describe('lifecycle', () => {
     const client = new Client()
     t.after(async () => { await client.close() })
     const hanging = client.send(`${sidecar.backendUrl}/hang`).then(() => 'answered', () => 'cut')
-    while (origin.requests.length === 0) await sleep(10)
+    await eventually(() => origin.requests.length, (n) => n > 0, 5000, 'the request at the origin')
     const started = Date.now()
     assert.equal(await sidecar.stop(), 0)
     assert.ok(Date.now() - started < 5000, 'shutdown must not wait for a hanging upstream')

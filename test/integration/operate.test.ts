@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it, type TestContext } from 'node:test'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { request } from 'undici'
 import { basicUserinfo, Client } from '../helpers/client.js'
+import { eventually, poll } from '../helpers/eventually.js'
 import { startOrigin, type Origin } from '../helpers/origin.js'
 import { createCa } from '../helpers/pki.js'
 import { freePort, PROXY_PASSWORD, proxyUrl, startProxyChain, type TestProxy } from '../helpers/proxies.js'
@@ -111,8 +111,9 @@ describe('operate: /readyz and doctor name the failing step', () => {
     assert.equal((await get(`${wrong.adminUrl}/readyz?once`)).status, 503, 'a wrong password never becomes ready')
     assert.equal((await get(`${sidecar.adminUrl}/readyz?once`)).status, 200)
     await own.close() // the proxy every replica shares goes down
-    await sleep(150)
-    assert.equal((await get(`${sidecar.adminUrl}/readyz`)).status, 503, '/readyz shows the outage')
+    // Once READINESS_CACHE_MS=100 has passed since the last check.
+    const { value: outage } = await poll(async () => (await get(`${sidecar.adminUrl}/readyz`)).status, (status) => status === 503, 5000)
+    assert.equal(outage, 503, '/readyz shows the outage')
     const once = await get(`${sidecar.adminUrl}/readyz?once`)
     assert.equal(once.status, 200, 'the pod stays in the Service')
     assert.equal((JSON.parse(once.body) as { once?: boolean }).once, true)
@@ -207,7 +208,7 @@ describe('operate: shutdown', () => {
     assert.equal((await get(`${sidecar.adminUrl}/readyz`)).status, 200)
     const slow = client.send(`${sidecar.backendUrl}/slow?ms=800`)
     // The readiness check above made requests of its own: wait for this one.
-    while (!origin.requests.some((r) => r.url.startsWith('/slow'))) await sleep(10)
+    await eventually(() => origin.requests.some((r) => r.url.startsWith('/slow')), (seen) => seen, 5000, 'the slow request at the origin')
     const exited = sidecar.stop()
     await sidecar.waitForLog((l) => /draining/.test(l.msg))
     const ready = await get(`${sidecar.adminUrl}/readyz`)

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { Client, runConcurrently } from '../helpers/client.js'
+import { eventually } from '../helpers/eventually.js'
 import { startOrigin } from '../helpers/origin.js'
 import { freePort, proxyUrl } from '../helpers/proxies.js'
 import { startSidecar } from '../helpers/sidecar.js'
@@ -25,13 +26,8 @@ describe('an outage is summarised in the log, not repeated per request', () => {
       assert.equal(res.headers['x-sidecar-error'], 'proxy_unreachable')
     })
     const seconds = (Date.now() - started) / 1000
-    const lines = await (async () => {
-      for (;;) {
-        const done = sidecar.logs().filter((l) => l.listener === 'backend' && l.error === 'proxy_unreachable' && l.status === 502)
-        if (done.length >= 3000) return done
-        await new Promise((resolve) => setTimeout(resolve, 100))
-      }
-    })()
+    const lines = await eventually(() => sidecar.logs().filter((l) => l.listener === 'backend' && l.error === 'proxy_unreachable' && l.status === 502),
+      (done) => done.length >= 3000, 10_000, 'a completion line for each of the 3,000 requests')
     const errors = lines.filter((l) => l.level === 'error')
     // The first at once, then at most one per 10 s.
     assert.ok(errors.length >= 1 && errors.length <= 1 + Math.ceil(seconds / 10), `${errors.length} error lines in ${seconds} s`)

@@ -43,7 +43,7 @@ describeOrSkip('proxy authentication: Digest, through squid with digest_file_aut
       })
       assert.equal(await sidecar.stop(), 0)
       // squid writes a tunnel's line when it closes: after the sidecar stopped.
-      await new Promise((resolve) => setTimeout(resolve, 300))
+      await squid.idle()
       const opened = lines(/\/200 .* CONNECT /) - tunnelsBefore
       assert.ok(opened >= 1 && opened <= 8, `${opened} tunnels for 1,000 requests`)
       const challenges = lines(/TCP_DENIED\/407 .* CONNECT /) - challengesBefore
@@ -84,7 +84,7 @@ describeOrSkip('proxy authentication: Digest, through squid with digest_file_aut
     const line = await sidecar.waitForLog((l) => l.error === 'proxy_auth_required' && l.level === 'error')
     assert.match(line.msg, /407 Proxy Authentication Required; it offers Digest/)
     assert.equal(await sidecar.stop(), 0)
-    await new Promise((resolve) => setTimeout(resolve, 300))
+    await squid.idle()
     assert.ok(lines(/TCP_DENIED\/407 .* CONNECT /) - deniedBefore <= 2, 'the challenge, and the one wrong answer: nothing more')
   })
 })
@@ -126,7 +126,7 @@ describeOrSkip('proxy authentication: NTLM, through squid with ntlm_fake_auth', 
       const ready = await client.send(`${sidecar.adminUrl}/readyz`)
       assert.equal(ready.status, 200, ready.text())
       assert.equal(await sidecar.stop(), 0)
-      await new Promise((resolve) => setTimeout(resolve, 300))
+      await squid.idle()
       const opened = squid.accessLog().slice(0).filter((l) => /\/200 .* CONNECT /.test(l)).slice(tunnelsBefore)
       assert.ok(opened.length >= 1 && opened.length <= 10, `${opened.length} tunnels for 1,000 requests (8 pooled, and one per route for /readyz)`)
       for (const l of opened) assert.match(l, c.user, 'squid logged the NTLM user')

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it, type TestContext } from 'node:test'
 import { basicUserinfo, Client, rawExchange } from '../helpers/client.js'
+import { eventually } from '../helpers/eventually.js'
 import { startFaultyFront, type FaultyFront } from '../helpers/faults.js'
 import { startOrigin, threescaleHandler, type Handler, type Origin } from '../helpers/origin.js'
 import { PROXY_PASSWORD, proxyUrl, startProxyChain, type TestProxy } from '../helpers/proxies.js'
@@ -251,6 +252,7 @@ describe('stale-if-error: the last good configuration keeps APIcast booting thro
     for (const [maxAge, waitMs] of [['1', 1500], ['0', 0]] as const) {
       const rig = await setUp(t, { STALE_CONFIG_MAX_AGE: maxAge })
       assert.equal((await client.send(rig.sidecar.portalUrl + CONFIG, { headers: { authorization: basicUserinfo(TOKEN) } })).status, 200)
+      // The stored copy's age is what is tested: let it grow past STALE_CONFIG_MAX_AGE=1 (s).
       await new Promise((resolve) => setTimeout(resolve, waitMs))
       await rig.front.close()
       const res = await client.send(rig.sidecar.portalUrl + CONFIG, { headers: { authorization: basicUserinfo(TOKEN) } })
@@ -282,7 +284,7 @@ describe('bounded resources', () => {
     }, { secrets })
     t.after(async () => { await sidecar.close() })
     const slow = [1, 2].map(async () => await client.send(`${sidecar.backendUrl}/slow?ms=1500`))
-    await new Promise((resolve) => setTimeout(resolve, 300))
+    await eventually(() => origin.requests.filter((r) => r.url.startsWith('/slow')).length, (n) => n === 2, 5000, 'both slow requests in flight')
     const t0 = performance.now()
     const refused = await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st`)
     assert.ok(performance.now() - t0 < 1000, 'refused at once, not queued')
@@ -319,7 +321,8 @@ describe('bounded resources', () => {
     const halfBody = await rawExchange(port, 'POST /transactions.xml?case=slow-body HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nservice_token=st', 5000)
     assert.ok(performance.now() - t0 < 3000)
     assert.match(halfBody, /^HTTP\/1\.1 408 /)
-    await new Promise((resolve) => setTimeout(resolve, 300))
+    // Whatever of the report reached the origin has ended there, whole or not.
+    await eventually(() => origin.requests.slice(before).filter((r) => r.url.includes('case=slow-body')), (seen) => seen.every((r) => r.closed), 5000, 'the report to end at the origin')
     const seen = origin.requests.slice(before).filter((r) => r.url.includes('case=slow-body'))
     assert.ok(seen.every((r) => !r.complete), 'the report never arrived whole, so 3scale cannot count it')
     assert.equal(await sidecar.stop(), 0)

@@ -47,7 +47,7 @@ describeOrSkip('through squid with basic_ncsa_auth', squidSkip, () => {
     await client.close()
     assert.equal(await sidecar.stop(), 0)
     // squid logs a tunnel when it closes: count after the sidecar stopped.
-    await waitFor(() => squid.tunnels() >= 2)
+    await squid.idle()
     const tunnels = squid.accessLog().filter((l) => / CONNECT backend\.test:/.test(l) && /\/200 /.test(l)).length
     assert.ok(tunnels >= 1 && tunnels <= 16, `squid saw ${tunnels} backend tunnels for 3,001 requests`)
   })
@@ -69,7 +69,7 @@ describeOrSkip('through squid with basic_ncsa_auth', squidSkip, () => {
     assert.match(line.msg, /407 Proxy Authentication Required; it offers Basic/)
     await client.close()
     await sidecar.stop()
-    await waitFor(() => squid.accessLog().length > before)
+    await squid.idle()
     const denied = squid.accessLog().slice(before).filter((l) => /TCP_DENIED\/407/.test(l))
     assert.equal(denied.length, 1, 'the sidecar must not loop on 407')
   })
@@ -114,7 +114,7 @@ describeOrSkip('through a TLS proxy (squid https_port)', squidSkip, () => {
     }
     await client.close()
     await sidecar.stop()
-    await waitFor(() => squid.tunnels() >= 1)
+    await squid.idle()
     assert.equal(squid.tunnels(), 1, 'one TLS connection to the proxy and one tunnel serve all requests')
   })
 
@@ -139,8 +139,3 @@ describeOrSkip('through a TLS proxy (squid https_port)', squidSkip, () => {
     await sidecar.stop()
   })
 })
-
-async function waitFor (predicate: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!predicate() && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50))
-}
