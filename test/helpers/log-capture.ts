@@ -10,24 +10,29 @@ export interface LogLine {
 
 /**
  * What one sidecar wrote, kept for its test: the text as it came, and its
- * JSON lines, each parsed once. Each source (stdout, stderr, a log sink)
- * buffers its own partial line, so two streams never splice one line.
+ * JSON lines, each parsed once, when a test first looks (not while the
+ * sidecar writes: in-process, that is its own time). Each source (stdout,
+ * stderr, a log sink) buffers its own partial line, so two streams never
+ * splice one line.
  */
 export class LogCapture {
   private text = ''
+  private readonly complete: string[] = []
   private readonly lines: LogLine[] = []
+  private parsedUpTo = 0
   private readonly partial = new Map<string, string>()
 
-  /** Append `chunk` from `source`; complete lines that are JSON are parsed. */
+  /** Append `chunk` from `source`. */
   write (chunk: string, source = 'out'): void {
     this.text += chunk
-    let rest = (this.partial.get(source) ?? '') + chunk
-    for (let nl = rest.indexOf('\n'); nl !== -1; nl = rest.indexOf('\n')) {
-      const line = rest.slice(0, nl)
-      rest = rest.slice(nl + 1)
-      if (line.startsWith('{')) this.lines.push(JSON.parse(line) as LogLine)
-    }
-    this.partial.set(source, rest)
+    const parts = ((this.partial.get(source) ?? '') + chunk).split('\n')
+    this.partial.set(source, parts.pop() ?? '')
+    for (const line of parts) if (line.startsWith('{')) this.complete.push(line)
+  }
+
+  private parsed (): LogLine[] {
+    for (; this.parsedUpTo < this.complete.length; this.parsedUpTo++) this.lines.push(JSON.parse(this.complete[this.parsedUpTo] as string) as LogLine)
+    return this.lines
   }
 
   /** Everything written so far, every source. */
@@ -36,7 +41,7 @@ export class LogCapture {
   }
 
   logs (): LogLine[] {
-    return [...this.lines]
+    return [...this.parsed()]
   }
 
   /** The last lines written, for a failure message. */
@@ -50,7 +55,7 @@ export class LogCapture {
    */
   async waitForLog (predicate: (line: LogLine) => boolean, timeoutMs: number, gone: () => string | undefined = () => undefined): Promise<LogLine> {
     const { value } = await poll(() => {
-      const found = this.lines.find(predicate)
+      const found = this.parsed().find(predicate)
       const why = found === undefined ? gone() : undefined
       if (why !== undefined) throw new Error(`${why} before the expected log line:\n${this.tail()}`)
       return found

@@ -1,120 +1,85 @@
-import { spawn, type ChildProcess } from 'node:child_process'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { loadConfig } from '../../src/config/config.js'
+import { loadSettings } from '../../src/config/settings.js'
+import { createLogger } from '../../src/observe/logger.js'
+import { startSidecar as startComposed } from '../../src/sidecar.js'
 import { LogCapture, type LogLine } from './log-capture.js'
-import { testCa } from './pki.js'
+import { sidecarEnv } from './sidecar-env.js'
 
 export type { LogLine }
 
-const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli.js')
-
+/** A running sidecar as a test sees it, in this process or as a process. */
 export interface RunningSidecar {
-  readonly pid: number
   readonly portalUrl: string
   readonly backendUrl: string
   readonly adminUrl: string
-  /** Every line printed so far, stdout and stderr. */
+  /** Everything the sidecar wrote so far. */
   output (): string
+  /** Its JSON log lines so far. */
   logs (): LogLine[]
   /** Wait for a log line matching `predicate`. */
   waitForLog (predicate: (line: LogLine) => boolean, timeoutMs?: number): Promise<LogLine>
   /**
-   * Send `signal`, wait for the exit code, and assert that no secret reached
-   * the output: call it in the test body, after the test's own assertions.
+   * Stop it (drain, close the listeners and tunnels), and assert that no
+   * secret reached its output. An exit code: 0 when it stopped cleanly, as the
+   * CLI exits. Call it in the test body, after the test's own assertions.
    */
-  stop (signal?: NodeJS.Signals): Promise<number | null>
+  stop (): Promise<number | null>
   /**
-   * Make sure the process is gone, asserting nothing: for `t.after`, so that
-   * a failing test still cleans up (a hook that throws skips the hooks after it).
+   * Make sure it is stopped, asserting nothing: for `t.after`, so that a
+   * failing test still cleans up (a hook that throws skips the hooks after it).
    */
   close (): Promise<void>
-  readonly child: ChildProcess
 }
 
-export interface SidecarOptions {
+export interface InProcessOptions {
   /** Strings that must never appear in the output (tokens, passwords). */
   readonly secrets?: readonly string[]
-  /** Run this executable instead of `node dist/src/cli.js` (the single binary). */
-  readonly command?: string
-  /** PATH for the process (default: the test runner's). */
-  readonly path?: string
 }
 
 /**
- * Run the sidecar as shipped (node dist/src/cli.js) with exactly `env` plus
- * PATH, both listeners on port 0, trace logging, and the test CA trusted via
- * NODE_EXTRA_CA_CERTS. Nothing from the test runner's environment leaks in.
+ * Start the sidecar in this process, the way cli.ts does: loadSettings over
+ * exactly `env` (plus sidecarEnv()'s defaults; never process.env), the
+ * composition root's startSidecar, and secret files reloaded on change.
+ * Its log goes to a sink of its own, so the lines of two sidecars in one
+ * process never mix. No process is spawned, so starting one costs
+ * milliseconds; what needs a process (signals, exit codes, stdout, a pid to
+ * measure) is spawnSidecar()'s, in sidecar-process.ts.
  */
-export async function startSidecar (env: Record<string, string>, options: SidecarOptions = {}): Promise<RunningSidecar> {
-  const ca = await testCa()
-  const [command, args] = options.command !== undefined ? [options.command, []] : [process.execPath, [CLI]]
-  const child = spawn(command, args, {
-    env: {
-      PATH: options.path ?? process.env.PATH ?? '/usr/bin:/bin',
-      PORTAL_LISTEN_PORT: '0',
-      BACKEND_LISTEN_PORT: '0',
-      ADMIN_LISTEN_PORT: '0',
-      LOG_LEVEL: 'trace',
-      NODE_EXTRA_CA_CERTS: ca.certFile,
-      ...env
-    },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
+export async function startSidecar (env: Record<string, string>, options: InProcessOptions = {}): Promise<RunningSidecar> {
+  const full = await sidecarEnv(env)
+  const { config, tls } = loadSettings(full)
   const capture = new LogCapture()
-  child.stdout.on('data', (d: Buffer) => { capture.write(d.toString(), 'stdout') })
-  child.stderr.on('data', (d: Buffer) => { capture.write(d.toString(), 'stderr') })
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => { resolve(code) }))
-  // Every line it wrote has been read once its pipes are closed, not merely once it exited.
-  let closed = false
-  const allRead = new Promise<void>((resolve) => child.once('close', () => { closed = true; resolve() }))
+  const log = createLogger(config.logLevel, { write: (line: string) => { capture.write(line) } })
+  const sidecar = await startComposed(config, tls, log, { reloadConfig: () => loadConfig(full) })
 
-  const waitForLog = async (predicate: (line: LogLine) => boolean, timeoutMs = 10_000): Promise<LogLine> =>
-    await capture.waitForLog(predicate, timeoutMs, () => closed ? `sidecar exited (${String(child.exitCode ?? child.signalCode)})` : undefined)
+  let stopped = false
+  let stopping: Promise<number> | undefined
+  // The CLI's exit code for the same outcome: 0 once drained, 1 when shutdown failed.
+  const shutdown = async (): Promise<number> => await (stopping ??= sidecar.shutdown().then(() => 0, (err: unknown) => {
+    log.error(`shutdown failed: ${String(err)}`)
+    return 1
+  }).finally(() => { stopped = true }))
 
-  let portal: LogLine, backend: LogLine, admin: LogLine
-  try {
-    portal = await waitForLog((l) => l.listener === 'portal' && typeof l.port === 'number')
-    backend = await waitForLog((l) => l.listener === 'backend' && typeof l.port === 'number')
-    admin = await waitForLog((l) => l.listener === 'admin' && typeof l.port === 'number')
-  } catch (err) {
-    // No test holds it yet, so no t.after could end it.
-    child.kill('SIGKILL')
-    throw err
+  const url = (port: number, tls: boolean): string => `${tls ? 'https' : 'http'}://127.0.0.1:${String(port)}`
+  const portal = sidecar.listeners.get('portal')
+  const backend = sidecar.listeners.get('backend')
+  if (portal === undefined || backend === undefined) {
+    await shutdown()
+    throw new Error('the sidecar started without its portal and backend listeners')
   }
-
   return {
-    pid: child.pid as number,
-    portalUrl: `${portal.tls === true ? 'https' : 'http'}://127.0.0.1:${String(portal.port)}`,
-    backendUrl: `${backend.tls === true ? 'https' : 'http'}://127.0.0.1:${String(backend.port)}`,
-    adminUrl: `http://127.0.0.1:${String(admin.port)}`,
+    portalUrl: url(portal.address.port, portal.tls),
+    backendUrl: url(backend.address.port, backend.tls),
+    adminUrl: url(sidecar.admin.address.port, false),
     output: () => capture.output(),
     logs: () => capture.logs(),
-    waitForLog,
-    child,
-    stop: async (signal = 'SIGTERM') => {
-      if (child.exitCode === null) child.kill(signal)
-      const code = await exited
-      await allRead
+    waitForLog: async (predicate, timeoutMs = 10_000) =>
+      await capture.waitForLog(predicate, timeoutMs, () => stopped ? 'the sidecar stopped' : undefined),
+    stop: async () => {
+      const code = await shutdown()
       capture.assertNoSecrets(options.secrets ?? [])
       return code
     },
-    close: async () => {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
-      // A sidecar that does not drain in time is killed: cleanup must end.
-      const kill = setTimeout(() => { child.kill('SIGKILL') }, 10_000)
-      await exited
-      clearTimeout(kill)
-    }
+    close: async () => { await shutdown() }
   }
-}
-
-/** Run the CLI to completion (for config errors): exit code and output. */
-export async function runCli (env: Record<string, string>, args: string[] = []): Promise<{ code: number | null, stdout: string, stderr: string }> {
-  const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
-  child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
-  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve))
-  return { code, stdout, stderr }
 }

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url'
 import { basicUserinfo, Client } from '../helpers/client.js'
 import { startOrigin } from '../helpers/origin.js'
 import { PROXY_PASSWORD, startProxyChain } from '../helpers/proxies.js'
-import { startSidecar } from '../helpers/sidecar.js'
+import { spawnSidecar } from '../helpers/sidecar-process.js'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..')
 const BINARY = join(ROOT, 'build', 'apicast-sidecar-proxy')
@@ -32,7 +32,7 @@ describe('the single executable (npm run build:binary)', () => {
     t.after(async () => { await origin.close() })
     const proxy = await startProxyChain()
     t.after(async () => { await proxy.close() })
-    const sidecar = await startSidecar({
+    const sidecar = await spawnSidecar({
       THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
       BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
       HTTPS_PROXY: proxy.url

@@ -4,6 +4,7 @@ import { after, before, describe, it } from 'node:test'
 import { Client, rawExchange } from '../helpers/client.js'
 import { eventually, openFds } from '../helpers/eventually.js'
 import { startOrigin, type Origin } from '../helpers/origin.js'
+import { spawnSidecar } from '../helpers/sidecar-process.js'
 import { startSidecar, type RunningSidecar } from '../helpers/sidecar.js'
 
 const SECRET = 'uk-smuggled-secret'
@@ -56,13 +57,29 @@ describe('requests node:http refuses are answered, logged (sampled) and counted;
     assert.match(line.msg, /16 KiB/)
   })
 
-  it('400 CONNECTs left half-open by their clients are closed: descriptors return, the listeners keep serving', async () => {
+  it('stops cleanly, and the smuggled secret never reached its output', async () => {
+    assert.equal(await sidecar.stop(), 0)
+  })
+})
+
+describe('refused CONNECTs are closed', () => {
+  // A process: its descriptors are what is counted.
+  it('400 CONNECTs left half-open by their clients are closed: descriptors return, the listeners keep serving', async (t) => {
+    const origin = await startOrigin({ tls: false })
+    t.after(async () => { await origin.close() })
+    const sidecar = await spawnSidecar({ THREESCALE_PORTAL_ENDPOINT: origin.url(), BACKEND_ENDPOINT_OVERRIDE: origin.url() })
+    t.after(async () => { await sidecar.close() })
+    const client = new Client()
+    t.after(async () => { await client.close() })
+    const port = Number(new URL(sidecar.backendUrl).port)
+    const metrics = async (): Promise<string> => (await client.send(`${sidecar.adminUrl}/metrics`)).text()
     await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st`)
     const baseline = await openFds(sidecar.pid)
     const sockets: Socket[] = []
+    t.after(() => { for (const s of sockets) s.destroy() })
     const answers: Array<Promise<string>> = []
     for (let i = 0; i < 400; i++) {
-      const socket = connect(port(), '127.0.0.1')
+      const socket = connect(port, '127.0.0.1')
       socket.on('error', () => {})
       sockets.push(socket)
       answers.push(new Promise((resolve) => {
@@ -73,7 +90,6 @@ describe('requests node:http refuses are answered, logged (sampled) and counted;
       // The client never ends its side: only the sidecar can close these.
       socket.write('CONNECT elsewhere.test:443 HTTP/1.1\r\nHost: elsewhere.test:443\r\n\r\n')
     }
-    after(() => { for (const s of sockets) s.destroy() })
     const got = await Promise.all(answers)
     assert.ok(got.every((a) => a.startsWith('HTTP/1.1 405 Method Not Allowed\r\n')), 'each got its 405, then the close')
     const fds = await eventually(async () => await openFds(sidecar.pid), (n) => n <= baseline + 2, 5000, 'descriptors back to the baseline')
@@ -83,9 +99,6 @@ describe('requests node:http refuses are answered, logged (sampled) and counted;
     assert.match(await metrics(), /kind="connect"\} 400/)
     const line = await sidecar.waitForLog((l) => l.error === 'connect')
     assert.match(line.msg, /refused CONNECT elsewhere\.test:443: .*not a forward proxy/)
-  })
-
-  it('exits 0 on SIGTERM, and the smuggled secret never reached its output', async () => {
     assert.equal(await sidecar.stop(), 0)
   })
 })

@@ -3,7 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
-import { runCli } from '../helpers/sidecar.js'
+import { runCli } from '../helpers/sidecar-process.js'
 
 const PASSWORD = 'round-password-3b7f'
 

@@ -8,7 +8,7 @@ import { rawExchange } from '../helpers/client.js'
 import { eventually, poll } from '../helpers/eventually.js'
 import { startOrigin, threescaleHandler, type Handler, type Origin } from '../helpers/origin.js'
 import { squidSkip, PROXY_PASSWORD, startSquid, waitForPort, type Squid } from '../helpers/proxies.js'
-import { startSidecar, type RunningSidecar } from '../helpers/sidecar.js'
+import { spawnSidecar, type SidecarProcess } from '../helpers/sidecar-process.js'
 
 /*
  * Fault injection with real processes: squid restarted, killed and frozen
@@ -100,14 +100,14 @@ describeOrSkip('fault injection: the sidecar survives, leaks nothing, and never 
   const mode: { fault: Fault } = { fault: 'none' }
   let origin: Origin
   let squid: Squid
-  let sidecar: RunningSidecar
+  let sidecar: SidecarProcess
   let baseline: { sockets: number, rssMb: number }
   let nextId = 0
 
   before(async () => {
     origin = await startOrigin({ handler: faultyOrigin(received, mode) })
     squid = await startSquid()
-    sidecar = await startSidecar({
+    sidecar = await spawnSidecar({
       THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
       BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
       HTTPS_PROXY: squid.url,

@@ -30,7 +30,8 @@ import { ALL_SECRETS, b64, describeCase, generateCase, runCase, SIDECAR_TOKEN, T
 import { startOrigin, threescaleHandler, type Origin } from '../helpers/origin.js'
 import { proxyUrl, startProxyChain, type TestProxy } from '../helpers/proxies.js'
 import { excerpt } from '../helpers/raw-http.js'
-import { startSidecar, type LogLine, type RunningSidecar } from '../helpers/sidecar.js'
+import type { LogLine } from '../helpers/log-capture.js'
+import { spawnSidecar, type SidecarProcess } from '../helpers/sidecar-process.js'
 
 const SEED = readNumber('FUZZ_SEED', Math.floor(Math.random() * 2 ** 32)) >>> 0
 const FUZZ_MS = readNumber('FUZZ_MS', 10_000)
@@ -118,7 +119,7 @@ const isRequestLine = (l: LogLine): boolean => l.method !== undefined && typeof 
 describe(`fuzzing the listeners with random raw requests (FUZZ_SEED=${SEED})`, { timeout: 120_000 }, () => {
   let origin: Origin | undefined
   let proxy: TestProxy | undefined
-  let sidecar: RunningSidecar
+  let sidecar: SidecarProcess
   let ports: Record<ListenerName, number>
   let baselineFds = 0
   const outcomes: Outcome[] = []
@@ -148,7 +149,7 @@ describe(`fuzzing the listeners with random raw requests (FUZZ_SEED=${SEED})`, {
       }
     })
     proxy = await startProxyChain()
-    sidecar = await startSidecar({
+    sidecar = await spawnSidecar({
       THREESCALE_PORTAL_ENDPOINT: `https://${SIDECAR_TOKEN}@portal.test:${origin.port}`,
       BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
       HTTPS_PROXY: proxyUrl(proxy.port),

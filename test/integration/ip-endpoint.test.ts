@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { it } from 'node:test'
 import { startOrigin } from '../helpers/origin.js'
 import { testCa } from '../helpers/pki.js'
-import { runCli } from '../helpers/sidecar.js'
+import { runCli } from '../helpers/sidecar-process.js'
 
 it('an IP-literal https endpoint: doctor prints no Node warning (no SNI for an IP, RFC 6066)', async (t) => {
   const origin = await startOrigin()

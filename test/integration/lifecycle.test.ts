@@ -5,14 +5,14 @@ import { describe, it } from 'node:test'
 import { Client } from '../helpers/client.js'
 import { eventually } from '../helpers/eventually.js'
 import { startOrigin } from '../helpers/origin.js'
-import { runCli, startSidecar } from '../helpers/sidecar.js'
+import { runCli, spawnSidecar } from '../helpers/sidecar-process.js'
 
 describe('lifecycle', () => {
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     it(`${signal}: stops accepting, lets in-flight requests finish, exits 0`, async (t) => {
       const origin = await startOrigin()
       t.after(async () => { await origin.close() })
-      const sidecar = await startSidecar({ THREESCALE_PORTAL_ENDPOINT: origin.url(), BACKEND_ENDPOINT_OVERRIDE: origin.url() })
+      const sidecar = await spawnSidecar({ THREESCALE_PORTAL_ENDPOINT: origin.url(), BACKEND_ENDPOINT_OVERRIDE: origin.url() })
       t.after(async () => { await sidecar.close() })
       const client = new Client()
       t.after(async () => { await client.close() })
@@ -34,7 +34,7 @@ describe('lifecycle', () => {
   it('bounds the drain by SHUTDOWN_GRACE_MS', async (t) => {
     const origin = await startOrigin()
     t.after(async () => { await origin.close() })
-    const sidecar = await startSidecar({ THREESCALE_PORTAL_ENDPOINT: origin.url(), BACKEND_ENDPOINT_OVERRIDE: origin.url(), SHUTDOWN_GRACE_MS: '300' })
+    const sidecar = await spawnSidecar({ THREESCALE_PORTAL_ENDPOINT: origin.url(), BACKEND_ENDPOINT_OVERRIDE: origin.url(), SHUTDOWN_GRACE_MS: '300' })
     t.after(async () => { await sidecar.close() })
     const client = new Client()
     t.after(async () => { await client.close() })

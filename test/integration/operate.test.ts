@@ -6,7 +6,8 @@ import { eventually, poll } from '../helpers/eventually.js'
 import { startOrigin, type Origin } from '../helpers/origin.js'
 import { createCa } from '../helpers/pki.js'
 import { freePort, PROXY_PASSWORD, proxyUrl, startProxyChain, type TestProxy } from '../helpers/proxies.js'
-import { runCli, startSidecar, type RunningSidecar } from '../helpers/sidecar.js'
+import { runCli, spawnSidecar } from '../helpers/sidecar-process.js'
+import { startSidecar, type RunningSidecar } from '../helpers/sidecar.js'
 
 const TOKEN = 'operate-token-77e2'
 
@@ -201,7 +202,8 @@ describe('operate: shutdown', () => {
   it('reports not ready while draining, before the listeners close', async (t) => {
     const origin = await startOrigin()
     t.after(async () => { await origin.close() })
-    const sidecar = await startSidecar({ THREESCALE_PORTAL_ENDPOINT: origin.url(), BACKEND_ENDPOINT_OVERRIDE: origin.url() })
+    // A process: the drain that SIGTERM starts is what is tested.
+    const sidecar = await spawnSidecar({ THREESCALE_PORTAL_ENDPOINT: origin.url(), BACKEND_ENDPOINT_OVERRIDE: origin.url() })
     t.after(async () => { await sidecar.close() })
     const client = new Client()
     t.after(async () => { await client.close() })

@@ -10,7 +10,8 @@ import { basicUserinfo, Client } from '../helpers/client.js'
 import { startOrigin, type Origin } from '../helpers/origin.js'
 import { createCa, type CertificateAuthority } from '../helpers/pki.js'
 import { squidSkip, PROXY_PASSWORD, startSquid, testLookup, type Squid } from '../helpers/proxies.js'
-import { runCli, startSidecar, type LogLine } from '../helpers/sidecar.js'
+import { runCli } from '../helpers/sidecar-process.js'
+import { startSidecar, type LogLine } from '../helpers/sidecar.js'
 
 const TOKEN = 'private-ca-token-91c2'
 const SECRETS = [TOKEN, PROXY_PASSWORD, encodeURIComponent(PROXY_PASSWORD)]

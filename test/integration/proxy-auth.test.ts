@@ -6,7 +6,8 @@ import { Client, runConcurrently } from '../helpers/client.js'
 import { startOrigin, type Origin } from '../helpers/origin.js'
 import { squidSkip, PROXY_PASSWORD, PROXY_USER, proxyUrl, startSquid, type Squid } from '../helpers/proxies.js'
 import { testCa } from '../helpers/pki.js'
-import { runCli, startSidecar } from '../helpers/sidecar.js'
+import { runCli } from '../helpers/sidecar-process.js'
+import { startSidecar } from '../helpers/sidecar.js'
 
 
 describeOrSkip('proxy authentication: Digest, through squid with digest_file_auth', squidSkip, () => {

@@ -6,6 +6,7 @@ import { describe, it } from 'node:test'
 import { Client, runConcurrently } from '../helpers/client.js'
 import { startOrigin } from '../helpers/origin.js'
 import { PROXY_USER, startProxyChain } from '../helpers/proxies.js'
+import { runCli, spawnSidecar } from '../helpers/sidecar-process.js'
 import { startSidecar } from '../helpers/sidecar.js'
 
 const OLD_TOKEN = 'file-token-old-11aa'
@@ -31,7 +32,8 @@ describe('secrets from files', () => {
     writeFileSync(join(dir, 'proxy-url'), `http://${PROXY_USER}@127.0.0.1:${proxy.port}\n`)
     writeFileSync(join(dir, 'proxy-password'), OLD_PASSWORD + '\n')
     writeFileSync(join(dir, 'token'), OLD_TOKEN + '\n')
-    const sidecar = await startSidecar({
+    // A process: what is tested is that the secrets never reach its environment (/proc/PID/environ).
+    const sidecar = await spawnSidecar({
       THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
       BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
       HTTPS_PROXY_FILE: join(dir, 'proxy-url'),
@@ -112,7 +114,6 @@ describe('secrets from files', () => {
   it('a missing or empty secret file is a start-up error naming the file', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'sidecar-nosecret-'))
     writeFileSync(join(dir, 'empty'), '\n')
-    const { runCli } = await import('../helpers/sidecar.js')
     const { code, stderr } = await runCli({
       THREESCALE_PORTAL_ENDPOINT: 'https://portal.test',
       HTTPS_PROXY_FILE: join(dir, 'missing'),

@@ -7,6 +7,7 @@ import { request } from 'undici'
 import { Client } from '../helpers/client.js'
 import { eventually, memoryOf } from '../helpers/eventually.js'
 import { startOrigin, type Origin } from '../helpers/origin.js'
+import { spawnSidecar } from '../helpers/sidecar-process.js'
 import { startSidecar } from '../helpers/sidecar.js'
 
 const MiB = 1024 * 1024
@@ -106,7 +107,8 @@ describe('stale-config collection: bounded in memory under concurrent large conf
       t.after(async () => { await origin.close() })
       const dir = withDir ? mkdtempSync(join(tmpdir(), 'sidecar-stale-memory-')) : undefined
       if (dir !== undefined) t.after(() => { rmSync(dir, { recursive: true, force: true }) })
-      const sidecar = await startSidecar({
+      // A process: its peak RSS is what is measured.
+      const sidecar = await spawnSidecar({
         THREESCALE_PORTAL_ENDPOINT: origin.url(),
         BACKEND_ENDPOINT_OVERRIDE: origin.url(),
         LOG_LEVEL: 'info',

@@ -7,7 +7,8 @@ import { Agent, request } from 'undici'
 import { Client } from '../helpers/client.js'
 import { startOrigin } from '../helpers/origin.js'
 import { createCa, testCa } from '../helpers/pki.js'
-import { runCli, startSidecar } from '../helpers/sidecar.js'
+import { runCli } from '../helpers/sidecar-process.js'
+import { startSidecar } from '../helpers/sidecar.js'
 
 function writeAll (files: Record<string, string>): string {
   const dir = mkdtempSync(join(tmpdir(), 'sidecar-tls-'))

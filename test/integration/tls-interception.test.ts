@@ -8,7 +8,8 @@ import { basicUserinfo, Client } from '../helpers/client.js'
 import { startOrigin, type Origin } from '../helpers/origin.js'
 import { createCa, testCa, type CertificateAuthority } from '../helpers/pki.js'
 import { squidSkip, PROXY_PASSWORD, startSquid, type Squid } from '../helpers/proxies.js'
-import { runCli, startSidecar } from '../helpers/sidecar.js'
+import { runCli } from '../helpers/sidecar-process.js'
+import { startSidecar } from '../helpers/sidecar.js'
 
 const TOKEN = 'bumped-token-4e1f'
 /**
