@@ -10,9 +10,9 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Deployment, type IDeployment } from 'kubernetes-models/apps/v1'
-import { NetworkPolicy, type INetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1'
-import { PodDisruptionBudget, type IPodDisruptionBudget } from 'kubernetes-models/policy/v1'
-import { ConfigMap, Pod, Secret, Service, type IConfigMap, type IContainer, type IPod, type IProbe, type ISecret, type IService } from 'kubernetes-models/v1'
+import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1'
+import { PodDisruptionBudget } from 'kubernetes-models/policy/v1'
+import { ConfigMap, Pod, Secret, Service, type IContainer, type IProbe } from 'kubernetes-models/v1'
 import { Ajv } from 'ajv'
 import { parseAllDocuments } from 'yaml'
 
@@ -190,13 +190,13 @@ interface Validatable { validate (): void }
 
 /** The kubernetes-models classes for the kinds the manifests use. */
 const MODELS: Readonly<Record<string, (data: JsonObject) => Validatable>> = {
-  'apps/v1/Deployment': (d) => new Deployment(d as unknown as IDeployment),
-  'v1/Service': (d) => new Service(d as unknown as IService),
-  'v1/Secret': (d) => new Secret(d as unknown as ISecret),
-  'v1/ConfigMap': (d) => new ConfigMap(d as unknown as IConfigMap),
-  'v1/Pod': (d) => new Pod(d as unknown as IPod),
-  'policy/v1/PodDisruptionBudget': (d) => new PodDisruptionBudget(d as unknown as IPodDisruptionBudget),
-  'networking.k8s.io/v1/NetworkPolicy': (d) => new NetworkPolicy(d as unknown as INetworkPolicy)
+  'apps/v1/Deployment': (d) => new Deployment(d),
+  'v1/Service': (d) => new Service(d),
+  'v1/Secret': (d) => new Secret(d),
+  'v1/ConfigMap': (d) => new ConfigMap(d),
+  'v1/Pod': (d) => new Pod(d),
+  'policy/v1/PodDisruptionBudget': (d) => new PodDisruptionBudget(d),
+  'networking.k8s.io/v1/NetworkPolicy': (d) => new NetworkPolicy(d)
 }
 
 export const SUPPORTED_KINDS = Object.keys(MODELS)

@@ -79,6 +79,6 @@ describe('lifecycle', () => {
     assert.match(help.stdout, /Usage: apicast-sidecar-proxy/)
     const version = await runCli({}, ['--version'])
     assert.equal(version.code, 0)
-    assert.equal(version.stdout, `apicast-sidecar-proxy ${JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')).version as string} (node ${process.version})\n`)
+    assert.equal(version.stdout, `apicast-sidecar-proxy ${(JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version} (node ${process.version})\n`)
   })
 })

@@ -31,13 +31,13 @@ describe('operate: /readyz and doctor name the failing step', () => {
   const cases: Array<{ name: string, env: (t: TestContext) => Promise<Record<string, string>>, step: string | undefined, doctor: RegExp }> = [
     {
       name: 'a healthy path: ready, doctor passes every step including the token',
-      env: async () => ({ HTTPS_PROXY: proxy.url }),
+      env: () => Promise.resolve({ HTTPS_PROXY: proxy.url }),
       step: undefined,
       doctor: /✓ token {4}3scale accepted the access token/
     },
     {
       name: 'a wrong proxy password: the CONNECT step, with the schemes offered',
-      env: async () => ({ HTTPS_PROXY: proxyUrl(proxy.port, 'sidecar', 'wrong-password') }),
+      env: () => Promise.resolve({ HTTPS_PROXY: proxyUrl(proxy.port, 'sidecar', 'wrong-password') }),
       step: 'connect',
       doctor: /✗ CONNECT +proxy authentication failed: 127\.0\.0\.1:\d+ answered CONNECT with 407 Proxy Authentication Required; it offers Basic\n +fix: check the user and password/
     },

@@ -58,7 +58,7 @@ describe('through an authenticating CONNECT proxy (proxy-chain)', () => {
     assert.equal(res.headers['x-sidecar-error'], undefined)
   })
 
-  it('sent the percent-decoded credentials as Proxy-Authorization: Basic, and never upstream', async () => {
+  it('sent the percent-decoded credentials as Proxy-Authorization: Basic, and never upstream', () => {
     const want = 'Basic ' + Buffer.from(`sidecar:${PROXY_PASSWORD}`).toString('base64')
     assert.ok(proxy.authorizations.length > 0)
     for (const a of proxy.authorizations) assert.equal(a, want)

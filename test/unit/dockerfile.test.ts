@@ -38,7 +38,7 @@ const PACKAGE_MANAGERS = /\b(apt-get|apt|dpkg|dnf|microdnf|yum|rpm|apk)\b/
 
 describe('Dockerfile', () => {
   it('has no lint findings (dockerfile-utils)', () => {
-    const findings = validate(TEXT).map((d) => `line ${d.range.start.line + 1}: ${d.message}`)
+    const findings = validate(TEXT).map((d) => `line ${d.range.start.line + 1}: ${typeof d.message === 'string' ? d.message : d.message.value}`)
     assert.deepEqual(findings, [])
   })
 

@@ -130,7 +130,7 @@ describeOrSkip('the operator kustomization (kustomize)', kustomizeSkip, () => {
 
   it('the sidecar\'s Service is in the namespace the URL names', () => {
     const standalone = kustomizeBuild('standalone/example', { 'standalone/example/https-proxy': 'http://u:p@proxy.corp.example:3128' })
-    const service = only(standalone, 'Service') as unknown as JsonObject
+    const service = only(standalone, 'Service')
     const meta = service.metadata as JsonObject
     assert.equal(new URL(url).hostname, `${String(meta.name)}.${String(meta.namespace)}.svc`)
     assert.equal(namespaceOf(rendered()), meta.namespace)
