@@ -1,7 +1,7 @@
 // The layer rules of src/, checked by `npm run lint` (see README, "How it is
 // built"). Type-only imports count: a type edge is still a dependency.
 /** Modules with no I/O: tables of input → output in test/unit, no sockets. */
-const PURE = '^src/(http/(hop-by-hop|percent-decode|response-headers|access-token|url)|observe/(redact|log-sampler)|tls/tls-verdict|egress/(egress|no-proxy|proxy-auth|auth-negotiation|proxy-rotation)|failures/catalogue|forwarding/(rewrite|retry|attempts))\\.ts$'
+const PURE = '^src/(http/(hop-by-hop|percent-decode|response-headers|access-token|url)|observe/(redact|log-sampler)|tls/tls-verdict|egress/(egress|no-proxy|proxy-auth|auth-negotiation|proxy-rotation|forward-destination)|failures/catalogue|forwarding/(rewrite|retry|attempts))\\.ts$'
 /**
  * What does I/O, or holds process-wide state: never imported by a pure
  * module for its values (a type of node:http describes data, and is fine).
@@ -25,9 +25,9 @@ module.exports = {
     {
       name: 'lower-layers-not-upward',
       severity: 'error',
-      comment: 'http, observe, tls, egress, failures, config and stale-config never import forwarding, diagnostics, operate, the demo or the root.',
+      comment: 'http, observe, tls, egress, failures, config and stale-config never import forwarding, forward-proxy, diagnostics, operate, the demo or the root.',
       from: { path: '^src/(http|observe|tls|egress|failures|config|stale-config)/' },
-      to: { path: '^src/((forwarding|diagnostics|operate|demo)/|(sidecar|cli)\\.ts$)' }
+      to: { path: '^src/((forwarding|forward-proxy|diagnostics|operate|demo)/|(sidecar|cli)\\.ts$)' }
     },
     {
       name: 'forwarding-not-operate',
@@ -37,11 +37,24 @@ module.exports = {
       to: { path: '^src/((diagnostics|operate|demo)/|(sidecar|cli)\\.ts$)' }
     },
     {
+      name: 'forward-proxy-alone',
+      severity: 'error',
+      comment: 'The forward proxy (CONNECT handler, relay) and the routes\' forwarding are two request paths over egress/: neither imports the other, operate or diagnostics.',
+      from: { path: '^src/forward-proxy/' },
+      to: { path: '^src/((forwarding|diagnostics|operate|demo)/|(sidecar|cli)\\.ts$)' }
+    },
+    {
+      name: 'forwarding-not-forward-proxy',
+      severity: 'error',
+      from: { path: '^src/forwarding/' },
+      to: { path: '^src/forward-proxy/' }
+    },
+    {
       name: 'diagnostics-not-handler',
       severity: 'error',
       comment: 'Diagnostics probe through egress/, the way forwarding does, never through the handler or relay.',
       from: { path: '^src/diagnostics/' },
-      to: { path: '^src/(forwarding/forward\\.ts$|(operate|demo)/|(sidecar|cli)\\.ts$)' }
+      to: { path: '^src/(forwarding/forward\\.ts$|(forward-proxy|operate|demo)/|(sidecar|cli)\\.ts$)' }
     },
     {
       name: 'only-the-root-sees-operate',

@@ -16,11 +16,17 @@ import { buildRoutes, type Route, type RouteName } from './config/routes.js'
 import { startListener, type Listener } from './operate/server.js'
 import type { TlsMaterial } from './tls/tls-material.js'
 import { version } from './version.js'
+import { buildForwardTransport, type ForwardTransport } from './egress/forward-transport.js'
+import { createConnectHandler } from './forward-proxy/connect.js'
+import { refuseNonProxyRequest } from './forward-proxy/requests.js'
+import { startForwardListener, type ForwardListener } from './operate/forward-listener.js'
 
 export interface Sidecar {
   readonly config: Config
   readonly listeners: ReadonlyMap<RouteName, Listener>
   readonly admin: Listener
+  /** The forward proxy's listener (FORWARD_PROXY_PORT); undefined when off. */
+  readonly forward: ForwardListener | undefined
   readonly live: ReadonlyMap<RouteName, LiveRoute>
   /** Stop accepting, drain within the grace period, close the dispatchers. */
   shutdown (): Promise<void>
@@ -59,6 +65,7 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
   for (const route of routes) live.set(route.name, { route, transport: transportFor(route) })
   const listeners = new Map<RouteName, Listener>()
   let admin: Listener | undefined
+  let forward: { listener?: ForwardListener, transport: ForwardTransport } | undefined
   let draining = false
   let stopWatching = (): void => {}
 
@@ -67,7 +74,11 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
   const shutdown = async (): Promise<void> => {
     draining = true
     stopWatching()
-    await Promise.all([...listeners.values()].map(async (l) => { await l.close(config.timeouts.shutdownGraceMs) }))
+    await Promise.all([
+      ...[...listeners.values()].map(async (l) => { await l.close(config.timeouts.shutdownGraceMs) }),
+      forward?.listener?.close(config.timeouts.shutdownGraceMs)
+    ])
+    forward?.transport.close()
     await admin?.close(0)
     await Promise.all([...live.values()].map(async (l) => { await l.transport.destroy() }))
     // The last configuration responses reach STALE_CONFIG_DIR before exit.
@@ -102,6 +113,7 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
       listeners.set(route.name, listener)
       logRoute(routeLog, route, listener, config)
     }
+    if (config.forwardProxy !== undefined) forward = await startForwardProxy(config, config.forwardProxy, upstreamTls, log.child({ listener: 'forward' }))
     const readiness = createReadiness(live, config)
     const adminLog = log.child({ listener: 'admin' })
     admin = await startListener(config.admin.address, config.admin.port, createAdminHandler({ metrics, readiness, draining: () => draining }), {
@@ -124,7 +136,35 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
     })
   }
 
-  return { config, listeners, admin, live, shutdown }
+  return { config, listeners, admin, forward: forward?.listener, live, shutdown }
+}
+
+/**
+ * The forward proxy (FORWARD_PROXY_PORT): its transport built once here,
+ * the CONNECT handler, and the listener on LISTEN_ADDRESS. Returned before
+ * listening succeeds too, so a failed start still closes the transport.
+ */
+async function startForwardProxy (config: Config, settings: NonNullable<Config['forwardProxy']>, upstreamTls: ReturnType<typeof upstreamTlsOf>, log: Logger): Promise<{ listener?: ForwardListener, transport: ForwardTransport }> {
+  const transport = buildForwardTransport({
+    proxies: config.proxies,
+    fallbacks: config.fallbackProxies,
+    tls: upstreamTls,
+    timeouts: config.timeouts,
+    proxyAuthScheme: config.proxyAuthScheme,
+    failoverBackoffMs: config.failoverBackoffMs,
+    log
+  })
+  const connect = createConnectHandler({ transport, allow: settings.allow, log, maxTunnels: settings.maxTunnels, idleMs: settings.idleMs })
+  const listener = await startForwardListener(config.listenAddress, settings.port, { connect, request: refuseNonProxyRequest(log) }, config.client,
+    createClientErrorReporter(log, () => {}, createLogSampler))
+    .catch((err: unknown) => {
+      transport.close()
+      throw new ListenError({ name: 'forward', address: config.listenAddress, port: settings.port }, err, 'FORWARD_PROXY_PORT')
+    })
+  const listen = `${listener.address.address}:${listener.address.port}`
+  log.info({ listen, port: listener.address.port, allow: settings.allow.entries, maxTunnels: settings.maxTunnels, idleTimeoutMs: settings.idleMs },
+    `forward proxy http://${listen} → CONNECT to ${settings.allow.entries.join(', ')}, each leaving as a route to it would (https_proxy, NO_PROXY, FALLBACK_PROXIES)`)
+  return { listener, transport }
 }
 
 /** The portal's stale-config store, restored from STALE_CONFIG_DIR when set; undefined when off. */
@@ -220,9 +260,8 @@ function tokenKey (route: Route): string {
 /** A listener could not bind; says which setting to change. */
 export class ListenError extends Error {
   override name = 'ListenError'
-  constructor (listener: { readonly name: string, readonly address: string, readonly port: number }, override readonly cause: unknown) {
+  constructor (listener: { readonly name: string, readonly address: string, readonly port: number }, override readonly cause: unknown, setting = `${listener.name.toUpperCase()}_LISTEN_PORT`) {
     const code = (cause as { code?: string }).code ?? String(cause)
-    const setting = `${listener.name.toUpperCase()}_LISTEN_PORT`
     super(`cannot listen on ${listener.address}:${listener.port} for the ${listener.name} listener (${code}); ` +
       (code === 'EADDRINUSE'
         ? `another process uses the port: stop it or set ${setting}`

@@ -7,6 +7,7 @@ import type { TrustSettings } from '../tls/trust-store.js'
 import type { ProxyAuthScheme } from '../egress/auth-negotiation.js'
 import type { ProxyEndpoint, ProxySettings } from '../egress/egress.js'
 import { readProxySettings } from './proxy-settings.js'
+import { defaultForwardAllow, ForwardAllowError, parseForwardAllow, type ForwardAllow } from '../egress/forward-destination.js'
 
 export type AccessTokenLocation = 'query' | 'header'
 /**
@@ -82,6 +83,12 @@ export interface Config {
    */
   readonly proxies: ProxySettings
   /**
+   * The forward proxy for APIcast's other outbound calls (OIDC, JWKS,
+   * introspection): a listener on listenAddress that opens CONNECT tunnels
+   * to allowed destinations. undefined unless FORWARD_PROXY_PORT is set.
+   */
+  readonly forwardProxy: ForwardProxySettings | undefined
+  /**
    * Files secrets were read from (HTTPS_PROXY_FILE, PROXY_PASSWORD_FILE,
    * ACCESS_TOKEN_FILE): watched, and read again when they change.
    */
@@ -95,6 +102,16 @@ export interface Config {
     /** Serve the listeners over HTTPS. */
     readonly listen: { readonly certFile: string, readonly keyFile: string } | undefined
   }
+}
+
+export interface ForwardProxySettings {
+  readonly port: number
+  /** FORWARD_PROXY_ALLOW, or the two endpoints' host:port. */
+  readonly allow: ForwardAllow
+  /** Tunnels open or opening at once; past it, 503. */
+  readonly maxTunnels: number
+  /** A tunnel with no byte either way for this long is closed. */
+  readonly idleMs: number
 }
 
 /** Every problem found in the environment, one line each, none echoing a secret. */
@@ -204,7 +221,11 @@ const SPEC = {
   LISTEN_TLS_KEY: str({ default: undefined }),
   HTTPS_PROXY_FILE: str({ default: undefined }),
   PROXY_PASSWORD_FILE: str({ default: undefined }),
-  ACCESS_TOKEN_FILE: str({ default: undefined })
+  ACCESS_TOKEN_FILE: str({ default: undefined }),
+  FORWARD_PROXY_PORT: listenPort({ default: undefined }),
+  FORWARD_PROXY_ALLOW: str({ default: undefined }),
+  FORWARD_PROXY_MAX_TUNNELS: positiveInt({ default: 256 }),
+  FORWARD_PROXY_IDLE_TIMEOUT_MS: positiveInt({ default: 300_000 })
 }
 
 /** Reads a secret file; injected so reloads and tests read the same way. */
@@ -280,7 +301,7 @@ export function readConfig (env: Readonly<Record<string, string | undefined>>, r
   if (backend !== undefined && (backend.username !== '' || backend.password !== '')) {
     problems.push('BACKEND_ENDPOINT_OVERRIDE must not contain credentials: 3scale backend calls carry theirs in the query')
   }
-  const ports: Array<[string, number | undefined]> = [['PORTAL_LISTEN_PORT', cleaned.PORTAL_LISTEN_PORT], ['BACKEND_LISTEN_PORT', cleaned.BACKEND_LISTEN_PORT], ['ADMIN_LISTEN_PORT', cleaned.ADMIN_LISTEN_PORT]]
+  const ports: Array<[string, number | undefined]> = [['PORTAL_LISTEN_PORT', cleaned.PORTAL_LISTEN_PORT], ['BACKEND_LISTEN_PORT', cleaned.BACKEND_LISTEN_PORT], ['ADMIN_LISTEN_PORT', cleaned.ADMIN_LISTEN_PORT], ['FORWARD_PROXY_PORT', cleaned.FORWARD_PROXY_PORT]]
   for (let i = 0; i < ports.length; i++) {
     for (let j = i + 1; j < ports.length; j++) {
       const [a, pa] = ports[i] as [string, number | undefined]
@@ -308,6 +329,8 @@ export function readConfig (env: Readonly<Record<string, string | undefined>>, r
       cleaned.CLIENT_HEADERS_TIMEOUT_MS > cleaned.CLIENT_REQUEST_TIMEOUT_MS) {
     problems.push(`CLIENT_HEADERS_TIMEOUT_MS (${cleaned.CLIENT_HEADERS_TIMEOUT_MS}) must not exceed CLIENT_REQUEST_TIMEOUT_MS (${cleaned.CLIENT_REQUEST_TIMEOUT_MS}): the headers are part of the request`)
   }
+
+  const forwardAllow = readForwardAllow(cleaned.FORWARD_PROXY_ALLOW, cleaned.FORWARD_PROXY_PORT, problems)
 
   checkTokenExposure(cleaned.LISTEN_ADDRESS, cleaned.PORTAL_TOKEN_SOURCE, token !== undefined ? (tokenFromFile !== undefined ? 'ACCESS_TOKEN_FILE' : 'THREESCALE_PORTAL_ENDPOINT') : undefined, problems)
 
@@ -365,6 +388,14 @@ export function readConfig (env: Readonly<Record<string, string | undefined>>, r
       sendTimeoutMs: cleaned.CLIENT_SEND_TIMEOUT_MS
     }),
     proxies,
+    forwardProxy: cleaned.FORWARD_PROXY_PORT !== undefined
+      ? Object.freeze({
+        port: cleaned.FORWARD_PROXY_PORT,
+        allow: forwardAllow ?? defaultForwardAllow([withoutUserinfo(portal), backend]),
+        maxTunnels: cleaned.FORWARD_PROXY_MAX_TUNNELS,
+        idleMs: cleaned.FORWARD_PROXY_IDLE_TIMEOUT_MS
+      })
+      : undefined,
     secretFiles: Object.freeze(secretFiles),
     tls
   })
@@ -401,6 +432,22 @@ function takeUserinfoToken (portal: URL, problems: string[]): string | undefined
     return undefined
   }
   return token
+}
+
+/** FORWARD_PROXY_ALLOW, parsed; undefined when unset (the endpoints' host:port apply). */
+function readForwardAllow (value: string | undefined, port: number | undefined, problems: string[]): ForwardAllow | undefined {
+  if (value === undefined) return undefined
+  if (port === undefined) {
+    problems.push('FORWARD_PROXY_ALLOW is set, but FORWARD_PROXY_PORT is not: set FORWARD_PROXY_PORT to turn the forward proxy on')
+    return undefined
+  }
+  try {
+    return parseForwardAllow(value)
+  } catch (err) {
+    if (!(err instanceof ForwardAllowError)) throw err
+    problems.push(`FORWARD_PROXY_ALLOW ${err.message}`)
+    return undefined
+  }
 }
 
 /** A directory the sidecar can write to, or a problem naming why not. */

@@ -4,7 +4,7 @@ import { createSecureContext, TLSSocket, type SecureContext } from 'node:tls'
 import type { Dispatcher, ProxyAgent as ProxyAgentType, buildConnector as BuildConnector } from 'undici'
 import type { Config, Timeouts } from '../config/config.js'
 import { proxyAuthorization, type ProxyEndpoint } from './egress.js'
-import { ConnectFailure, UpstreamCertificateError, describeTrustedChain, isFailoverFailure, type Failure, type TunnelRefusal } from '../failures/catalogue.js'
+import { ConnectFailure, UpstreamCertificateError, describeTrustedChain, isFailoverFailure, tunnelRefusalOf, type Failure, type TunnelRefusal } from '../failures/catalogue.js'
 import type { Logger } from '../observe/logger.js'
 import type { RouteMetrics } from '../observe/metrics.js'
 import { hostPort } from '../observe/redact.js'
@@ -17,7 +17,6 @@ import type { TrustStore } from '../tls/trust-store.js'
 import { caBundleState, readChain } from '../tls/tls-chain.js'
 import { judgeChain } from '../tls/tls-verdict.js'
 import { Agent, Pool, ProxyAgent, buildConnector } from './undici-parts.js'
-import { parseAuthSchemes } from './proxy-auth.js'
 
 /**
  * One way out to a route's upstream, named for the peer of the sidecar's
@@ -218,15 +217,7 @@ function buildHop (route: Route, proxy: ProxyEndpoint | undefined, index: number
       password: proxy.password,
       scheme: options.proxyAuthScheme,
       replyTimeoutMs: timeouts.connectMs,
-      onRefused: (statusCode, headers) => {
-        const squid = headers['x-squid-error']
-        refusal = {
-          statusCode,
-          schemes: parseAuthSchemes(headers['proxy-authenticate']),
-          forced: options.proxyAuthScheme !== 'auto' ? options.proxyAuthScheme : undefined,
-          proxyError: typeof squid === 'string' ? squid.replace(/[^\x20-\x7e]/g, '').slice(0, 100) : undefined
-        }
-      }
+      onRefused: (statusCode, headers) => { refusal = tunnelRefusalOf(statusCode, headers, options.proxyAuthScheme) }
     }),
     // The pool per upstream origin: its connect is ProxyAgent's tunnel
     // function, wrapped so the upstream's certificate is verified.
@@ -245,7 +236,7 @@ const contextCache = new WeakMap<UpstreamTls, { upstream: SecureContext, proxy: 
  * by every connection. Passing `ca` to each tls.connect instead would make
  * Node parse every CA of the store again for each new connection.
  */
-function secureContexts (tls: UpstreamTls): { upstream: SecureContext, proxy: SecureContext } {
+export function secureContexts (tls: UpstreamTls): { upstream: SecureContext, proxy: SecureContext } {
   let contexts = contextCache.get(tls)
   if (contexts === undefined) {
     const ca = [...tls.trust.ca]

@@ -1,4 +1,6 @@
+import type { IncomingHttpHeaders } from 'node:http'
 import type { ProxyEndpoint } from '../egress/egress.js'
+import { parseAuthSchemes } from '../egress/proxy-auth.js'
 import { hostPort, redactText } from '../observe/redact.js'
 import { issuingCa, judgeChain, type CaBundleState, type ChainFacts, type DirectComparison, type TlsVerdict } from '../tls/tls-verdict.js'
 
@@ -16,6 +18,8 @@ export type FailureCode =
   | 'timeout'
   | 'reset'
   | 'upstream_error'
+  | 'destination_not_allowed'
+  | 'too_many_tunnels'
 
 /** What the classifier knows about where the request was going. */
 export interface FailureContext {
@@ -25,6 +29,12 @@ export interface FailureContext {
   /** The proxy's last refused CONNECT on this route, if any. */
   readonly refusal?: TunnelRefusal | undefined
   readonly timeouts: { readonly connectMs: number, readonly responseHeadersMs: number, readonly idleMs: number }
+  /**
+   * Where the upstream's name comes from, for the fixes that ask to check
+   * it: the endpoint settings by default; the forward proxy names the
+   * destination APIcast asked for.
+   */
+  readonly named?: string | undefined
 }
 
 /** A CONNECT the proxy answered with something other than 200. */
@@ -38,9 +48,25 @@ export interface TunnelRefusal {
   readonly proxyError?: string | undefined
 }
 
+/**
+ * A refused CONNECT as the failure table reads it, from the proxy's reply:
+ * its status, the schemes of its Proxy-Authenticate, and squid's own word
+ * (X-Squid-Error), made printable and short. One builder, for the routes'
+ * tunnels and the forward proxy's alike.
+ */
+export function tunnelRefusalOf (statusCode: number, headers: IncomingHttpHeaders, scheme: string): TunnelRefusal {
+  const squid = headers['x-squid-error']
+  return {
+    statusCode,
+    schemes: parseAuthSchemes(headers['proxy-authenticate']),
+    forced: scheme !== 'auto' ? scheme : undefined,
+    proxyError: typeof squid === 'string' ? squid.replace(/[^\x20-\x7e]/g, '').slice(0, 100) : undefined
+  }
+}
+
 export interface Failure {
   readonly code: FailureCode
-  readonly status: 502 | 504
+  readonly status: 403 | 502 | 503 | 504
   /** What failed, in the terms an operator uses. */
   readonly message: string
   /** What to check or change. */
@@ -115,7 +141,7 @@ type Describe = (ctx: FailureContext, detail: string, variant?: Variant) => { me
  * The one table: every failure the sidecar can answer for, its status, and
  * how it is explained. `detail` is the specific cause found by the classifier.
  */
-export const FAILURES: Readonly<Record<FailureCode, { status: 502 | 504, describe: Describe }>> = {
+export const FAILURES: Readonly<Record<FailureCode, { status: 403 | 502 | 503 | 504, describe: Describe }>> = {
   proxy_unreachable: {
     status: 502,
     describe: (ctx, detail) => ({
@@ -175,7 +201,7 @@ export const FAILURES: Readonly<Record<FailureCode, { status: 502 | 504, describ
     describe: (ctx, detail, variant) => ({
       message: `timed out ${detail}`,
       hint: variant === 'tunnel'
-        ? `the proxy did not answer CONNECT ${hostPort(ctx.upstream)} in time; a proxy slow to answer CONNECT is most often still resolving the name, so first check the host in the endpoint (THREESCALE_PORTAL_ENDPOINT or BACKEND_ENDPOINT_OVERRIDE) for a typo; then the proxy's log, and CONNECT_TIMEOUT_MS`
+        ? `the proxy did not answer CONNECT ${hostPort(ctx.upstream)} in time; a proxy slow to answer CONNECT is most often still resolving the name, so first check the host in ${namedIn(ctx)} for a typo; then the proxy's log, and CONNECT_TIMEOUT_MS`
         : 'check the proxy and 3scale\'s status; raise CONNECT_TIMEOUT_MS, RESPONSE_HEADERS_TIMEOUT_MS or IDLE_TIMEOUT_MS if the network is slow'
     })
   },
@@ -194,6 +220,20 @@ export const FAILURES: Readonly<Record<FailureCode, { status: 502 | 504, describ
     describe: (_ctx, detail) => ({
       message: `the upstream request failed (${detail})`,
       hint: 'run with LOG_LEVEL=debug for the error\'s details'
+    })
+  },
+  destination_not_allowed: {
+    status: 403,
+    describe: (ctx) => ({
+      message: `the forward proxy does not allow ${hostPort(ctx.upstream)}: FORWARD_PROXY_ALLOW does not list it, so nothing was sent to the proxy`,
+      hint: `if APIcast must reach it, add ${hostPort(ctx.upstream)} to FORWARD_PROXY_ALLOW (NO_PROXY syntax: host:port, *.domain:port, a CIDR range); if it is an in-cluster host, add it to APIcast's NO_PROXY instead`
+    })
+  },
+  too_many_tunnels: {
+    status: 503,
+    describe: (_ctx, detail) => ({
+      message: `the forward proxy has ${detail} tunnels open already (FORWARD_PROXY_MAX_TUNNELS)`,
+      hint: 'raise FORWARD_PROXY_MAX_TUNNELS if APIcast needs more at once; otherwise look for clients that hold tunnels open (FORWARD_PROXY_IDLE_TIMEOUT_MS closes silent ones)'
     })
   }
 }
@@ -234,11 +274,7 @@ export function classifyUpstreamError (err: unknown, ctx: FailureContext): Failu
       { chain, verdict: judgeChain(chain, { host: ctx.upstream.hostname }), caBundle: cause.caBundle })
   }
   const proxyStatus = PROXY_STATUS.exec(messageOf(cause))
-  if (proxyStatus !== null) {
-    const status = Number(proxyStatus[1])
-    if (status === 407) return failure('proxy_auth_required', ctx, '')
-    return failure('tunnel_refused', ctx, `CONNECT answered ${status}`)
-  }
+  if (proxyStatus !== null) return { ...classifyRefusedTunnel(Number(proxyStatus[1]), ctx), cause: err }
   if (messageOf(cause).includes('Proxy Authentication Required (407)')) {
     return failure('proxy_auth_required', ctx, '')
   }
@@ -279,6 +315,18 @@ export function classifyUpstreamError (err: unknown, ctx: FailureContext): Failu
       : failure('reset', ctx, code === 'UND_ERR_SOCKET' ? messageOf(cause) : code)
   }
   return failure('upstream_error', ctx, code !== '' ? `${code}: ${messageOf(cause)}` : messageOf(cause))
+}
+
+/** A CONNECT the proxy answered with `status`, not 200: 407 is proxy_auth_required, any other a refusal. */
+export function classifyRefusedTunnel (status: number, ctx: FailureContext): Failure {
+  return status === 407
+    ? { ...describeFailure('proxy_auth_required', ctx, ''), transient: false }
+    : { ...describeFailure('tunnel_refused', ctx, `CONNECT answered ${status}`), transient: false }
+}
+
+/** A failure of the sidecar's own making (a refusal, a limit): no error behind it. */
+export function describeRefusal (code: 'destination_not_allowed' | 'too_many_tunnels', ctx: FailureContext, detail = ''): Failure {
+  return { ...describeFailure(code, ctx, detail), transient: false }
 }
 
 function describeFailure (code: FailureCode, ctx: FailureContext, detail: string, variant?: Variant): Omit<Failure, 'transient'> {
@@ -423,6 +471,11 @@ export function endpointNotFoundHint (setting: 'THREESCALE_PORTAL_ENDPOINT' | 'B
     (setting === 'THREESCALE_PORTAL_ENDPOINT' ? ' (the admin portal\'s host, such as acme-admin.3scale.net, not the developer portal\'s)' : '')
 }
 
+/** Where the upstream's name was written, for a fix that asks to check it. */
+function namedIn (ctx: FailureContext): string {
+  return ctx.named ?? 'the endpoint (THREESCALE_PORTAL_ENDPOINT or BACKEND_ENDPOINT_OVERRIDE)'
+}
+
 function proxyName (ctx: FailureContext): string {
   return ctx.proxy !== undefined ? hostPort(ctx.proxy.url) : '(none)'
 }
@@ -451,11 +504,11 @@ export function proxyAuthHint (proxy: ProxyEndpoint | undefined, refusal: Tunnel
 function tunnelRefusedHint (ctx: FailureContext, said: string | undefined): string {
   const target = hostPort(ctx.upstream)
   if (said !== undefined && /^ERR_DNS_FAIL\b/.test(said)) {
-    return `the proxy cannot resolve ${ctx.upstream.hostname}: check the host name in the endpoint (THREESCALE_PORTAL_ENDPOINT or BACKEND_ENDPOINT_OVERRIDE) for a typo; if it is right, the proxy's DNS does not know it`
+    return `the proxy cannot resolve ${ctx.upstream.hostname}: check the host name in ${namedIn(ctx)} for a typo; if it is right, the proxy's DNS does not know it`
   }
   if (said !== undefined && /^ERR_CANNOT_FORWARD\b/.test(said)) {
     // squid's answer when the name does not resolve for a CONNECT, among others.
-    return `the proxy could not forward to ${target}: most often it cannot resolve ${ctx.upstream.hostname}, so check the host name in the endpoint (THREESCALE_PORTAL_ENDPOINT or BACKEND_ENDPOINT_OVERRIDE) for a typo; else no route leads there from the proxy`
+    return `the proxy could not forward to ${target}: most often it cannot resolve ${ctx.upstream.hostname}, so check the host name in ${namedIn(ctx)} for a typo; else no route leads there from the proxy`
   }
   if (said !== undefined && /^ERR_(CONNECT_FAIL|ZERO_SIZE_OBJECT|READ_TIMEOUT)\b/.test(said)) {
     return `the proxy resolved ${ctx.upstream.hostname} but cannot connect to ${target}: check the port in the endpoint, and that the host is up and reachable from the proxy`

@@ -59,7 +59,9 @@ const FAILURE_KIND: Readonly<Record<FailureCode, string>> = {
   upstream_unreachable: 'connect',
   timeout: 'timeout',
   reset: 'reset',
-  upstream_error: 'other'
+  upstream_error: 'other',
+  destination_not_allowed: 'not_allowed',
+  too_many_tunnels: 'overloaded'
 }
 
 /**

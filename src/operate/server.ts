@@ -1,4 +1,4 @@
-import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { createServer as createTlsServer } from 'node:https'
 import type { AddressInfo, Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { answerClientError, type ClientErrorReport } from './client-errors.js'
 import { redactPath } from '../observe/redact.js'
 import { onConnectionClose, onceClosed } from '../http/response-closed.js'
+import { answerAndClose, ignoreErrors, rawAnswer } from '../http/raw-answer.js'
 
 export interface Listener {
   readonly server: Server
@@ -21,42 +22,6 @@ export interface Listener {
 }
 
 const NOT_A_PROXY = 'CONNECT is not supported: this listener forwards only to its configured 3scale endpoint\n'
-
-/** Longest a refused connection may take to accept its answer before it is cut. */
-const LINGER_MS = 2000
-
-/**
- * Write a last answer and close the connection once it is written, or after
- * LINGER_MS at the latest. A bare end() only half-closes, and a client that
- * never closes its side held the descriptor for good: 400 such CONNECTs
- * exhausted a 300-descriptor limit.
- */
-function answerAndClose (socket: Duplex, answer: string): void {
-  if (closing.has(socket)) return
-  closing.add(socket)
-  ignoreErrors(socket)
-  const cut = setTimeout(() => { socket.destroy() }, LINGER_MS)
-  cut.unref()
-  socket.once('close', () => { clearTimeout(cut) })
-  socket.end(answer, () => { socket.destroy() })
-}
-
-/** Connections given their last answer: one each, however many errors follow. */
-const closing = new WeakSet<Duplex>()
-const quiet = new WeakSet<Duplex>()
-
-/** A connection being given up on: its errors (a reset, EPIPE) are expected, and need one listener, not one per event. */
-function ignoreErrors (socket: Duplex): void {
-  if (quiet.has(socket)) return
-  quiet.add(socket)
-  socket.on('error', () => {})
-}
-
-/** A raw HTTP/1.1 answer with a text body, for sockets no ServerResponse owns. */
-function rawAnswer (status: number, text: string, headers = ''): string {
-  return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n${headers}Content-Type: text/plain; charset=utf-8\r\n` +
-    `Content-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`
-}
 
 /**
  * Start the listener for one route: plain HTTP, or HTTPS with `tls`. Resolves once it accepts

@@ -208,4 +208,26 @@ describe('loadConfig', () => {
     assert.match(problems.join('\n'), /both 9000/)
     assert.match(problems.join('\n'), /control characters/)
   })
+
+  it('FORWARD_PROXY_PORT turns the forward proxy on, allowing the endpoints\' host:port unless FORWARD_PROXY_ALLOW says otherwise', () => {
+    assert.equal(loadConfig(minimal).forwardProxy, undefined)
+    const on = loadConfig({ ...minimal, FORWARD_PROXY_PORT: '3128' }).forwardProxy
+    assert.equal(on?.port, 3128)
+    assert.deepEqual(on?.allow.entries, ['acme-admin.3scale.net:443', 'su1.3scale.net:443'])
+    assert.equal(on?.maxTunnels, 256)
+    assert.equal(on?.idleMs, 300_000)
+    const listed = loadConfig({ ...minimal, FORWARD_PROXY_PORT: '3128', FORWARD_PROXY_ALLOW: '*.3scale.net:443, sso.corp.example:443', FORWARD_PROXY_MAX_TUNNELS: '20', FORWARD_PROXY_IDLE_TIMEOUT_MS: '1000' }).forwardProxy
+    assert.deepEqual(listed?.allow.entries, ['*.3scale.net:443', 'sso.corp.example:443'])
+    assert.equal(listed?.maxTunnels, 20)
+    assert.equal(listed?.idleMs, 1000)
+  })
+
+  it('FORWARD_PROXY_* problems are listed with the others: `*`, a bad range, an allowlist without a port, a port in use', () => {
+    const problems = problemsOf({ ...minimal, FORWARD_PROXY_PORT: '9091', FORWARD_PROXY_ALLOW: '*', FORWARD_PROXY_MAX_TUNNELS: '0' })
+    assert.match(problems.join('\n'), /BACKEND_LISTEN_PORT and FORWARD_PROXY_PORT are both 9091/)
+    assert.match(problems.join('\n'), /FORWARD_PROXY_ALLOW must not be `\*`: that makes an open proxy/)
+    assert.match(problems.join('\n'), /FORWARD_PROXY_MAX_TUNNELS/)
+    assert.match(problemsOf({ ...minimal, FORWARD_PROXY_PORT: '3128', FORWARD_PROXY_ALLOW: '10.0.0.0/99' }).join('\n'), /FORWARD_PROXY_ALLOW entry "10\.0\.0\.0\/99" is not a valid CIDR range/)
+    assert.match(problemsOf({ ...minimal, FORWARD_PROXY_ALLOW: 'sso.corp.example:443' }).join('\n'), /FORWARD_PROXY_ALLOW is set, but FORWARD_PROXY_PORT is not/)
+  })
 })

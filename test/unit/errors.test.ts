@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { errors as undiciErrors } from 'undici'
 import { parseProxyUrl, type ProxyEndpoint } from '../../src/egress/egress.js'
-import { causeChain, classifyUpstreamError, ConnectFailure, UpstreamCertificateError, type CauseLink, type FailureContext } from '../../src/failures/catalogue.js'
+import { causeChain, classifyRefusedTunnel, classifyUpstreamError, ConnectFailure, describeRefusal, tunnelRefusalOf, UpstreamCertificateError, type CauseLink, type FailureContext } from '../../src/failures/catalogue.js'
 import type { ChainFacts } from '../../src/tls/tls-verdict.js'
 
 const proxied: ProxyEndpoint | undefined = parseProxyUrl('http://u:p@proxy.corp:3128')
@@ -104,6 +104,31 @@ describe('the fix follows what the proxy said', () => {
   it('a CONNECT timeout points at the host name first, not at raising timeouts', () => {
     const { hint } = classifyUpstreamError(new ConnectFailure(new undiciErrors.HeadersTimeoutError()), ctx(proxied))
     assert.match(hint, /still resolving the name, so first check the host in the endpoint/)
+  })
+})
+
+describe('the forward proxy\'s failures', () => {
+  const destination = { upstream: new URL('https://idp.corp.example:8443'), proxy: proxied, timeouts, named: 'the destination APIcast asked for (its CONNECT host:port)' }
+  const rows: Array<{ name: string, failure: ReturnType<typeof describeRefusal>, code: string, status: number, message: RegExp, hint: RegExp }> = [
+    { name: 'a destination not allowed', failure: describeRefusal('destination_not_allowed', destination), code: 'destination_not_allowed', status: 403, message: /does not allow idp\.corp\.example:8443: FORWARD_PROXY_ALLOW does not list it, so nothing was sent to the proxy/, hint: /add idp\.corp\.example:8443 to FORWARD_PROXY_ALLOW/ },
+    { name: 'too many tunnels', failure: describeRefusal('too_many_tunnels', destination, '256'), code: 'too_many_tunnels', status: 503, message: /has 256 tunnels open already \(FORWARD_PROXY_MAX_TUNNELS\)/, hint: /FORWARD_PROXY_IDLE_TIMEOUT_MS/ },
+    { name: 'a 407 to a CONNECT', failure: classifyRefusedTunnel(407, { ...destination, refusal: tunnelRefusalOf(407, { 'proxy-authenticate': 'Basic realm="x", NTLM' }, 'auto') }), code: 'proxy_auth_required', status: 502, message: /it offers Basic, NTLM/, hint: /check the user and password/ },
+    { name: 'squid cannot resolve the destination', failure: classifyRefusedTunnel(503, { ...destination, refusal: tunnelRefusalOf(503, { 'x-squid-error': 'ERR_DNS_FAIL 0' }, 'auto') }), code: 'tunnel_refused', status: 502, message: /refused the tunnel to idp\.corp\.example:8443 \(CONNECT answered 503; the proxy says ERR_DNS_FAIL 0\)/, hint: /check the host name in the destination APIcast asked for/ }
+  ]
+  for (const row of rows) {
+    it(row.name, () => {
+      assert.equal(row.failure.code, row.code)
+      assert.equal(row.failure.status, row.status)
+      assert.match(row.failure.message, row.message)
+      assert.match(row.failure.hint, row.hint)
+      assert.equal(row.failure.transient, false)
+    })
+  }
+  it('a refusal\'s squid error is made printable and short; a forced scheme is kept', () => {
+    const refusal = tunnelRefusalOf(403, { 'x-squid-error': 'ERR_ACCESS_DENIED\u0007 ' + 'x'.repeat(200) }, 'ntlm')
+    assert.equal(refusal.proxyError?.length, 100)
+    assert.ok(!(refusal.proxyError ?? '').includes('\u0007'))
+    assert.equal(refusal.forced, 'ntlm')
   })
 })
 

@@ -1,0 +1,166 @@
+import type { Socket } from 'node:net'
+import type { buildConnector as BuildConnector } from 'undici'
+import type { Timeouts } from '../config/config.js'
+import { resolveEgress, type Egress, type ProxyEndpoint, type ProxySettings } from './egress.js'
+import type { Destination } from './forward-destination.js'
+import { secureContexts, type UpstreamTls } from './dispatcher.js'
+import type { ProxyAuthScheme } from './auth-negotiation.js'
+import { ProxyRotation } from './proxy-rotation.js'
+import { TunnelClient } from './tunnel-client.js'
+import { buildConnector } from './undici-parts.js'
+import { classifyRefusedTunnel, classifyUpstreamError, ConnectFailure, isFailoverFailure, tunnelRefusalOf, type Failure, type FailureContext } from '../failures/catalogue.js'
+import type { Logger } from '../observe/logger.js'
+import { hostPort } from '../observe/redact.js'
+
+export interface ForwardTransportOptions {
+  /** The parsed proxy variables and FALLBACK_PROXIES: each destination leaves the way a route to it would. */
+  readonly proxies: ProxySettings
+  readonly fallbacks: readonly ProxyEndpoint[]
+  readonly tls: UpstreamTls
+  readonly timeouts: Pick<Timeouts, 'connectMs'>
+  readonly proxyAuthScheme: ProxyAuthScheme
+  readonly failoverBackoffMs: number
+  readonly log: Logger
+}
+
+/** An open byte stream to a destination: a CONNECT tunnel through a proxy, or TCP. */
+export interface OpenTunnel {
+  readonly socket: Socket
+  /** `direct` or the proxy's host:port, for log lines. */
+  readonly via: string
+}
+
+export type TunnelOpening =
+  | { readonly ok: true, readonly tunnel: OpenTunnel }
+  /** `via` is the last path tried; `aborted` when the client went away first (nothing to answer). */
+  | { readonly ok: false, readonly failure: Failure, readonly via: string, readonly aborted: boolean }
+
+/** The forward proxy's transport: built once at start, closed at shutdown. */
+export interface ForwardTransport {
+  /**
+   * Open a tunnel to `destination` (already allowed): direct when NO_PROXY
+   * or loopback says so, else CONNECT through the proxy in use, failing
+   * over to FALLBACK_PROXIES before any byte of the client's was relayed.
+   * Never throws; a failure is worded by the failure table.
+   */
+  open (destination: Destination, signal: AbortSignal): Promise<TunnelOpening>
+  /** How `destination` leaves, for the start-up line and doctor. */
+  egressOf (destination: Destination): Egress
+  close (): void
+}
+
+/** One proxy's tunnel client: its authentication memory (Digest nonce, NTLM) is shared by every tunnel through it. */
+interface ProxyPath {
+  readonly proxy: ProxyEndpoint
+  readonly label: string
+  readonly client: TunnelClient
+}
+
+/**
+ * Build the forward proxy's transport. The tunnels are opened by
+ * TunnelClient, the code that opens the routes' tunnels: the same CONNECT,
+ * the same 407 rounds (Basic, Digest, NTLM), the same TLS to an https://
+ * proxy, verified against the same trust store, so the forward proxy
+ * authenticates exactly as the routes do and cannot drift from them. The
+ * tunnel is handed to the client as it is: TLS inside it stays end to end
+ * between APIcast and the destination.
+ */
+export function buildForwardTransport (options: ForwardTransportOptions): ForwardTransport {
+  const { timeouts, log } = options
+  // TCP or TLS to the proxy, as ProxyAgent builds it for the routes (proxyTls).
+  const proxyConnector = buildConnector({ timeout: timeouts.connectMs, secureContext: secureContexts(options.tls).proxy } as BuildConnector.BuildOptions)
+  // Plain TCP to a destination reached directly: the client's TLS goes inside.
+  const directConnector = buildConnector({ timeout: timeouts.connectMs } as BuildConnector.BuildOptions)
+  // One client per proxy, built here and kept for the process: a tunnel
+  // leaves through the https proxy (https_proxy, all_proxy) and then
+  // FALLBACK_PROXIES, whatever the destination; NO_PROXY only decides
+  // whether it goes direct instead.
+  const buildPath = (proxy: ProxyEndpoint): ProxyPath => ({
+    proxy,
+    label: hostPort(proxy.url),
+    client: new TunnelClient(proxyConnector, proxy.url, {
+      username: proxy.username,
+      password: proxy.password,
+      scheme: options.proxyAuthScheme,
+      replyTimeoutMs: timeouts.connectMs,
+      // The refusal is read from each reply itself (tunnelRefusalOf).
+      onRefused: () => {}
+    })
+  })
+  const chain = options.proxies.https !== undefined ? [options.proxies.https, ...options.fallbacks].map(buildPath) : []
+  const rotation = new ProxyRotation(Math.max(1, chain.length), options.failoverBackoffMs)
+  const egressOf = (destination: Destination): Egress => resolveEgress(destination.url, options.proxies, options.fallbacks)
+
+  const context = (destination: Destination, proxy: ProxyEndpoint | undefined, refusal?: FailureContext['refusal']): FailureContext => ({
+    upstream: destination.url,
+    proxy,
+    refusal,
+    timeouts: { connectMs: timeouts.connectMs, responseHeadersMs: 0, idleMs: 0 },
+    named: 'the destination APIcast asked for (its CONNECT host:port)'
+  })
+
+  const direct = async (destination: Destination, signal: AbortSignal): Promise<TunnelOpening> => {
+    try {
+      const socket = await connectWith(directConnector, { hostname: destination.host, host: destination.authority, protocol: 'http:', port: String(destination.port) }, signal)
+      return { ok: true, tunnel: { socket, via: 'direct' } }
+    } catch (err) {
+      return { ok: false, failure: classifyUpstreamError(new ConnectFailure(err), context(destination, undefined)), via: 'direct', aborted: signal.aborted }
+    }
+  }
+
+  const through = async (destination: Destination, path: ProxyPath, signal: AbortSignal): Promise<TunnelOpening> => {
+    try {
+      const reply = await path.client.connect({ path: destination.authority, signal, headers: {} } as unknown as Parameters<TunnelClient['connect']>[0])
+      if (reply.statusCode === 200) return { ok: true, tunnel: { socket: reply.socket, via: path.label } }
+      reply.socket.destroy()
+      const refusal = tunnelRefusalOf(reply.statusCode, reply.headers, options.proxyAuthScheme)
+      return { ok: false, failure: classifyRefusedTunnel(reply.statusCode, context(destination, path.proxy, refusal)), via: path.label, aborted: false }
+    } catch (err) {
+      return { ok: false, failure: classifyUpstreamError(new ConnectFailure(err), context(destination, path.proxy)), via: path.label, aborted: signal.aborted }
+    }
+  }
+
+  return {
+    egressOf,
+    open: async (destination, signal) => {
+      if (egressOf(destination).kind === 'direct' || chain.length === 0) return await direct(destination, signal)
+      const tried = new Set<number>()
+      let index: number | undefined = rotation.select().index
+      for (;;) {
+        tried.add(index)
+        const path = chain[index] as ProxyPath
+        const opening = await through(destination, path, signal)
+        if (opening.ok || opening.aborted || chain.length < 2 || !isFailoverFailure(opening.failure)) return opening
+        // Nothing of the client's was relayed yet: another proxy may do better.
+        const { next, wasUp } = rotation.fail(index, tried)
+        if (wasUp) {
+          const nextLabel = next !== undefined ? chain[next]?.label : undefined
+          log.warn({ proxy: path.label, error: opening.failure.code, next: nextLabel },
+            `proxy ${path.label} failed (${opening.failure.message}); ` +
+            (nextLabel !== undefined ? `failing over to ${nextLabel}` : 'no other proxy left to try') +
+            `; ${path.label} is tried again in ${Math.round(options.failoverBackoffMs / 1000)} s`)
+        }
+        if (next === undefined) return opening
+        index = next
+      }
+    },
+    close: () => {
+      for (const path of chain) path.client.close().catch(() => {})
+    }
+  }
+}
+
+/** One connection from an undici connector; a client gone meanwhile destroys it. */
+async function connectWith (connector: BuildConnector.connector, target: { hostname: string, host: string, protocol: string, port: string }, signal: AbortSignal): Promise<Socket> {
+  const socket = await new Promise<Socket>((resolve, reject) => {
+    connector({ ...target, localAddress: null } as unknown as BuildConnector.Options, (err, s) => {
+      if (err !== null) reject(err)
+      else resolve(s as Socket)
+    })
+  })
+  if (signal.aborted) {
+    socket.destroy()
+    throw new Error('the client went away while the connection was being opened')
+  }
+  return socket
+}
