@@ -16,10 +16,11 @@ export interface ConnectReply {
  * HTTPS_PROXY client would, and read the reply's head (and, for a refusal,
  * its body to the close).
  */
-export async function connectThrough (port: number, target: string, extraHeaders = ''): Promise<ConnectReply> {
-  const socket = netConnect(port, '127.0.0.1')
+export async function connectThrough (port: number, target: string, options: { readonly allowHalfOpen?: boolean } = {}): Promise<ConnectReply> {
+  // allowHalfOpen: the client may go on sending after the proxy's FIN (a half-close test).
+  const socket = netConnect({ port, host: '127.0.0.1', allowHalfOpen: options.allowHalfOpen ?? false })
   socket.on('error', () => {})
-  socket.write(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n${extraHeaders}\r\n`)
+  socket.write(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n\r\n`)
   let buffered = Buffer.alloc(0)
   const head = await new Promise<string>((resolve, reject) => {
     const onData = (chunk: Buffer): void => {
