@@ -1,6 +1,6 @@
 import { unwatchFile, watchFile, type Stats } from 'node:fs'
 import { ConfigError, type Config } from './config/config.js'
-import { buildTransport, transportOptionsOf, upstreamTlsOf, type RouteTransport } from './egress/dispatcher.js'
+import { buildTransport, transportOptionsOf, upstreamTlsOf, type RouteTransport, type UpstreamTls } from './egress/dispatcher.js'
 import { createForwarder, type LiveRoute } from './forwarding/forward.js'
 import { createStaleIfError } from './forwarding/stale-if-error.js'
 import { StaleConfigCache } from './stale-config/stale-config.js'
@@ -16,7 +16,8 @@ import { buildRoutes, type Route, type RouteName } from './config/routes.js'
 import { startListener, type Listener } from './operate/server.js'
 import type { TlsMaterial } from './tls/tls-material.js'
 import { version } from './version.js'
-import { buildForwardTransport, type ForwardTransport } from './egress/forward-transport.js'
+import { buildForwardTransport, type ForwardTransport, type ForwardTransportOptions } from './egress/forward-transport.js'
+import type { ProxyEndpoint } from './egress/egress.js'
 import { createConnectHandler } from './forward-proxy/connect.js'
 import { refuseNonProxyRequest } from './forward-proxy/requests.js'
 import { startForwardListener, type ForwardListener } from './operate/forward-listener.js'
@@ -65,7 +66,7 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
   for (const route of routes) live.set(route.name, { route, transport: transportFor(route) })
   const listeners = new Map<RouteName, Listener>()
   let admin: Listener | undefined
-  let forward: { listener?: ForwardListener, transport: ForwardTransport } | undefined
+  let forward: LiveForward | undefined
   let draining = false
   let stopWatching = (): void => {}
 
@@ -113,7 +114,11 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
       listeners.set(route.name, listener)
       logRoute(routeLog, route, listener, config)
     }
-    if (config.forwardProxy !== undefined) forward = await startForwardProxy(config, config.forwardProxy, upstreamTls, log.child({ listener: 'forward' }))
+    if (config.forwardProxy !== undefined) {
+      const forwardLog = log.child({ listener: 'forward' })
+      forward = { transport: buildForwardTransport(forwardTransportOptionsOf(config, upstreamTls, forwardLog)), key: forwardKey(config) }
+      forward.listener = await startForwardProxy(config, config.forwardProxy, forward, forwardLog)
+    }
     const readiness = createReadiness(live, config)
     const adminLog = log.child({ listener: 'admin' })
     admin = await startListener(config.admin.address, config.admin.port, createAdminHandler({ metrics, readiness, draining: () => draining }), {
@@ -132,20 +137,27 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
   if (options.reloadConfig !== undefined && config.secretFiles.length > 0) {
     const reload = options.reloadConfig
     stopWatching = watchSecretFiles(config, options.secretPollMs ?? 1000, log, (changed) => {
-      applySecrets(reload, changed, live, transportFor, log)
+      const next = rereadConfig(reload, changed, log)
+      if (next === undefined) return
+      applySecrets(next, changed, live, transportFor, log)
+      if (forward !== undefined) applyForwardSecrets(next, changed, forward, upstreamTls, log.child({ listener: 'forward' }))
     })
   }
 
   return { config, listeners, admin, forward: forward?.listener, live, shutdown }
 }
 
-/**
- * The forward proxy (FORWARD_PROXY_PORT): its transport built once here,
- * the CONNECT handler, and the listener on LISTEN_ADDRESS. Returned before
- * listening succeeds too, so a failed start still closes the transport.
- */
-async function startForwardProxy (config: Config, settings: NonNullable<Config['forwardProxy']>, upstreamTls: ReturnType<typeof upstreamTlsOf>, log: Logger): Promise<{ listener?: ForwardListener, transport: ForwardTransport }> {
-  const transport = buildForwardTransport({
+/** The forward proxy's transport in use, swapped when the proxy settings change, and its listener once started. */
+interface LiveForward {
+  transport: ForwardTransport
+  /** What the transport was built from (forwardKey): compared on reload, never logged. */
+  key: string
+  listener?: ForwardListener
+}
+
+/** The forward proxy's transport options from one configuration: the routes' proxies, TLS and timeouts. */
+function forwardTransportOptionsOf (config: Config, upstreamTls: UpstreamTls, log: Logger): ForwardTransportOptions {
+  return {
     proxies: config.proxies,
     fallbacks: config.fallbackProxies,
     tls: upstreamTls,
@@ -153,18 +165,26 @@ async function startForwardProxy (config: Config, settings: NonNullable<Config['
     proxyAuthScheme: config.proxyAuthScheme,
     failoverBackoffMs: config.failoverBackoffMs,
     log
-  })
-  const connect = createConnectHandler({ transport, allow: settings.allow, log, maxTunnels: settings.maxTunnels, idleMs: settings.idleMs })
+  }
+}
+
+/**
+ * The forward proxy (FORWARD_PROXY_PORT): the CONNECT handler, reading the
+ * transport in use from `live` per CONNECT, and the listener on
+ * LISTEN_ADDRESS. A failed start leaves the transport to the caller's
+ * shutdown.
+ */
+async function startForwardProxy (config: Config, settings: NonNullable<Config['forwardProxy']>, live: LiveForward, log: Logger): Promise<ForwardListener> {
+  const connect = createConnectHandler({ transport: () => live.transport, allow: settings.allow, log, maxTunnels: settings.maxTunnels, idleMs: settings.idleMs })
   const listener = await startForwardListener(config.listenAddress, settings.port, { connect, request: refuseNonProxyRequest(log) }, config.client,
     createClientErrorReporter(log, () => {}, createLogSampler))
     .catch((err: unknown) => {
-      transport.close()
       throw new ListenError({ name: 'forward', address: config.listenAddress, port: settings.port }, err, 'FORWARD_PROXY_PORT')
     })
   const listen = `${listener.address.address}:${listener.address.port}`
   log.info({ listen, port: listener.address.port, allow: settings.allow.entries, maxTunnels: settings.maxTunnels, idleTimeoutMs: settings.idleMs },
     `forward proxy http://${listen} → CONNECT to ${settings.allow.entries.join(', ')}, each leaving as a route to it would (https_proxy, NO_PROXY, FALLBACK_PROXIES)`)
-  return { listener, transport }
+  return listener
 }
 
 /** The portal's stale-config store, restored from STALE_CONFIG_DIR when set; undefined when off. */
@@ -207,26 +227,32 @@ function watchSecretFiles (config: Config, intervalMs: number, log: Logger, onCh
 }
 
 /**
- * Read the configuration again and swap what changed. A new proxy URL or
- * credential gets a new transport; the old one finishes its in-flight
- * requests and then closes, so no request is dropped. A bad new value is
- * logged and the previous one kept.
+ * Read the configuration again, once per change, for every listener to
+ * swap what changed. A bad new value is logged and undefined returned: the
+ * previous values are kept.
+ */
+function rereadConfig (reloadConfig: () => Config, changed: string, log: Logger): Config | undefined {
+  try {
+    return reloadConfig()
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err
+    log.error({ secretFile: changed }, `${changed} changed but cannot be used (${err.problems.join('; ')}); keeping the previous values`)
+    return undefined
+  }
+}
+
+/**
+ * Swap what changed for the routes. A new proxy URL or credential gets a
+ * new transport; the old one finishes its in-flight requests and then
+ * closes, so no request is dropped.
  */
 function applySecrets (
-  reloadConfig: () => Config,
+  next: Config,
   changed: string,
   live: Map<RouteName, LiveRoute>,
   transportFor: (route: Route) => RouteTransport,
   log: Logger
 ): void {
-  let next: Config
-  try {
-    next = reloadConfig()
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err
-    log.error({ secretFile: changed }, `${changed} changed but cannot be used (${err.problems.join('; ')}); keeping the previous values`)
-    return
-  }
   // Report what changed, whichever file's change woke the reload: files
   // rotated together are usually picked up by one read.
   for (const route of buildRoutes(next)) {
@@ -251,6 +277,28 @@ function egressKey (route: Route): string {
   const e = route.egress
   if (e.kind === 'direct') return 'direct'
   return JSON.stringify([e.proxy, ...e.fallbacks].map((p) => [p.url.href, p.username, p.password]))
+}
+
+/**
+ * The forward proxy's half of a reload: new proxy settings (a rotated
+ * HTTPS_PROXY_FILE or PROXY_PASSWORD_FILE) get a new transport, so new
+ * tunnels authenticate with the new credentials; tunnels being opened
+ * finish on the old one, and open tunnels run on untouched.
+ */
+function applyForwardSecrets (next: Config, changed: string, forward: LiveForward, upstreamTls: UpstreamTls, log: Logger): void {
+  const key = forwardKey(next)
+  if (key === forward.key) return
+  const old = forward.transport
+  forward.transport = buildForwardTransport(forwardTransportOptionsOf(next, upstreamTls, log))
+  forward.key = key
+  old.retire()
+  log.info({ trigger: changed }, 'the proxy settings changed: new tunnels use them; open tunnels run on')
+}
+
+/** What identifies the forward proxy's proxies, NO_PROXY and credentials included; compared, never logged. */
+function forwardKey (config: Config): string {
+  const endpoint = (p: ProxyEndpoint | undefined): unknown => p === undefined ? null : [p.url.href, p.username, p.password]
+  return JSON.stringify([endpoint(config.proxies.https), config.fallbackProxies.map(endpoint), config.proxies.noProxy])
 }
 
 function tokenKey (route: Route): string {

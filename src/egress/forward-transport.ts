@@ -46,7 +46,14 @@ export interface ForwardTransport {
   open (destination: Destination, signal: AbortSignal): Promise<TunnelOpening>
   /** How `destination` leaves, for the start-up line and doctor. */
   egressOf (destination: Destination): Egress
+  /** Cut the tunnels still being opened and refuse new ones (shutdown). */
   close (): void
+  /**
+   * Stop being used (the proxy settings changed): the tunnels being opened
+   * finish opening, then the proxies' clients close. Tunnels already open
+   * are the relay's and run on.
+   */
+  retire (): void
 }
 
 /** One proxy's tunnel client: its authentication memory (Digest nonce, NTLM) is shared by every tunnel through it. */
@@ -120,32 +127,50 @@ export function buildForwardTransport (options: ForwardTransportOptions): Forwar
     }
   }
 
+  const openOnce = async (destination: Destination, signal: AbortSignal): Promise<TunnelOpening> => {
+    if (egressOf(destination).kind === 'direct' || chain.length === 0) return await direct(destination, signal)
+    const tried = new Set<number>()
+    let index: number | undefined = rotation.select().index
+    for (;;) {
+      tried.add(index)
+      const path = chain[index] as ProxyPath
+      const attempt = await through(destination, path, signal)
+      if (attempt.ok || attempt.aborted || chain.length < 2 || !isFailoverFailure(attempt.failure)) return attempt
+      // Nothing of the client's was relayed yet: another proxy may do better.
+      const { next, wasUp } = rotation.fail(index, tried)
+      if (wasUp) {
+        const nextLabel = next !== undefined ? chain[next]?.label : undefined
+        log.warn({ proxy: path.label, error: attempt.failure.code, next: nextLabel },
+          `proxy ${path.label} failed (${attempt.failure.message}); ` +
+          (nextLabel !== undefined ? `failing over to ${nextLabel}` : 'no other proxy left to try') +
+          `; ${path.label} is tried again in ${Math.round(options.failoverBackoffMs / 1000)} s`)
+      }
+      if (next === undefined) return attempt
+      index = next
+    }
+  }
+
+  let inFlight = 0
+  let retired = false
+  const close = (): void => {
+    for (const path of chain) path.client.close().catch(() => {})
+  }
+  const open = async (destination: Destination, signal: AbortSignal): Promise<TunnelOpening> => {
+    inFlight++
+    try {
+      return await openOnce(destination, signal)
+    } finally {
+      if (--inFlight === 0 && retired) close()
+    }
+  }
+
   return {
     egressOf,
-    open: async (destination, signal) => {
-      if (egressOf(destination).kind === 'direct' || chain.length === 0) return await direct(destination, signal)
-      const tried = new Set<number>()
-      let index: number | undefined = rotation.select().index
-      for (;;) {
-        tried.add(index)
-        const path = chain[index] as ProxyPath
-        const opening = await through(destination, path, signal)
-        if (opening.ok || opening.aborted || chain.length < 2 || !isFailoverFailure(opening.failure)) return opening
-        // Nothing of the client's was relayed yet: another proxy may do better.
-        const { next, wasUp } = rotation.fail(index, tried)
-        if (wasUp) {
-          const nextLabel = next !== undefined ? chain[next]?.label : undefined
-          log.warn({ proxy: path.label, error: opening.failure.code, next: nextLabel },
-            `proxy ${path.label} failed (${opening.failure.message}); ` +
-            (nextLabel !== undefined ? `failing over to ${nextLabel}` : 'no other proxy left to try') +
-            `; ${path.label} is tried again in ${Math.round(options.failoverBackoffMs / 1000)} s`)
-        }
-        if (next === undefined) return opening
-        index = next
-      }
-    },
-    close: () => {
-      for (const path of chain) path.client.close().catch(() => {})
+    open,
+    close,
+    retire: () => {
+      retired = true
+      if (inFlight === 0) close()
     }
   }
 }

@@ -10,7 +10,11 @@ import type { Logger } from '../observe/logger.js'
 import { relayTunnel, type Relay, type RelayStats } from './tunnel-relay.js'
 
 export interface ForwardProxyContext {
-  readonly transport: ForwardTransport
+  /**
+   * The transport in use, read once per CONNECT: a change of the proxy
+   * settings (a rotated secret file) swaps it without touching open tunnels.
+   */
+  readonly transport: () => ForwardTransport
   readonly allow: ForwardAllow
   readonly log: Logger
   /** FORWARD_PROXY_MAX_TUNNELS: tunnels open or opening at once; past it, 503. */
@@ -104,7 +108,7 @@ export function createConnectHandler (ctx: ForwardProxyContext): ConnectHandler 
     const abort = new AbortController()
     const gone = (): void => { abort.abort() }
     socket.once('close', gone)
-    ctx.transport.open(destination, abort.signal).then((opened) => {
+    ctx.transport().open(destination, abort.signal).then((opened) => {
       opening--
       pending.delete(socket)
       socket.off('close', gone)

@@ -4,6 +4,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { Client, runConcurrently } from '../helpers/client.js'
+import { connectThrough, getOverTunnel } from '../helpers/connect-client.js'
+import { testCa } from '../helpers/pki.js'
 import { startOrigin } from '../helpers/origin.js'
 import { PROXY_USER, startProxyChain } from '../helpers/proxies.js'
 import { runCli, spawnSidecar } from '../helpers/sidecar-process.js'
@@ -109,6 +111,48 @@ describe('secrets from files', () => {
     await client.send(`${sidecar.portalUrl}/admin/api/services.json`)
     assert.equal(origin.requests.at(-1)?.url, `/admin/api/services.json?access_token=${NEW_TOKEN}`)
     await sidecar.stop()
+  })
+
+  it('the forward proxy picks up a rotated proxy password: new tunnels use it, an open tunnel runs on', async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'sidecar-rotate-forward-'))
+    const ca = await testCa()
+    const origin = await startOrigin()
+    t.after(async () => { await origin.close() })
+    let accepted = new Set([OLD_PASSWORD])
+    const proxy = await startProxyChain({ accept: (u, p) => u === PROXY_USER && accepted.has(p) })
+    t.after(async () => { await proxy.close() })
+    writeFileSync(join(dir, 'password'), OLD_PASSWORD)
+    const sidecar = await startSidecar({
+      THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
+      BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
+      HTTPS_PROXY: `http://${PROXY_USER}@127.0.0.1:${proxy.port}`,
+      PROXY_PASSWORD_FILE: join(dir, 'password'),
+      FORWARD_PROXY_PORT: '0'
+    }, { secrets: [OLD_PASSWORD, NEW_PASSWORD, encodeURIComponent(OLD_PASSWORD), encodeURIComponent(NEW_PASSWORD)] })
+    t.after(async () => { await sidecar.stop() })
+    const port = (await sidecar.waitForLog((l) => l.listener === 'forward' && typeof l.port === 'number')).port as number
+    await sidecar.waitForLog((l) => /watching .*PROXY_PASSWORD_FILE/.test(l.msg))
+    const target = `portal.test:${origin.port}`
+
+    // Opened with the old password, used after the rotation.
+    const before = await connectThrough(port, target)
+    t.after(() => { before.socket.destroy() })
+    assert.equal(before.status, 200)
+    assert.equal(proxy.authorizations.at(-1), basic(PROXY_USER, OLD_PASSWORD))
+
+    // The proxy now refuses the old password: only a swapped transport gets through.
+    accepted = new Set([NEW_PASSWORD])
+    replaceFile(join(dir, 'password'), NEW_PASSWORD + '\n')
+    await sidecar.waitForLog((l) => l.listener === 'forward' && /the proxy settings changed: new tunnels use them/.test(l.msg))
+    const after = proxy.authorizations.length
+    const fresh = await connectThrough(port, target)
+    t.after(() => { fresh.socket.destroy() })
+    assert.equal(fresh.status, 200, `a new tunnel after the rotation: ${fresh.status} ${fresh.headers['x-sidecar-error'] ?? ''}`)
+    assert.equal((await getOverTunnel(fresh.socket, 'portal.test', ca.certPem, '/admin/api/services.json?access_token=t')).status, 200)
+    assert.ok(proxy.authorizations.length > after)
+    for (const a of proxy.authorizations.slice(after)) assert.equal(a, basic(PROXY_USER, NEW_PASSWORD))
+
+    assert.equal((await getOverTunnel(before.socket, 'portal.test', ca.certPem, '/admin/api/services.json?access_token=t')).status, 200)
   })
 
   it('a missing or empty secret file is a start-up error naming the file', async () => {
