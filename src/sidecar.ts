@@ -10,7 +10,7 @@ import { endpointLabel, hostPort } from './observe/redact.js'
 import { createAdminHandler } from './operate/admin.js'
 import { createClientErrorReporter } from './operate/client-errors.js'
 import { createLogSampler } from './observe/log-sampler.js'
-import { createMetrics } from './observe/metrics.js'
+import { createMetrics, type Metrics } from './observe/metrics.js'
 import { createReadiness } from './operate/readiness.js'
 import { buildRoutes, type Route, type RouteName } from './config/routes.js'
 import { startListener, type Listener } from './operate/server.js'
@@ -117,7 +117,7 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
     if (config.forwardProxy !== undefined) {
       const forwardLog = log.child({ listener: 'forward' })
       forward = { transport: buildForwardTransport(forwardTransportOptionsOf(config, upstreamTls, forwardLog)), key: forwardKey(config) }
-      forward.listener = await startForwardProxy(config, config.forwardProxy, forward, forwardLog)
+      forward.listener = await startForwardProxy(config, config.forwardProxy, forward, metrics, forwardLog)
     }
     const readiness = createReadiness(live, config)
     const adminLog = log.child({ listener: 'admin' })
@@ -174,10 +174,17 @@ function forwardTransportOptionsOf (config: Config, upstreamTls: UpstreamTls, lo
  * LISTEN_ADDRESS. A failed start leaves the transport to the caller's
  * shutdown.
  */
-async function startForwardProxy (config: Config, settings: NonNullable<Config['forwardProxy']>, live: LiveForward, log: Logger): Promise<ForwardListener> {
-  const connect = createConnectHandler({ transport: () => live.transport, allow: settings.allow, log, maxTunnels: settings.maxTunnels, idleMs: settings.idleMs })
+async function startForwardProxy (config: Config, settings: NonNullable<Config['forwardProxy']>, live: LiveForward, metrics: Metrics, log: Logger): Promise<ForwardListener> {
+  const connect = createConnectHandler({
+    transport: () => live.transport,
+    allow: settings.allow,
+    log,
+    maxTunnels: settings.maxTunnels,
+    idleMs: settings.idleMs,
+    observe: metrics.forwardProxy
+  })
   const listener = await startForwardListener(config.listenAddress, settings.port, { connect, request: refuseNonProxyRequest(log) }, config.client,
-    createClientErrorReporter(log, () => {}, createLogSampler))
+    createClientErrorReporter(log, (kind) => { metrics.clientError('forward', kind) }, createLogSampler))
     .catch((err: unknown) => {
       throw new ListenError({ name: 'forward', address: config.listenAddress, port: settings.port }, err, 'FORWARD_PROXY_PORT')
     })

@@ -7,7 +7,8 @@ import { causeChain, describeRefusal, type Failure, type FailureCode } from '../
 import { answerAndClose, ignoreErrors, rawAnswer } from '../http/raw-answer.js'
 import { createLogSampler } from '../observe/log-sampler.js'
 import type { Logger } from '../observe/logger.js'
-import { relayTunnel, type Relay, type RelayStats } from './tunnel-relay.js'
+import type { ForwardProxyMetrics } from '../observe/metrics.js'
+import { relayTunnel, type Relay } from './tunnel-relay.js'
 
 export interface ForwardProxyContext {
   /**
@@ -22,13 +23,7 @@ export interface ForwardProxyContext {
   /** FORWARD_PROXY_IDLE_TIMEOUT_MS: a tunnel with no byte either way for this long is closed. */
   readonly idleMs: number
   /** Told of each tunnel as it ends, and of each CONNECT refused or failed. */
-  readonly observe?: TunnelObserver
-}
-
-export interface TunnelObserver {
-  opened (): void
-  ended (stats: RelayStats): void
-  refused (code: FailureCode): void
+  readonly observe?: ForwardProxyMetrics
 }
 
 export interface ConnectHandler {
@@ -129,10 +124,12 @@ export function createConnectHandler (ctx: ForwardProxyContext): ConnectHandler 
       socket.write('HTTP/1.1 200 Connection Established\r\n\r\n')
       if (head.length > 0) upstream.write(head)
       ctx.observe?.opened()
-      const relay = relayTunnel(socket as Socket, upstream, ctx.idleMs, (stats) => {
+      const relay = relayTunnel(socket as Socket, upstream, ctx.idleMs, (relayed) => {
         relays.delete(relay)
+        // The bytes that came with the CONNECT went up too.
+        const stats = { ...relayed, bytesUp: relayed.bytesUp + head.length }
         ctx.observe?.ended(stats)
-        ctx.log.info({ tunnel, destination: destination.authority, proxy: via, bytesUp: stats.bytesUp + head.length, bytesDown: stats.bytesDown, ms: elapsed(started), end: stats.end },
+        ctx.log.info({ tunnel, destination: destination.authority, proxy: via, bytesUp: stats.bytesUp, bytesDown: stats.bytesDown, ms: elapsed(started), end: stats.end },
           `tunnel ${destination.authority} via ${via} closed (${stats.end})`)
       })
       relays.add(relay)

@@ -14,6 +14,8 @@ export interface Metrics {
   forRoute (route: string): RouteMetrics
   /** A client cut off or refused below HTTP, on any listener (the admin one included). */
   clientError (listener: string, kind: ClientErrorKind): void
+  /** The forward proxy's tunnels (FORWARD_PROXY_PORT): its CONNECT handler's observer. */
+  readonly forwardProxy: ForwardProxyMetrics
   /** Stop observing undici; for shutdown and tests. */
   close (): void
 }
@@ -32,6 +34,20 @@ export interface RouteMetrics {
   clientError (kind: ClientErrorKind): void
   tunnelOpened (proxy: string): void
   proxyInUse (proxy: string, all: readonly string[]): void
+}
+
+/**
+ * What the forward proxy counts. No label names a destination: the client
+ * chooses those (FORWARD_PROXY_ALLOW may hold a wildcard), so they stay in
+ * the per-tunnel log line.
+ */
+export interface ForwardProxyMetrics {
+  /** A tunnel answered 200 and now relays. */
+  opened (): void
+  /** A relaying tunnel ended: how, and the bytes it carried each way. */
+  ended (stats: { readonly bytesUp: number, readonly bytesDown: number, readonly end: string }): void
+  /** A CONNECT answered with a failure instead of a tunnel. */
+  refused (code: FailureCode): void
 }
 
 /**
@@ -89,6 +105,12 @@ export function createMetrics (originToRoute: ReadonlyMap<string, string>): Metr
   const clientErrors = new Counter({ name: 'sidecar_client_errors_total', help: 'Clients cut off or refused by the listener itself, by listener and kind (bad_request, headers_too_large, request_timeout, send_timeout, connect).', labelNames: ['listener', 'kind'], registers: [registry] })
   const opened = new Counter({ name: 'sidecar_tunnels_opened_total', help: 'Upstream connections (CONNECT tunnels when proxied) opened, by listener and proxy.', labelNames: ['listener', 'proxy'], registers: [registry] })
   const reused = new Counter({ name: 'sidecar_tunnels_reused_total', help: 'Requests sent on an already open upstream connection, by listener.', labelNames: ['listener'], registers: [registry] })
+  const forwardOpened = new Counter({ name: 'sidecar_forward_tunnels_opened_total', help: 'Forward proxy tunnels opened (CONNECT answered 200).', registers: [registry] })
+  const forwardOpen = new Gauge({ name: 'sidecar_forward_tunnels_open', help: 'Forward proxy tunnels relaying now.', registers: [registry] })
+  const forwardClosed = new Counter({ name: 'sidecar_forward_tunnels_closed_total', help: 'Forward proxy tunnels ended, by how (closed, idle_timeout, client_error, upstream_error, shutdown).', labelNames: ['end'], registers: [registry] })
+  const forwardBytes = new Counter({ name: 'sidecar_forward_tunnel_bytes_total', help: 'Bytes relayed by forward proxy tunnels, counted as each tunnel ends, by direction (up: client to destination; down: back).', labelNames: ['direction'], registers: [registry] })
+  const forwardRefused = new Counter({ name: 'sidecar_forward_connects_refused_total', help: 'CONNECTs the forward proxy refused itself, by kind (not_allowed: FORWARD_PROXY_ALLOW; overloaded: FORWARD_PROXY_MAX_TUNNELS).', labelNames: ['kind'], registers: [registry] })
+  const forwardFailed = new Counter({ name: 'sidecar_forward_connects_failed_total', help: 'CONNECTs whose tunnel could not be opened, by kind (the failure table\'s, as sidecar_upstream_failures_total).', labelNames: ['kind'], registers: [registry] })
   const proxyInUse = new Gauge({ name: 'sidecar_proxy_in_use', help: '1 for the proxy each listener uses now (host:port, or direct).', labelNames: ['listener', 'proxy'], registers: [registry] })
 
   const seen = new WeakSet<Socket>()
@@ -126,6 +148,22 @@ export function createMetrics (originToRoute: ReadonlyMap<string, string>): Metr
       }
     },
     clientError: (listener, kind) => { clientErrors.labels(listener, kind).inc() },
+    forwardProxy: {
+      opened: () => {
+        forwardOpened.inc()
+        forwardOpen.inc()
+      },
+      ended: (stats) => {
+        forwardOpen.dec()
+        forwardClosed.labels(stats.end).inc()
+        forwardBytes.labels('up').inc(stats.bytesUp)
+        forwardBytes.labels('down').inc(stats.bytesDown)
+      },
+      refused: (code) => {
+        const own = code === 'destination_not_allowed' || code === 'too_many_tunnels'
+        ;(own ? forwardRefused : forwardFailed).labels(FAILURE_KIND[code]).inc()
+      }
+    },
     close: () => { unsubscribe('undici:client:sendHeaders', onSendHeaders) }
   }
 }
