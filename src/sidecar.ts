@@ -16,7 +16,8 @@ import { buildRoutes, type Route, type RouteName } from './config/routes.js'
 import { startListener, type Listener } from './operate/server.js'
 import type { TlsMaterial } from './tls/tls-material.js'
 import { version } from './version.js'
-import { buildForwardTransport, type ForwardTransport, type ForwardTransportOptions } from './egress/forward-transport.js'
+import { buildForwardTransport, forwardTransportOptionsOf, type ForwardTransport } from './egress/forward-transport.js'
+import { plainDestinations } from './egress/forward-destination.js'
 import type { ProxyEndpoint } from './egress/egress.js'
 import { createConnectHandler } from './forward-proxy/connect.js'
 import { refuseNonProxyRequest } from './forward-proxy/requests.js'
@@ -119,7 +120,10 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
       forward = { transport: buildForwardTransport(forwardTransportOptionsOf(config, upstreamTls, forwardLog)), key: forwardKey(config) }
       forward.listener = await startForwardProxy(config, config.forwardProxy, forward, metrics, forwardLog)
     }
-    const readiness = createReadiness(live, config)
+    const liveForward = forward
+    const readiness = createReadiness(live, config, liveForward !== undefined && config.forwardProxy !== undefined
+      ? { transport: () => liveForward.transport, destinations: plainDestinations(config.forwardProxy.allow) }
+      : undefined)
     const adminLog = log.child({ listener: 'admin' })
     admin = await startListener(config.admin.address, config.admin.port, createAdminHandler({ metrics, readiness, draining: () => draining }), {
       limits: config.client,
@@ -153,19 +157,6 @@ interface LiveForward {
   /** What the transport was built from (forwardKey): compared on reload, never logged. */
   key: string
   listener?: ForwardListener
-}
-
-/** The forward proxy's transport options from one configuration: the routes' proxies, TLS and timeouts. */
-function forwardTransportOptionsOf (config: Config, upstreamTls: UpstreamTls, log: Logger): ForwardTransportOptions {
-  return {
-    proxies: config.proxies,
-    fallbacks: config.fallbackProxies,
-    tls: upstreamTls,
-    timeouts: config.timeouts,
-    proxyAuthScheme: config.proxyAuthScheme,
-    failoverBackoffMs: config.failoverBackoffMs,
-    log
-  }
 }
 
 /**

@@ -4,8 +4,10 @@ import { TLSSocket } from 'node:tls'
 import type { buildConnector as BuildConnectorType } from 'undici'
 import type { Config } from '../config/config.js'
 import { SetupError } from '../config/setup-error.js'
-import { probeHop, type RouteReport, type Step, type StepName, type TlsSeen } from './probe.js'
-import { buildTransport, transportOptionsOf, upstreamTlsOf } from '../egress/dispatcher.js'
+import { probeForwardDestination, probeHop, type RouteReport, type Step, type StepName, type TlsSeen } from './probe.js'
+import { plainDestinations } from '../egress/forward-destination.js'
+import { buildForwardTransport, forwardTransportOptionsOf } from '../egress/forward-transport.js'
+import { buildTransport, transportOptionsOf, upstreamTlsOf, type UpstreamTls } from '../egress/dispatcher.js'
 import { buildConnector } from '../egress/undici-parts.js'
 import { createLogger } from '../observe/logger.js'
 import { caBundleState, readChain } from '../tls/tls-chain.js'
@@ -28,6 +30,9 @@ import { bareHostname, effectivePort } from '../http/url.js'
  *      the certificate over a direct connection to compare (tls-verdict.ts);
  *   5. an unauthenticated request: 3scale's 403 means reachable;
  *   6. with a token configured, an authenticated portal call.
+ *   7. with FORWARD_PROXY_PORT, a CONNECT through the forward proxy's
+ *      transport to each plain destination of FORWARD_PROXY_ALLOW
+ *      (probeForwardDestination, as /readyz opens it).
  * Steps 2 to 5 are probeHop (probe.ts), the probe /readyz makes, through
  * the route's transport built as forwarding builds it. Every proxy of a
  * route is checked, fallbacks included. Exit code 0 when
@@ -45,6 +50,8 @@ export interface DoctorReport {
   readonly version: string
   readonly config: { readonly ok: boolean, readonly detail: string, readonly problems?: readonly string[] }
   readonly routes: readonly RouteReport[]
+  /** With FORWARD_PROXY_PORT: a CONNECT to each allowed destination that is a plain host, as /readyz opens it. */
+  readonly forward?: readonly RouteReport[]
 }
 
 export interface DoctorOptions {
@@ -66,6 +73,7 @@ async function diagnose (env: NodeJS.ProcessEnv, options: DoctorOptions): Promis
       routes: []
     }
   }
+  const forward = config.forwardProxy !== undefined ? await diagnoseForward(config, config.forwardProxy, upstreamTlsOf(config, tls)) : undefined
   const routes = buildRoutes(config)
   const upstreamTls = upstreamTlsOf(config, tls)
   // Doctor prints a report, not log lines.
@@ -98,11 +106,24 @@ async function diagnose (env: NodeJS.ProcessEnv, options: DoctorOptions): Promis
     }
   }
   return {
-    ok: reports.every((r) => r.ok),
+    ok: reports.every((r) => r.ok) && (forward ?? []).every((r) => r.ok),
     version: version(),
     // The endpoints with their paths (a pasted page path is the first thing to see), never a token.
     config: { ok: true, detail: `${routes.map((r) => `${r.name} → ${endpointLabel(r.upstream)}`).join(', ')}; ${tls.trust.summary.split(' — ')[0] ?? ''}` },
-    routes: reports
+    routes: reports,
+    ...(forward !== undefined ? { forward } : {})
+  }
+}
+
+/** The forward proxy's transport, built as the listener builds it, and a CONNECT through it per plain destination. */
+async function diagnoseForward (config: Config, settings: NonNullable<Config['forwardProxy']>, upstreamTls: UpstreamTls): Promise<RouteReport[]> {
+  const transport = buildForwardTransport(forwardTransportOptionsOf(config, upstreamTls, createLogger('silent')))
+  try {
+    const reports: RouteReport[] = []
+    for (const destination of plainDestinations(settings.allow)) reports.push(await probeForwardDestination(transport, destination, { timeouts: config.timeouts }))
+    return reports
+  } finally {
+    transport.close()
   }
 }
 
@@ -175,17 +196,20 @@ function render (report: DoctorReport): string {
   for (const problem of report.config.problems ?? []) lines.push(`      ${problem}`)
   if (!report.config.ok) lines.push('      fix: correct the settings above (see the README\'s settings table)')
   for (const route of report.routes) {
-    lines.push('', `${route.route}  ${route.upstream}  ${route.via}`)
-    for (const step of route.steps) {
-      lines.push('  ' + line(step, LABEL[step.name]))
-      if (step.ok === false && step.fix !== undefined) lines.push(`      fix: ${step.fix}`)
-    }
+    lines.push('', `${route.route}  ${route.upstream}  ${route.via}`, ...stepLines(route.steps))
   }
-  const failed = (report.config.ok ? 0 : 1) + report.routes.filter((r) => !r.ok).length
+  for (const tunnel of report.forward ?? []) {
+    lines.push('', `forward proxy  CONNECT ${tunnel.upstream}  ${tunnel.via}`, ...stepLines(tunnel.steps))
+  }
+  const failed = (report.config.ok ? 0 : 1) + [...report.routes, ...report.forward ?? []].filter((r) => !r.ok).length
   lines.push('', failed === 0
     ? 'Every step passed: the sidecar can reach 3scale through this path.'
     : `${failed} ${failed === 1 ? 'path has' : 'paths have'} a problem: fix the first ✗ of each and run doctor again.`, '')
   return lines.join('\n')
+}
+
+function stepLines (steps: readonly Step[]): string[] {
+  return steps.flatMap((step) => ['  ' + line(step, LABEL[step.name]), ...(step.ok === false && step.fix !== undefined ? [`      fix: ${step.fix}`] : [])])
 }
 
 function line (step: Pick<Step, 'ok' | 'detail' | 'ms'> & { name: string }, label: string): string {

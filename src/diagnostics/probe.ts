@@ -2,6 +2,8 @@ import type { Dispatcher } from 'undici'
 import type { Timeouts } from '../config/config.js'
 import type { Route } from '../config/routes.js'
 import type { NextHop } from '../egress/dispatcher.js'
+import type { Destination } from '../egress/forward-destination.js'
+import type { ForwardTransport } from '../egress/forward-transport.js'
 import { classifyUpstreamError, ConnectFailure, describeTrustedChain, endpointNotFoundHint, explainUntrustedCertificate, UpstreamCertificateError, type Failure, type FailureContext } from '../failures/catalogue.js'
 import { basicTokenHeader } from '../http/access-token.js'
 import { buildUpstreamRequest, joinPath } from '../forwarding/rewrite.js'
@@ -139,6 +141,40 @@ export async function probeHop (route: Route, hop: NextHop, options: ProbeOption
   if (http.ok !== true || !names.includes('auth')) return report()
   steps.push(await authStep(route, hop, options, ctx))
   return report()
+}
+
+/**
+ * The forward proxy's path to one allowed destination: a CONNECT through
+ * its transport (egress/forward-transport.ts), the tunnel APIcast's CONNECT
+ * would get, failover included, closed at once with no byte sent. What
+ * goes inside is APIcast's own TLS, so there is no TLS or HTTP step; a
+ * failure is worded by the same failure table as the routes'.
+ */
+export async function probeForwardDestination (transport: ForwardTransport, destination: Destination, options: Pick<ProbeOptions, 'timeouts'>): Promise<RouteReport> {
+  const proxied = transport.egressOf(destination).kind === 'proxy'
+  const names: StepName[] = proxied ? ['proxy', 'connect'] : ['tcp']
+  const started = performance.now()
+  const opened = await transport.open(destination, AbortSignal.timeout(3 * options.timeouts.connectMs))
+  const ms = Math.round(performance.now() - started)
+  const label = opened.ok ? opened.tunnel.via : opened.via
+  const detail = (name: StepName): string => name === 'proxy'
+    ? `the proxy ${label} accepted the connection`
+    : name === 'connect' ? `${label} opened the tunnel to ${destination.authority}` : `${destination.authority} accepted the connection`
+  const steps: Step[] = []
+  if (opened.ok) {
+    opened.tunnel.socket.destroy()
+    for (const name of names) steps.push({ name, ok: true, detail: detail(name), ...(name === names.at(-1) ? { ms } : {}) })
+  } else {
+    // Everything open() does is connecting: the step is read as for a failed connection.
+    const { cause } = opened.failure
+    const failedAt = stepOf(opened.failure, cause instanceof ConnectFailure ? cause : new ConnectFailure(cause), names, proxied)
+    for (const name of names) {
+      if (name === failedAt) steps.push({ name, ok: false, detail: opened.failure.message, fix: opened.failure.hint, ms })
+      else steps.push(steps.some((st) => st.ok === false) ? { name, ok: undefined, detail: 'not run: an earlier step failed' } : { name, ok: true, detail: detail(name) })
+    }
+  }
+  const failed = steps.find((st) => st.ok === false)?.name
+  return { route: 'forward', upstream: destination.authority, via: label === 'direct' ? 'direct' : `via proxy ${label}`, ok: failed === undefined, failed, steps }
 }
 
 async function send (hop: NextHop, upstream: URL, request: { method: string, path: string, headers: Record<string, string | string[]> }, options: ProbeOptions): Promise<Dispatcher.ResponseData> {

@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net'
 import type { buildConnector as BuildConnector } from 'undici'
-import type { Timeouts } from '../config/config.js'
+import type { Config, Timeouts } from '../config/config.js'
 import { resolveEgress, type Egress, type ProxyEndpoint, type ProxySettings } from './egress.js'
 import type { Destination } from './forward-destination.js'
 import { secureContexts, type UpstreamTls } from './dispatcher.js'
@@ -21,6 +21,24 @@ export interface ForwardTransportOptions {
   readonly proxyAuthScheme: ProxyAuthScheme
   readonly failoverBackoffMs: number
   readonly log: Logger
+}
+
+/**
+ * The forward proxy's transport options from one configuration: the
+ * routes' proxies, trust store and timeouts. The one builder, for the
+ * listener, its reload and the probe of doctor and /readyz alike, so they
+ * cannot drift apart.
+ */
+export function forwardTransportOptionsOf (config: Config, tls: UpstreamTls, log: Logger): ForwardTransportOptions {
+  return {
+    proxies: config.proxies,
+    fallbacks: config.fallbackProxies,
+    tls,
+    timeouts: config.timeouts,
+    proxyAuthScheme: config.proxyAuthScheme,
+    failoverBackoffMs: config.failoverBackoffMs,
+    log
+  }
 }
 
 /** An open byte stream to a destination: a CONNECT tunnel through a proxy, or TCP. */

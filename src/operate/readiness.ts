@@ -1,11 +1,21 @@
 import type { Config } from '../config/config.js'
-import { probeHop, type RouteReport } from '../diagnostics/probe.js'
+import { probeForwardDestination, probeHop, type RouteReport } from '../diagnostics/probe.js'
+import type { Destination } from '../egress/forward-destination.js'
+import type { ForwardTransport } from '../egress/forward-transport.js'
 import type { LiveRoute } from '../forwarding/forward.js'
 
 export interface Readiness {
   readonly ready: boolean
   readonly checkedAt: string
   readonly routes: Readonly<Record<string, RouteReport>>
+  /** The forward proxy's path to each allowed destination that is a plain host (FORWARD_PROXY_PORT set). */
+  readonly forward?: Readonly<Record<string, RouteReport>>
+}
+
+/** What /readyz checks of the forward proxy: its transport in use, and the destinations to open a tunnel to. */
+export interface ForwardReadiness {
+  readonly transport: () => ForwardTransport
+  readonly destinations: readonly Destination[]
 }
 
 /**
@@ -23,16 +33,23 @@ export interface Readiness {
  * or fail for a reason forwarding does not share (with mutual TLS, a probe
  * built without the client certificate kept /readyz at 503 for good).
  */
-export function createReadiness (live: ReadonlyMap<string, LiveRoute>, config: Config): () => Promise<Readiness> {
+export function createReadiness (live: ReadonlyMap<string, LiveRoute>, config: Config, forward?: ForwardReadiness): () => Promise<Readiness> {
   let cached: { at: number, result: Promise<Readiness> } | undefined
   const check = async (): Promise<Readiness> => {
-    const entries = await Promise.all([...live.values()].map(async ({ route, transport }) => {
-      return [route.name, await probeHop(route, transport.active(), { timeouts: config.timeouts, userAgent: 'apicast-sidecar-proxy readiness' })] as const
-    }))
+    const [entries, tunnels] = await Promise.all([
+      Promise.all([...live.values()].map(async ({ route, transport }) => {
+        return [route.name, await probeHop(route, transport.active(), { timeouts: config.timeouts, userAgent: 'apicast-sidecar-proxy readiness' })] as const
+      })),
+      // A CONNECT per destination, as APIcast's would be: no second client.
+      forward === undefined
+        ? undefined
+        : Promise.all(forward.destinations.map(async (d) => [d.authority, await probeForwardDestination(forward.transport(), d, { timeouts: config.timeouts })] as const))
+    ])
     return {
-      ready: entries.every(([, r]) => r.ok),
+      ready: entries.every(([, r]) => r.ok) && (tunnels ?? []).every(([, r]) => r.ok),
       checkedAt: new Date().toISOString(),
-      routes: Object.fromEntries(entries)
+      routes: Object.fromEntries(entries),
+      ...(tunnels !== undefined ? { forward: Object.fromEntries(tunnels) } : {})
     }
   }
   return async () => {
