@@ -134,15 +134,15 @@ describe('standalone policy', () => {
     assert.ok((d().spec?.replicas ?? 1) > 1, 'minAvailable 1 with one replica would block every drain')
   })
 
-  it('the Service exposes portal 9090, backend 9091 and admin 9092 on the named container ports', () => {
+  it('the Service exposes portal 9090, backend 9091, admin 9092 and the forward proxy 3128 on the named container ports', () => {
     const service = only(objects(), 'Service') as unknown as IService
     const sidecar = containerOf(d(), 'sidecar')
     assert.ok(selects({ matchLabels: service.spec?.selector ?? {} }, podLabels(d())))
     const ports = (service.spec?.ports ?? []).map((p) => [p.name, p.port, sidecar.ports?.find((q) => q.name === p.targetPort)?.containerPort])
-    assert.deepEqual(ports, [['portal', 9090, 9090], ['backend', 9091, 9091], ['admin', 9092, 9092]])
+    assert.deepEqual(ports, [['portal', 9090, 9090], ['backend', 9091, 9091], ['admin', 9092, 9092], ['forward', 3128, 3128]])
   })
 
-  it('the NetworkPolicy admits 9090 and 9091 only from APIcast pods of this namespace, and 9092 only from monitoring', () => {
+  it('the NetworkPolicy admits 9090, 9091 and the forward proxy\'s 3128 only from APIcast pods of this namespace, and 9092 only from monitoring', () => {
     const policy = only(objects(), 'NetworkPolicy') as unknown as INetworkPolicy
     assert.ok(selects(policy.spec?.podSelector, podLabels(d())))
     assert.deepEqual(policy.spec?.policyTypes, ['Ingress'])
@@ -152,7 +152,7 @@ describe('standalone policy', () => {
     }))
     assert.deepEqual(rules, [
       // The APIcast operator's metering label on every gateway pod it makes; no namespaceSelector: this namespace only.
-      { ports: ['backend', 'portal'], from: [JSON.stringify({ podSelector: { matchLabels: { 'rht.comp': '3scale_apicast' } } })] },
+      { ports: ['backend', 'forward', 'portal'], from: [JSON.stringify({ podSelector: { matchLabels: { 'rht.comp': '3scale_apicast' } } })] },
       {
         ports: ['admin'],
         from: [JSON.stringify({
@@ -173,7 +173,8 @@ describe('standalone policy', () => {
     ['PORTAL_TOKEN_SOURCE', 'client'],
     ['HTTPS_PROXY_FILE', '/var/run/secrets/apicast-sidecar/https-proxy'],
     ['CA_BUNDLE', '/etc/pki/apicast-sidecar/ca'],
-    ['STALE_CONFIG_DIR', '/var/lib/apicast-sidecar-proxy']
+    ['STALE_CONFIG_DIR', '/var/lib/apicast-sidecar-proxy'],
+    ['FORWARD_PROXY_PORT', '3128']
   ]
   for (const [name, value] of env) {
     it(`sidecar env ${name}=${value}`, () => assert.equal(envOf(containerOf(d(), 'sidecar'), name), value))
