@@ -93,9 +93,9 @@ interface ProxyPath {
 export function buildForwardTransport (options: ForwardTransportOptions): ForwardTransport {
   const { timeouts, log } = options
   // TCP or TLS to the proxy, as ProxyAgent builds it for the routes (proxyTls).
-  const proxyConnector = buildConnector({ timeout: timeouts.connectMs, secureContext: secureContexts(options.tls).proxy } as BuildConnector.BuildOptions)
+  const proxyConnector = buildConnector({ timeout: timeouts.connectMs, secureContext: secureContexts(options.tls).proxy })
   // Plain TCP to a destination reached directly: the client's TLS goes inside.
-  const directConnector = buildConnector({ timeout: timeouts.connectMs } as BuildConnector.BuildOptions)
+  const directConnector = buildConnector({ timeout: timeouts.connectMs })
   // One client per proxy, built here and kept for the process: a tunnel
   // leaves through the https proxy (https_proxy, all_proxy) and then
   // FALLBACK_PROXIES, whatever the destination; NO_PROXY only decides
@@ -196,9 +196,9 @@ export function buildForwardTransport (options: ForwardTransportOptions): Forwar
 /** One connection from an undici connector; a client gone meanwhile destroys it. */
 async function connectWith (connector: BuildConnector.connector, target: { hostname: string, host: string, protocol: string, port: string }, signal: AbortSignal): Promise<Socket> {
   const socket = await new Promise<Socket>((resolve, reject) => {
-    connector({ ...target, localAddress: null } as unknown as BuildConnector.Options, (err, s) => {
+    connector({ ...target, localAddress: null }, (err, s) => {
       if (err !== null) reject(err)
-      else resolve(s as Socket)
+      else resolve(s)
     })
   })
   if (signal.aborted) {

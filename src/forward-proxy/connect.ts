@@ -1,5 +1,4 @@
 import type { IncomingMessage } from 'node:http'
-import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { isAllowed, parseConnectTarget, type ForwardAllow } from '../egress/forward-destination.js'
 import type { ForwardTransport } from '../egress/forward-transport.js'
@@ -124,7 +123,7 @@ export function createConnectHandler (ctx: ForwardProxyContext): ConnectHandler 
       socket.write('HTTP/1.1 200 Connection Established\r\n\r\n')
       if (head.length > 0) upstream.write(head)
       ctx.observe?.opened()
-      const relay = relayTunnel(socket as Socket, upstream, ctx.idleMs, (relayed) => {
+      const relay = relayTunnel(socket, upstream, ctx.idleMs, (relayed) => {
         relays.delete(relay)
         // The bytes that came with the CONNECT went up too.
         const stats = { ...relayed, bytesUp: relayed.bytesUp + head.length }

@@ -5,7 +5,7 @@ import { connectThrough, readToClose } from '../helpers/connect-client.js'
 import { eventually, openFds } from '../helpers/eventually.js'
 import { startOrigin, type Origin } from '../helpers/origin.js'
 import { squidSkip, startSquid, type Squid } from '../helpers/proxies.js'
-import { startSidecar, type RunningSidecar } from '../helpers/sidecar.js'
+import { spawnSidecar, type SidecarProcess } from '../helpers/sidecar-process.js'
 import { describeOrSkip } from '../helpers/describe-or-skip.js'
 
 /** A raw TCP destination: `script` runs for each connection. */
@@ -28,8 +28,9 @@ async function startTcp (script: (socket: Socket) => void): Promise<{ port: numb
   }
 }
 
-async function startForwarding (env: Record<string, string>): Promise<{ sidecar: RunningSidecar, port: number }> {
-  const sidecar = await startSidecar({ THREESCALE_PORTAL_ENDPOINT: 'https://portal.test', FORWARD_PROXY_PORT: '0', ...env })
+/** A sidecar process: these tests count its file descriptors. */
+async function startForwarding (env: Record<string, string>): Promise<{ sidecar: SidecarProcess, port: number }> {
+  const sidecar = await spawnSidecar({ THREESCALE_PORTAL_ENDPOINT: 'https://portal.test', FORWARD_PROXY_PORT: '0', ...env })
   const line = await sidecar.waitForLog((l) => l.listener === 'forward' && typeof l.port === 'number')
   return { sidecar, port: line.port as number }
 }
@@ -39,7 +40,7 @@ describe('the forward proxy\'s limits (loopback destinations, reached directly)'
   let counter: Awaited<ReturnType<typeof startTcp>>
   // Sends 64 MiB at once, whether or not anyone reads.
   let firehose: Awaited<ReturnType<typeof startTcp>>
-  let sidecar: RunningSidecar
+  let sidecar: SidecarProcess
   let port: number
   const afterServerFin: number[] = []
 

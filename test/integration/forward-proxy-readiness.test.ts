@@ -4,7 +4,8 @@ import { Client } from '../helpers/client.js'
 import { startOrigin } from '../helpers/origin.js'
 import { testCa } from '../helpers/pki.js'
 import { PROXY_PASSWORD, startProxyChain } from '../helpers/proxies.js'
-import { runCli, startSidecar } from '../helpers/sidecar.js'
+import { startSidecar } from '../helpers/sidecar.js'
+import { runCli } from '../helpers/sidecar-process.js'
 
 const SECRETS = [PROXY_PASSWORD, encodeURIComponent(PROXY_PASSWORD)]
 
