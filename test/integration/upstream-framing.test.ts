@@ -135,7 +135,7 @@ describe('responses no well-behaved upstream sends are relayed as RFC 9110 asks'
     assert.match(text, /connection: close/i)
   })
 
-  it('exits 0 on SIGTERM', async () => {
+  it('stops cleanly', async () => {
     assert.equal(await sidecar.stop(), 0)
   })
 })
