@@ -237,6 +237,11 @@ export class ResponseRelay implements Dispatcher.DispatchHandler {
 
   #finish (): void {
     this.#done = true
+    // The response is over: a timer left armed from a pause would fire for a
+    // client already gone, logging and counting a send_timeout for it, and
+    // hold the relay for CLIENT_SEND_TIMEOUT_MS. #endWithin arms it again
+    // when the tail of the body still waits on APIcast's socket.
+    this.#clearSendTimer()
     if (this.#onDrain !== undefined) this.owner.res.off('drain', this.#onDrain)
   }
 }

@@ -82,3 +82,44 @@ describe('CLIENT_SEND_TIMEOUT_MS: a client that never reads its response cannot 
     assert.equal(await sidecar.stop(), 0)
   })
 })
+
+describe('CLIENT_SEND_TIMEOUT_MS: a client that goes away', () => {
+  // The send timer armed by the pause used to survive the response: it logged
+  // and counted a send_timeout for a client long gone, and kept a stopped
+  // sidecar's timer alive for CLIENT_SEND_TIMEOUT_MS (found in-process, where
+  // the test file then waited 60 s for it before it could exit).
+  it('while its response is blocked is logged once, as 499: no send timeout follows', async (t) => {
+    // An origin that says when its writes back up: the sidecar stopped reading
+    // it, so its relay is paused on APIcast's full socket.
+    let blocked = false
+    const origin = await startOrigin({
+      tls: false,
+      handler: (req, res) => {
+        req.resume()
+        res.writeHead(200, { 'content-type': 'application/octet-stream' })
+        const chunk = Buffer.alloc(65536, 120)
+        const pump = (): void => {
+          while (res.write(chunk)) if (res.destroyed) return
+          blocked = true
+          res.once('drain', pump)
+        }
+        pump()
+      }
+    })
+    t.after(async () => { await origin.close() })
+    const sidecar = await startSidecar({ THREESCALE_PORTAL_ENDPOINT: origin.url(), BACKEND_ENDPOINT_OVERRIDE: origin.url(), CLIENT_SEND_TIMEOUT_MS: '600' })
+    t.after(async () => { await sidecar.close() })
+    const client = new Client()
+    t.after(async () => { await client.close() })
+    const { socket } = await nonReader(Number(new URL(sidecar.backendUrl).port), '/stream')
+    await eventually(() => blocked, (b) => b, 5000, 'the origin\'s writes to back up')
+    socket.destroy()
+    const aborted = await sidecar.waitForLog((l) => l.status === 499)
+    assert.match(aborted.msg, /client closed/)
+    // What is tested is that nothing follows once CLIENT_SEND_TIMEOUT_MS has passed: let it pass, twice over.
+    await new Promise((resolve) => setTimeout(resolve, 1200))
+    assert.deepEqual(sidecar.logs().filter((l) => l.error === 'send_timeout').map((l) => l.msg), [])
+    assert.doesNotMatch((await client.send(`${sidecar.adminUrl}/metrics`)).text(), /kind="send_timeout"\} [1-9]/)
+    await sidecar.stop()
+  })
+})
