@@ -111,6 +111,8 @@ export async function startSilentServer (): Promise<{ port: number, close: () =>
 }
 
 export const SQUID = '/usr/sbin/squid'
+/** Where squid.conf names the port, until the port is known. */
+const PORT = '%PORT%'
 const NCSA = '/usr/lib/squid/basic_ncsa_auth'
 const DIGEST = '/usr/lib/squid/digest_file_auth'
 const NTLM_FAKE = '/usr/lib/squid/ntlm_fake_auth'
@@ -170,14 +172,15 @@ export async function startSquid (options: SquidOptions = {}): Promise<Squid> {
   const { user = PROXY_USER, password = PROXY_PASSWORD } = options
   const dir = mkdtempSync(join(tmpdir(), 'sidecar-squid-'))
   chmodSync(dir, 0o777) // squid drops privileges to the proxy user
-  const port = options.port ?? await freePort()
+  // Written into squid.conf when it is written: a new one if the first is taken.
+  let port = options.port ?? await freePort()
   const listen: string[] = []
   if (options.sslBump !== undefined) {
     writeFileSync(join(dir, 'bump.pem'), options.sslBump.ca.certPem + options.sslBump.ca.keyPem, { mode: 0o644 })
     execFileSync(CERTGEN, ['-c', '-s', join(dir, 'ssl_db'), '-M', '4MB'], { stdio: 'ignore' })
     execFileSync('chmod', ['-R', 'a+rwX', join(dir, 'ssl_db')])
     listen.push(
-      `http_port 127.0.0.1:${port} ssl-bump tls-cert=${dir}/bump.pem generate-host-certificates=on dynamic_cert_mem_cache_size=4MB`,
+      `http_port 127.0.0.1:${PORT} ssl-bump tls-cert=${dir}/bump.pem generate-host-certificates=on dynamic_cert_mem_cache_size=4MB`,
       `sslcrtd_program ${CERTGEN} -s ${dir}/ssl_db -M 4MB`,
       'sslcrtd_children 2 startup=1 idle=1',
       'acl step1 at_step SslBump1',
@@ -186,9 +189,9 @@ export async function startSquid (options: SquidOptions = {}): Promise<Squid> {
       `tls_outgoing_options cafile=${options.sslBump.originCaFile}`)
   } else if (options.tls !== undefined) {
     writeFileSync(join(dir, 'proxy.pem'), options.tls.cert + options.tls.key, { mode: 0o644 })
-    listen.push(`https_port 127.0.0.1:${port} tls-cert=${dir}/proxy.pem`)
+    listen.push(`https_port 127.0.0.1:${PORT} tls-cert=${dir}/proxy.pem`)
   } else {
-    listen.push(`http_port 127.0.0.1:${port}`)
+    listen.push(`http_port 127.0.0.1:${PORT}`)
   }
   execFileSync('htpasswd', ['-bc', join(dir, 'passwd'), user, password], { stdio: 'ignore' })
   chmodSync(join(dir, 'passwd'), 0o644)
@@ -216,7 +219,7 @@ export async function startSquid (options: SquidOptions = {}): Promise<Squid> {
       ]
   writeFileSync(join(dir, 'hosts'), `127.0.0.1 ${['portal.test', 'backend.test', 'forbidden.test', 'localhost', ...(options.hosts ?? [])].join(' ')}\n`)
   const conf = join(dir, 'squid.conf')
-  writeFileSync(conf, [
+  const text = [
     ...listen,
     `pid_filename ${dir}/squid.pid`,
     `cache_log ${dir}/cache.log`,
@@ -239,7 +242,9 @@ export async function startSquid (options: SquidOptions = {}): Promise<Squid> {
     'http_access allow authed',
     'http_access deny all',
     ''
-  ].join('\n'))
+  ].join('\n')
+  const writeConf = (): void => { writeFileSync(conf, text.replaceAll(PORT, String(port))) }
+  writeConf()
 
   let child: ChildProcess | undefined
   let lastError = ''
@@ -253,9 +258,15 @@ export async function startSquid (options: SquidOptions = {}): Promise<Squid> {
     } else {
       c.kill('SIGKILL')
       lastError = stderr
-      // A back-off before the next attempt, not a wait for an event: an
-      // old squid's helpers may still hold the port for a moment.
-      await sleep(500)
+      if (options.port === undefined) {
+        // Another listener may have taken the free port meanwhile: take another.
+        port = await freePort()
+        writeConf()
+      } else {
+        // A back-off before the next attempt, not a wait for an event: an
+        // old squid's helpers may still hold the port for a moment.
+        await sleep(500)
+      }
     }
   }
   if (child === undefined) throw new Error(`squid did not start:\n${lastError}\n${safeRead(join(dir, 'cache.log'))}`)

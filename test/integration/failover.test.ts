@@ -7,6 +7,7 @@ import { freePort, squidSkip, PROXY_PASSWORD, proxyUrl, startProxyChain, startSq
 import { startSidecar } from '../helpers/sidecar.js'
 
 const secrets = [PROXY_PASSWORD, encodeURIComponent(PROXY_PASSWORD)]
+const BACKOFF_MS = 2000
 
 describe('proxy failover (FALLBACK_PROXIES)', () => {
   it('two squids, the first stopped: requests go through the second, a POST is sent once', { skip: squidSkip }, async (t) => {
@@ -16,7 +17,6 @@ describe('proxy failover (FALLBACK_PROXIES)', () => {
     t.after(async () => { await first.close() })
     const second = await startSquid()
     t.after(async () => { await second.close() })
-    await first.close()
     const sidecar = await startSidecar({
       THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
       BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
@@ -24,6 +24,10 @@ describe('proxy failover (FALLBACK_PROXIES)', () => {
       FALLBACK_PROXIES: second.url
     }, { secrets })
     t.after(async () => { await sidecar.close() })
+    // Stopped only now, just before the first request: the longer its port
+    // is free, the likelier a listener bound to port 0 anywhere on the
+    // machine (a sidecar's, answering CONNECT with 405) takes it.
+    await first.close()
     const client = new Client()
     t.after(async () => { await client.close() })
     assert.match(sidecar.logs().find((l) => l.listener === 'backend')?.msg ?? '', new RegExp(`then http://127\\.0\\.0\\.1:${second.port}`))
@@ -77,13 +81,17 @@ describe('proxy failover (FALLBACK_PROXIES)', () => {
       BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
       HTTPS_PROXY: proxyUrl(firstPort),
       FALLBACK_PROXIES: second.url,
-      PROXY_FAILOVER_BACKOFF_MS: '400'
+      // Long enough that the request "within the back-off" is within it on a
+      // loaded machine too (400 ms was not, at times).
+      PROXY_FAILOVER_BACKOFF_MS: String(BACKOFF_MS)
     }, { secrets })
     t.after(async () => { await sidecar.close() })
     const client = new Client()
     t.after(async () => { await client.close() })
     // Nothing listens on the first proxy's port yet: the second serves.
     assert.equal((await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st`)).status, 200)
+    // The first proxy failed, and was backed off, before this answer came.
+    const failedBy = Date.now()
     assert.equal(second.tunnels(), 1)
     const revived = await startProxyChain({ port: firstPort })
     t.after(async () => { await revived.close() })
@@ -91,8 +99,8 @@ describe('proxy failover (FALLBACK_PROXIES)', () => {
     assert.equal((await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st`)).status, 200)
     assert.equal(revived.tunnels(), 0)
     // What is tested is the back-off, a time with no event to wait for: let
-    // PROXY_FAILOVER_BACKOFF_MS=400 pass.
-    await sleep(500)
+    // PROXY_FAILOVER_BACKOFF_MS pass.
+    await sleep(Math.max(0, failedBy + BACKOFF_MS + 100 - Date.now()))
     assert.equal((await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st`)).status, 200)
     assert.equal(revived.tunnels(), 1, 'after the back-off the first proxy is used again')
     await sidecar.waitForLog((l) => new RegExp(`using the proxy 127\\.0\\.0\\.1:${firstPort} again`).test(l.msg))
