@@ -60,11 +60,9 @@ describe('the forward proxy\'s limits (loopback destinations, reached directly)'
       FORWARD_PROXY_IDLE_TIMEOUT_MS: '700'
     }))
   })
-  after(async () => {
-    assert.equal(await sidecar?.stop(), 0)
-    await counter?.close()
-    await firehose?.close()
-  })
+  after(async () => { await sidecar?.close() })
+  after(async () => { await counter?.close() })
+  after(async () => { await firehose?.close() })
 
   it('half-close from the client: the destination sees the FIN and its answer still comes back', async () => {
     const { socket } = await connectThrough(port, `localhost:${counter.port}`)
@@ -76,28 +74,26 @@ describe('the forward proxy\'s limits (loopback destinations, reached directly)'
     assert.equal(line.proxy, 'direct')
   })
 
-  it('half-close from the destination: the client sees the FIN and can still send', async () => {
+  it('half-close from the destination: the client sees the FIN and can still send', async (t) => {
     const early = await startTcp((s) => {
       let n = 0
       s.end('bye')
       s.on('data', (c: Buffer) => { n += c.length })
       s.once('end', () => { afterServerFin.push(n) })
     })
+    t.after(async () => { await early.close() })
     const { sidecar: s, port: p } = await startForwarding({ FORWARD_PROXY_ALLOW: `localhost:${early.port}` })
-    try {
-      const { socket } = await connectThrough(p, `localhost:${early.port}`, { allowHalfOpen: true })
-      const got: Buffer[] = []
-      socket.on('data', (c: Buffer) => got.push(c))
-      socket.resume()
-      await new Promise<void>((resolve) => socket.once('end', () => { resolve() }))
-      assert.equal(Buffer.concat(got).toString(), 'bye')
-      socket.end('still here')
-      await eventually(() => afterServerFin.length, (n) => n === 1, 5000, 'the destination to get the rest')
-      assert.deepEqual(afterServerFin, ['still here'.length])
-    } finally {
-      await s.stop()
-      await early.close()
-    }
+    t.after(async () => { await s.close() })
+    const { socket } = await connectThrough(p, `localhost:${early.port}`, { allowHalfOpen: true })
+    const got: Buffer[] = []
+    socket.on('data', (c: Buffer) => got.push(c))
+    socket.resume()
+    await new Promise<void>((resolve) => socket.once('end', () => { resolve() }))
+    assert.equal(Buffer.concat(got).toString(), 'bye')
+    socket.end('still here')
+    await eventually(() => afterServerFin.length, (n) => n === 1, 5000, 'the destination to get the rest')
+    assert.deepEqual(afterServerFin, ['still here'.length])
+    await s.stop()
   })
 
   it('20 tunnels at once, then 1,000 one after the other: descriptors back to the baseline', async () => {
@@ -138,6 +134,10 @@ describe('the forward proxy\'s limits (loopback destinations, reached directly)'
     stuck.socket.destroy()
     silent.socket.destroy()
   })
+
+  it('exits 0 on SIGTERM', async () => {
+    assert.equal(await sidecar.stop(), 0)
+  })
 })
 
 describeOrSkip('the forward proxy: 20 tunnels at once through squid', squidSkip, () => {
@@ -147,21 +147,17 @@ describeOrSkip('the forward proxy: 20 tunnels at once through squid', squidSkip,
     origin = await startOrigin()
     squid = await startSquid()
   })
-  after(async () => {
-    await squid?.close()
-    await origin?.close()
-  })
+  after(async () => { await squid?.close() })
+  after(async () => { await origin?.close() })
 
-  it('opens 20 tunnels at once through squid, each its own CONNECT', async () => {
+  it('opens 20 tunnels at once through squid, each its own CONNECT', async (t) => {
     const { sidecar, port } = await startForwarding({ THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'), HTTPS_PROXY: squid.url })
-    try {
-      const replies = await Promise.all(Array.from({ length: 20 }, async () => await connectThrough(port, `portal.test:${origin.port}`)))
-      assert.deepEqual(replies.map((r) => r.status), Array.from({ length: 20 }, () => 200))
-      for (const r of replies) r.socket.destroy()
-      await eventually(() => sidecar.logs().filter((l) => l.listener === 'forward' && typeof l.bytesDown === 'number').length, (n) => n === 20, 5000, '20 tunnel lines')
-    } finally {
-      await sidecar.stop()
-    }
+    t.after(async () => { await sidecar.close() })
+    const replies = await Promise.all(Array.from({ length: 20 }, async () => await connectThrough(port, `portal.test:${origin.port}`)))
+    assert.deepEqual(replies.map((r) => r.status), Array.from({ length: 20 }, () => 200))
+    for (const r of replies) r.socket.destroy()
+    await eventually(() => sidecar.logs().filter((l) => l.listener === 'forward' && typeof l.bytesDown === 'number').length, (n) => n === 20, 5000, '20 tunnel lines')
+    await sidecar.stop()
     await eventually(() => squid.accessLog().filter((l) => / CONNECT portal\.test:/.test(l)).length, (n) => n === 20, 5000, 'squid\'s 20 CONNECT lines')
   })
 })

@@ -22,7 +22,7 @@ it('the forward proxy counts its tunnels, their bytes, and the CONNECTs it refus
     // forbidden.test is allowed here, and refused by the proxy's policy.
     FORWARD_PROXY_ALLOW: `portal.test:${origin.port},forbidden.test:443`
   }, { secrets: [PROXY_PASSWORD, encodeURIComponent(PROXY_PASSWORD)] })
-  t.after(async () => { await sidecar.stop() })
+  t.after(async () => { await sidecar.close() })
   const port = (await sidecar.waitForLog((l) => l.listener === 'forward' && typeof l.port === 'number')).port as number
   const client = new Client()
   t.after(async () => { await client.close() })
@@ -54,4 +54,5 @@ it('the forward proxy counts its tunnels, their bytes, and the CONNECTs it refus
   assert.equal(value(after, 'sidecar_forward_tunnels_opened_total'), 1)
   // No label holds a destination.
   assert.doesNotMatch(after, /sidecar_forward_[^\n]*(portal|elsewhere|forbidden)\.test/)
+  await sidecar.stop()
 })

@@ -29,7 +29,7 @@ it('/readyz and doctor open a tunnel to each plain destination of FORWARD_PROXY_
     FORWARD_PROXY_ALLOW: `portal.test:${origin.port},.apps.test`
   }
   const sidecar = await startSidecar(env, { secrets: SECRETS })
-  t.after(async () => { await sidecar.stop() })
+  t.after(async () => { await sidecar.close() })
   const client = new Client()
   t.after(async () => { await client.close() })
 
@@ -49,6 +49,7 @@ it('/readyz and doctor open a tunnel to each plain destination of FORWARD_PROXY_
   assert.equal(doctor.code, 0, doctor.stdout)
   assert.match(doctor.stdout, new RegExp(`forward proxy {2}CONNECT portal\\.test:${origin.port} {2}via proxy 127\\.0\\.0\\.1:${proxy.port}\\n {2}✓ proxy .*\\n {2}✓ CONNECT .*opened the tunnel to portal\\.test:${origin.port}`))
   for (const secret of SECRETS) assert.ok(!doctor.stdout.includes(secret))
+  await sidecar.stop()
 })
 
 it('a destination the proxy refuses makes /readyz 503 and doctor exit 1, naming the CONNECT step and its fix', async (t) => {
@@ -66,7 +67,7 @@ it('a destination the proxy refuses makes /readyz 503 and doctor exit 1, naming 
     FORWARD_PROXY_ALLOW: `portal.test:${origin.port},forbidden.test:443`
   }
   const sidecar = await startSidecar(env, { secrets: SECRETS })
-  t.after(async () => { await sidecar.stop() })
+  t.after(async () => { await sidecar.close() })
   const client = new Client()
   t.after(async () => { await client.close() })
 
@@ -83,4 +84,5 @@ it('a destination the proxy refuses makes /readyz 503 and doctor exit 1, naming 
   assert.equal(doctor.code, 1, doctor.stdout)
   assert.match(doctor.stdout, /forward proxy {2}CONNECT forbidden\.test:443 .*\n {2}✓ proxy .*\n {2}✗ CONNECT .*\n {6}fix: /)
   assert.match(doctor.stdout, /1 path has a problem/)
+  await sidecar.stop()
 })

@@ -129,7 +129,7 @@ describe('secrets from files', () => {
       PROXY_PASSWORD_FILE: join(dir, 'password'),
       FORWARD_PROXY_PORT: '0'
     }, { secrets: [OLD_PASSWORD, NEW_PASSWORD, encodeURIComponent(OLD_PASSWORD), encodeURIComponent(NEW_PASSWORD)] })
-    t.after(async () => { await sidecar.stop() })
+    t.after(async () => { await sidecar.close() })
     const port = (await sidecar.waitForLog((l) => l.listener === 'forward' && typeof l.port === 'number')).port as number
     await sidecar.waitForLog((l) => /watching .*PROXY_PASSWORD_FILE/.test(l.msg))
     const target = `portal.test:${origin.port}`
@@ -153,6 +153,7 @@ describe('secrets from files', () => {
     for (const a of proxy.authorizations.slice(after)) assert.equal(a, basic(PROXY_USER, NEW_PASSWORD))
 
     assert.equal((await getOverTunnel(before.socket, 'portal.test', ca.certPem, '/admin/api/services.json?access_token=t')).status, 200)
+    await sidecar.stop()
   })
 
   it('a missing or empty secret file is a start-up error naming the file', async () => {

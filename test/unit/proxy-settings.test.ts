@@ -33,18 +33,15 @@ describe('readProxySettings: the proxy of each scheme, as proxy-from-env picks i
     })
   }
 
-  it('leaves process.env as it was, and never reads it', () => {
+  it('leaves process.env as it was, and never reads it', (t) => {
     const saved = process.env
     const before = { ...process.env }
+    t.after(() => { process.env = before })
     process.env.https_proxy = 'http://from-process:1'
-    try {
-      const { reading } = read({ variables: { http_proxy: 'http://p:1' } })
-      assert.equal(reading.proxies.https, undefined)
-      assert.equal(process.env, saved, 'the same object is back')
-      assert.equal(process.env.https_proxy, 'http://from-process:1')
-    } finally {
-      process.env = before
-    }
+    const { reading } = read({ variables: { http_proxy: 'http://p:1' } })
+    assert.equal(reading.proxies.https, undefined)
+    assert.equal(process.env, saved, 'the same object is back')
+    assert.equal(process.env.https_proxy, 'http://from-process:1')
   })
 })
 
