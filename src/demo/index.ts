@@ -75,7 +75,7 @@ export async function runDemo (argv: readonly string[], out: NodeJS.WritableStre
   try {
     const ca = await createCa('apicast-sidecar-proxy demo CA')
     const leaf = await ca.issue([PORTAL_HOST, BACKEND_HOST])
-    const threescale = await startThreescale({ ...leaf, serviceToken })
+    const threescale = await startThreescale({ ...leaf, serviceToken, userKey })
     cleanups.push(() => threescale.close())
     const proxy = await startDemoProxy(PROXY_USER, proxyPassword)
     cleanups.push(() => proxy.close())

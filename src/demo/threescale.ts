@@ -30,6 +30,8 @@ export interface StandInOptions {
   readonly key: string
   /** Put into the proxy config, where 3scale tells APIcast how to call the backend. */
   readonly serviceToken: string
+  /** The one application key 3scale knows; any other is invalid, as in 3scale. */
+  readonly userKey: string
 }
 
 export async function startThreescale (options: StandInOptions): Promise<ThreescaleStandIn> {
@@ -53,7 +55,7 @@ export async function startThreescale (options: StandInOptions): Promise<Threesc
       case 'GET /transactions/authrep.xml': {
         if (q.get('service_token') === null && q.get('provider_key') === null) return send(403, XML_TYPE, CREDENTIALS_REQUIRED)
         const userKey = q.get('user_key')
-        if (userKey === null || userKey.startsWith('bad')) {
+        if (userKey !== options.userKey) {
           return send(409, XML_TYPE, `${XML_DECL}<error code="user_key_invalid">user key "${xmlEscape(userKey ?? '')}" is invalid</error>`)
         }
         hits++
