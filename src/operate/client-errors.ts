@@ -49,6 +49,19 @@ export interface ClientErrorEvent {
 
 export type ClientErrorReport = (event: ClientErrorEvent) => void
 
+/** The event for a request node:http refused with `err`, answered with `answer`. */
+export function refusalEvent (err: NodeJS.ErrnoException & { reason?: unknown }, answer: ClientErrorAnswer, peer: string | undefined): ClientErrorEvent {
+  const reason = typeof err.reason === 'string' ? err.reason : undefined
+  return {
+    kind: answer.kind,
+    code: err.code,
+    reason,
+    status: answer.status,
+    peer,
+    message: `refused a request before forwarding it: ${answer.status} (${err.code ?? 'error'}${reason !== undefined ? `: ${reason}` : ''}): ${answer.meaning}; nothing was sent upstream`
+  }
+}
+
 /**
  * Count every refusal (`count`, the metric) and log it sampled per kind:
  * the first at once, then one line per 10 s with how many went unlogged, so

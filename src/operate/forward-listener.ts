@@ -3,8 +3,8 @@ import type { AddressInfo } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { answerAndClose, ignoreErrors, rawAnswer } from '../http/raw-answer.js'
-import { answerClientError, type ClientErrorReport } from './client-errors.js'
-import type { ClientLimits } from './server.js'
+import { answerClientError, refusalEvent, type ClientErrorReport } from './client-errors.js'
+import { listen, type ClientLimits } from './server.js'
 
 export interface ForwardListener {
   readonly server: Server
@@ -45,21 +45,9 @@ export async function startForwardListener (host: string, port: number, handlers
     }
     ignoreErrors(socket)
     answerAndClose(socket, rawAnswer(answer.status, '', `X-Sidecar-Error: ${answer.kind}\r\n`))
-    onClientError?.({
-      kind: answer.kind,
-      code: err.code,
-      status: answer.status,
-      peer: (socket as { remoteAddress?: string }).remoteAddress,
-      message: `refused a request before forwarding it: ${answer.status} (${err.code ?? 'error'}): ${answer.meaning}; nothing was sent upstream`
-    })
+    onClientError?.(refusalEvent(err, answer, (socket as { remoteAddress?: string }).remoteAddress))
   })
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen({ host, port }, () => {
-      server.off('error', reject)
-      resolve()
-    })
-  })
+  await listen(server, host, port)
   const closed = new Promise<void>((resolve) => server.once('close', resolve))
   return {
     server,

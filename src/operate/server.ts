@@ -3,7 +3,7 @@ import { createServer as createTlsServer } from 'node:https'
 import type { AddressInfo, Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { answerClientError, type ClientErrorReport } from './client-errors.js'
+import { answerClientError, refusalEvent, type ClientErrorReport } from './client-errors.js'
 import { redactPath } from '../observe/redact.js'
 import { onConnectionClose, onceClosed } from '../http/response-closed.js'
 import { answerAndClose, ignoreErrors, rawAnswer } from '../http/raw-answer.js'
@@ -235,23 +235,10 @@ export async function startListener (
     } else {
       socket.destroy()
     }
-    report({
-      kind: answer.kind,
-      code: err.code,
-      reason: typeof err.reason === 'string' ? err.reason : undefined,
-      status: answer.status,
-      peer: (socket as Partial<Socket>).remoteAddress,
-      message: `refused a request before forwarding it: ${answer.status} (${err.code ?? 'error'}${typeof err.reason === 'string' ? `: ${err.reason}` : ''}): ${answer.meaning}; nothing was sent upstream`
-    })
+    report(refusalEvent(err, answer, (socket as Partial<Socket>).remoteAddress))
   })
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen({ host, port }, () => {
-      server.off('error', reject)
-      resolve()
-    })
-  })
+  await listen(server, host, port)
 
   const closed = new Promise<void>((resolve) => server.once('close', resolve))
   return {
@@ -271,4 +258,15 @@ export async function startListener (
       await closed
     }
   }
+}
+
+/** Listen on host:port; resolves once listening, rejects with the listen error (EADDRINUSE, EACCES). */
+export async function listen (server: Server, host: string, port: number): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen({ host, port }, () => {
+      server.off('error', reject)
+      resolve()
+    })
+  })
 }
