@@ -203,8 +203,8 @@ function render (report: DoctorReport): string {
   }
   const failed = (report.config.ok ? 0 : 1) + [...report.routes, ...report.forward ?? []].filter((r) => !r.ok).length
   lines.push('', failed === 0
-    ? 'Every step passed: the sidecar can reach 3scale through this path.'
-    : `${failed} ${failed === 1 ? 'path has' : 'paths have'} a problem: fix the first ✗ of each and run doctor again.`, '')
+    ? `Every step passed: the sidecar can reach 3scale${(report.forward ?? []).length > 0 ? ' and each forward-proxy destination' : ''} the way it forwards.`
+    : `${failed} of the sections above ${failed === 1 ? 'has' : 'have'} a problem: fix the first ✗ of each and run doctor again.`, '')
   return lines.join('\n')
 }
 

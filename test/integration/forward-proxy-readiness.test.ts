@@ -83,6 +83,6 @@ it('a destination the proxy refuses makes /readyz 503 and doctor exit 1, naming 
   const doctor = await runCli({ ...env, NODE_EXTRA_CA_CERTS: ca.certFile }, ['doctor'])
   assert.equal(doctor.code, 1, doctor.stdout)
   assert.match(doctor.stdout, /forward proxy {2}CONNECT forbidden\.test:443 .*\n {2}✓ proxy .*\n {2}✗ CONNECT .*\n {6}fix: /)
-  assert.match(doctor.stdout, /1 path has a problem/)
+  assert.match(doctor.stdout, /1 of the sections above has a problem/)
   await sidecar.stop()
 })
