@@ -1,7 +1,7 @@
 import { unwatchFile, watchFile, type Stats } from 'node:fs'
 import { ConfigError, type Config } from './config/config.js'
 import { buildTransport, transportOptionsOf, upstreamTlsOf, type RouteTransport, type UpstreamTls } from './egress/dispatcher.js'
-import { createForwarder, type LiveRoute } from './forwarding/forward.js'
+import { createForwarder, routeRequests, type LiveRoute } from './forwarding/forward.js'
 import { createStaleIfError } from './forwarding/stale-if-error.js'
 import { StaleConfigCache } from './stale-config/stale-config.js'
 import { StaleConfigDir } from './stale-config/stale-config-dir.js'
@@ -10,7 +10,7 @@ import { endpointLabel, hostPort } from './observe/redact.js'
 import { createAdminHandler } from './operate/admin.js'
 import { createClientErrorReporter } from './operate/client-errors.js'
 import { createLogSampler } from './observe/log-sampler.js'
-import { createMetrics, type Metrics } from './observe/metrics.js'
+import { createMetrics, type Metrics, type RouteMetrics } from './observe/metrics.js'
 import { createReadiness } from './operate/readiness.js'
 import { buildRoutes, type Route, type RouteName } from './config/routes.js'
 import { startListener, type Listener } from './operate/server.js'
@@ -20,7 +20,7 @@ import { buildForwardTransport, forwardTransportOptionsOf, type ForwardTransport
 import { plainDestinations } from './egress/forward-destination.js'
 import type { ProxyEndpoint } from './egress/egress.js'
 import { createConnectHandler } from './forward-proxy/connect.js'
-import { refuseNonProxyRequest } from './forward-proxy/requests.js'
+import { createAbsoluteFormHandler } from './forward-proxy/requests.js'
 import { startForwardListener, type ForwardListener } from './operate/forward-listener.js'
 
 export interface Sidecar {
@@ -96,7 +96,7 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
       // Configuration is read from the portal only; backend calls are never kept.
       const stale = route.name === 'portal' ? staleConfigCache(config, routeLog, staleStores) : undefined
       const handler = createForwarder({
-        live: current,
+        prepare: routeRequests(current),
         timeouts: config.timeouts,
         metrics: routeMetrics,
         log: routeLog,
@@ -117,8 +117,8 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
     }
     if (config.forwardProxy !== undefined) {
       const forwardLog = log.child({ listener: 'forward' })
-      forward = { transport: buildForwardTransport(forwardTransportOptionsOf(config, upstreamTls, forwardLog)), key: forwardKey(config) }
-      forward.listener = await startForwardProxy(config, config.forwardProxy, forward, metrics, forwardLog)
+      forward = { transport: buildForwardTransport(forwardTransportOptionsOf(config, upstreamTls, forwardLog, metrics.forRoute('forward'))), key: forwardKey(config) }
+      forward.listener = await startForwardProxy(config, config.forwardProxy, forward, metrics, forwardLog, () => draining)
     }
     const liveForward = forward
     const readiness = createReadiness(live, config, liveForward !== undefined && config.forwardProxy !== undefined
@@ -144,7 +144,7 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
       const next = rereadConfig(reload, changed, log)
       if (next === undefined) return
       applySecrets(next, changed, live, transportFor, log)
-      if (forward !== undefined) applyForwardSecrets(next, changed, forward, upstreamTls, log.child({ listener: 'forward' }))
+      if (forward !== undefined) applyForwardSecrets(next, changed, forward, upstreamTls, log.child({ listener: 'forward' }), metrics.forRoute('forward'))
     })
   }
 
@@ -165,7 +165,7 @@ interface LiveForward {
  * LISTEN_ADDRESS. A failed start leaves the transport to the caller's
  * shutdown.
  */
-async function startForwardProxy (config: Config, settings: NonNullable<Config['forwardProxy']>, live: LiveForward, metrics: Metrics, log: Logger): Promise<ForwardListener> {
+async function startForwardProxy (config: Config, settings: NonNullable<Config['forwardProxy']>, live: LiveForward, metrics: Metrics, log: Logger, draining: () => boolean): Promise<ForwardListener> {
   const connect = createConnectHandler({
     transport: () => live.transport,
     allow: settings.allow,
@@ -174,14 +174,24 @@ async function startForwardProxy (config: Config, settings: NonNullable<Config['
     idleMs: settings.idleMs,
     observe: metrics.forwardProxy
   })
-  const listener = await startForwardListener(config.listenAddress, settings.port, { connect, request: refuseNonProxyRequest(log) }, config.client,
+  const request = createAbsoluteFormHandler({
+    transport: () => live.transport,
+    allow: settings.allow,
+    log,
+    timeouts: config.timeouts,
+    metrics: metrics.forRoute('forward'),
+    draining,
+    maxConcurrent: config.maxConcurrentRequests,
+    sendTimeoutMs: config.client.sendTimeoutMs
+  })
+  const listener = await startForwardListener(config.listenAddress, settings.port, { connect, request }, config.client,
     createClientErrorReporter(log, (kind) => { metrics.clientError('forward', kind) }, createLogSampler))
     .catch((err: unknown) => {
       throw new ListenError({ name: 'forward', address: config.listenAddress, port: settings.port }, err, 'FORWARD_PROXY_PORT')
     })
   const listen = `${listener.address.address}:${listener.address.port}`
   log.info({ listen, port: listener.address.port, allow: settings.allow.entries, maxTunnels: settings.maxTunnels, idleTimeoutMs: settings.idleMs },
-    `forward proxy http://${listen} → CONNECT to ${settings.allow.entries.join(', ')}, each leaving as a route to it would (https_proxy, NO_PROXY, FALLBACK_PROXIES)`)
+    `forward proxy http://${listen} → CONNECT and http:// requests to ${settings.allow.entries.join(', ')}, each leaving as a route to it would (https_proxy or http_proxy, NO_PROXY, FALLBACK_PROXIES)`)
   return listener
 }
 
@@ -283,20 +293,20 @@ function egressKey (route: Route): string {
  * tunnels authenticate with the new credentials; tunnels being opened
  * finish on the old one, and open tunnels run on untouched.
  */
-function applyForwardSecrets (next: Config, changed: string, forward: LiveForward, upstreamTls: UpstreamTls, log: Logger): void {
+function applyForwardSecrets (next: Config, changed: string, forward: LiveForward, upstreamTls: UpstreamTls, log: Logger, metrics: RouteMetrics): void {
   const key = forwardKey(next)
   if (key === forward.key) return
   const old = forward.transport
-  forward.transport = buildForwardTransport(forwardTransportOptionsOf(next, upstreamTls, log))
+  forward.transport = buildForwardTransport(forwardTransportOptionsOf(next, upstreamTls, log, metrics))
   forward.key = key
   old.retire()
-  log.info({ trigger: changed }, 'the proxy settings changed: new tunnels use them; open tunnels run on')
+  log.info({ trigger: changed }, 'the proxy settings changed: new tunnels and requests use them; open tunnels run on, and requests in flight finish')
 }
 
 /** What identifies the forward proxy's proxies, NO_PROXY and credentials included; compared, never logged. */
 function forwardKey (config: Config): string {
   const endpoint = (p: ProxyEndpoint | undefined): unknown => p === undefined ? null : [p.url.href, p.username, p.password]
-  return JSON.stringify([endpoint(config.proxies.https), config.fallbackProxies.map(endpoint), config.proxies.noProxy])
+  return JSON.stringify([endpoint(config.proxies.https), endpoint(config.proxies.http), config.fallbackProxies.map(endpoint), config.proxies.noProxy])
 }
 
 function tokenKey (route: Route): string {

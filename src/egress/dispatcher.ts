@@ -3,7 +3,7 @@ import type { Socket } from 'node:net'
 import { createSecureContext, TLSSocket, type SecureContext } from 'node:tls'
 import type { Dispatcher, ProxyAgent as ProxyAgentType, buildConnector as BuildConnector } from 'undici'
 import type { Config, Timeouts } from '../config/config.js'
-import { proxyAuthorization, type ProxyEndpoint } from './egress.js'
+import { proxyAuthorization, type Egress, type ProxyEndpoint } from './egress.js'
 import { ConnectFailure, UpstreamCertificateError, describeTrustedChain, isFailoverFailure, tunnelRefusalOf, type Failure, type TunnelRefusal } from '../failures/catalogue.js'
 import type { Logger } from '../observe/logger.js'
 import type { RouteMetrics } from '../observe/metrics.js'
@@ -112,10 +112,30 @@ export function transportOptionsOf (config: Config, tls: UpstreamTls, log: Logge
  */
 export function buildTransport (route: Route, options: TransportOptions): RouteTransport {
   const { tls, log } = options
+  return buildHops(route.egress, route.upstream.protocol === 'https:', options, (leaf, socket) => { reportChain(route, socket, leaf, tls.trust, log) })
+}
+
+/**
+ * The transport of the forward proxy's absolute-form requests
+ * (`GET http://host/path`), for destinations that leave by `egress`: the
+ * routes' hops, sent to the proxy in absolute-form (never tunnelled), or
+ * direct. Built once at start, as a route's is; the destination is each
+ * request's origin.
+ */
+export function buildAbsoluteFormTransport (egress: Egress, options: TransportOptions): RouteTransport {
+  return buildHops(egress, false, options, () => {})
+}
+
+/**
+ * The hops of `egress`: `tunnel` for an https: upstream (CONNECT), else
+ * absolute-form to the proxy. `onFirstTls` sees the first TLS connection.
+ */
+function buildHops (egress: Egress, tunnel: boolean, options: TransportOptions, onFirstTls: (leaf: X509Certificate | undefined, socket: TLSSocket) => void): RouteTransport {
+  const { log } = options
   let opened = 0
-  let inspected = false
-  const proxies = route.egress.kind === 'proxy' ? [route.egress.proxy, ...route.egress.fallbacks] : [undefined]
+  const proxies = egress.kind === 'proxy' ? [egress.proxy, ...egress.fallbacks] : [undefined]
   const labels = proxies.map((proxy) => proxy !== undefined ? hostPort(proxy.url) : 'direct')
+  let inspected = false
   const onOpened = (index: number, socket: Socket): void => {
     opened++
     options.metrics?.tunnelOpened(labels[index] as string)
@@ -123,17 +143,16 @@ export function buildTransport (route: Route, options: TransportOptions): RouteT
       // Read once, for every reader: Node 20 hands a socket's peer
       // certificate out only once (the second call returns undefined).
       const leaf = socket.getPeerX509Certificate()
-      // First contact: look once at who signed the upstream's chain.
       if (!inspected) {
         inspected = true
-        reportChain(route, socket, leaf, tls.trust, log)
+        onFirstTls(leaf, socket)
       }
       options.onConnected?.(index, socket, leaf)
     } else {
       options.onConnected?.(index, socket, undefined)
     }
   }
-  const hops = proxies.map((proxy, index) => buildHop(route, proxy, index, options, (socket) => { onOpened(index, socket) }))
+  const hops = proxies.map((proxy, index) => buildHop(tunnel, proxy, index, options, (socket) => { onOpened(index, socket) }))
   const rotation = new ProxyRotation(hops.length, options.failoverBackoffMs)
   options.metrics?.proxyInUse(labels[0] as string, labels)
 
@@ -171,7 +190,7 @@ export function buildTransport (route: Route, options: TransportOptions): RouteT
 }
 
 /** The pooled dispatcher for one hop: direct (Agent) or through `proxy` (ProxyAgent). */
-function buildHop (route: Route, proxy: ProxyEndpoint | undefined, index: number, options: TransportOptions, onOpened: (socket: Socket) => void): NextHop {
+function buildHop (tunnel: boolean, proxy: ProxyEndpoint | undefined, index: number, options: TransportOptions, onOpened: (socket: Socket) => void): NextHop {
   const { timeouts, tls } = options
   let refusal: TunnelRefusal | undefined
   const contexts = secureContexts(tls)
@@ -194,7 +213,6 @@ function buildHop (route: Route, proxy: ProxyEndpoint | undefined, index: number
     return { index, proxy, label: 'direct', dispatcher: new Agent({ ...poolOptions, connect }), lastRefusal: () => undefined }
   }
 
-  const tunnel = route.upstream.protocol === 'https:'
   // Only an http upstream is sent to the proxy in absolute-form, with
   // ProxyAgent's own (Basic) header; tunnels authenticate in TunnelClient.
   const token = tunnel ? undefined : proxyAuthorization(proxy)
@@ -221,9 +239,12 @@ function buildHop (route: Route, proxy: ProxyEndpoint | undefined, index: number
     }),
     // The pool per upstream origin: its connect is ProxyAgent's tunnel
     // function, wrapped so the upstream's certificate is verified.
+    // In absolute-form, undici's proxy client builds its pool to the proxy
+    // with this factory too, passing only `connect`: the pool's sizing and
+    // timeouts are given here, or undici's defaults (300 s) would apply.
     factory: (origin: string | URL, opts: object) => {
       const { connect } = opts as { connect: BuildConnector.connector }
-      return new Pool(origin, { ...opts, connect: verifyingConnector(connect, tls, onOpened) })
+      return new Pool(origin, { ...poolOptions, ...opts, connect: verifyingConnector(connect, tls, onOpened) })
     }
   } as unknown as ProxyAgentType.Options)
   return { index, proxy, label: hostPort(proxy.url), dispatcher, lastRefusal: () => refusal }

@@ -3,13 +3,14 @@ import type { buildConnector as BuildConnector } from 'undici'
 import type { Config, Timeouts } from '../config/config.js'
 import { resolveEgress, type Egress, type ProxyEndpoint, type ProxySettings } from './egress.js'
 import type { Destination } from './forward-destination.js'
-import { secureContexts, type UpstreamTls } from './dispatcher.js'
+import { buildAbsoluteFormTransport, secureContexts, transportOptionsOf, type RouteTransport, type TransportOptions, type UpstreamTls } from './dispatcher.js'
 import type { ProxyAuthScheme } from './auth-negotiation.js'
 import { ProxyRotation } from './proxy-rotation.js'
 import { TunnelClient } from './tunnel-client.js'
 import { buildConnector } from './undici-parts.js'
 import { classifyRefusedTunnel, classifyUpstreamError, ConnectFailure, isFailoverFailure, tunnelRefusalOf, type Failure, type FailureContext } from '../failures/catalogue.js'
 import type { Logger } from '../observe/logger.js'
+import type { RouteMetrics } from '../observe/metrics.js'
 import { hostPort } from '../observe/redact.js'
 
 export interface ForwardTransportOptions {
@@ -21,6 +22,8 @@ export interface ForwardTransportOptions {
   readonly proxyAuthScheme: ProxyAuthScheme
   readonly failoverBackoffMs: number
   readonly log: Logger
+  /** The transport options of the absolute-form requests: the routes' own (pool, timeouts, TLS). */
+  readonly requests: TransportOptions
 }
 
 /**
@@ -29,7 +32,7 @@ export interface ForwardTransportOptions {
  * listener, its reload and the probe of doctor and /readyz alike, so they
  * cannot drift apart.
  */
-export function forwardTransportOptionsOf (config: Config, tls: UpstreamTls, log: Logger): ForwardTransportOptions {
+export function forwardTransportOptionsOf (config: Config, tls: UpstreamTls, log: Logger, metrics?: RouteMetrics): ForwardTransportOptions {
   return {
     proxies: config.proxies,
     fallbacks: config.fallbackProxies,
@@ -37,7 +40,8 @@ export function forwardTransportOptionsOf (config: Config, tls: UpstreamTls, log
     timeouts: config.timeouts,
     proxyAuthScheme: config.proxyAuthScheme,
     failoverBackoffMs: config.failoverBackoffMs,
-    log
+    log,
+    requests: transportOptionsOf(config, tls, log, metrics !== undefined ? { metrics } : {})
   }
 }
 
@@ -64,6 +68,13 @@ export interface ForwardTransport {
   open (destination: Destination, signal: AbortSignal): Promise<TunnelOpening>
   /** How `destination` leaves, for the start-up line and doctor. */
   egressOf (destination: Destination): Egress
+  /**
+   * The transport of an absolute-form request to `destination` (an http:
+   * one): through http_proxy (then FALLBACK_PROXIES) in absolute-form, or
+   * direct when NO_PROXY or loopback says so. Both were built with this
+   * transport; each request's origin is its destination.
+   */
+  requestsTo (destination: Destination): RouteTransport
   /** Cut the tunnels still being opened and refuse new ones (shutdown). */
   close (): void
   /**
@@ -115,6 +126,14 @@ export function buildForwardTransport (options: ForwardTransportOptions): Forwar
   const chain = options.proxies.https !== undefined ? [options.proxies.https, ...options.fallbacks].map(buildPath) : []
   const rotation = new ProxyRotation(Math.max(1, chain.length), options.failoverBackoffMs)
   const egressOf = (destination: Destination): Egress => resolveEgress(destination.url, options.proxies, options.fallbacks)
+  // The absolute-form requests' two ways out, built once: the http proxy
+  // chain (when http_proxy is set) and direct.
+  const directRequests = buildAbsoluteFormTransport({ kind: 'direct', reason: 'no_proxy_match' }, options.requests)
+  const proxiedRequests = options.proxies.http !== undefined
+    ? buildAbsoluteFormTransport({ kind: 'proxy', proxy: options.proxies.http, fallbacks: options.fallbacks }, options.requests)
+    : undefined
+  const requestsTo = (destination: Destination): RouteTransport =>
+    proxiedRequests !== undefined && egressOf(destination).kind === 'proxy' ? proxiedRequests : directRequests
 
   const context = (destination: Destination, proxy: ProxyEndpoint | undefined, refusal?: FailureContext['refusal']): FailureContext => ({
     upstream: destination.url,
@@ -170,25 +189,34 @@ export function buildForwardTransport (options: ForwardTransportOptions): Forwar
 
   let inFlight = 0
   let retired = false
-  const close = (): void => {
+  const closeTunnels = (): void => {
     for (const path of chain) path.client.close().catch(() => {})
+  }
+  // In-flight absolute-form requests finish; new ones are not taken.
+  const closeRequests = (): void => {
+    for (const t of [directRequests, proxiedRequests]) t?.close().catch(() => {})
   }
   const open = async (destination: Destination, signal: AbortSignal): Promise<TunnelOpening> => {
     inFlight++
     try {
       return await openOnce(destination, signal)
     } finally {
-      if (--inFlight === 0 && retired) close()
+      if (--inFlight === 0 && retired) closeTunnels()
     }
   }
 
   return {
     egressOf,
+    requestsTo,
     open,
-    close,
+    close: () => {
+      closeTunnels()
+      closeRequests()
+    },
     retire: () => {
       retired = true
-      if (inFlight === 0) close()
+      closeRequests()
+      if (inFlight === 0) closeTunnels()
     }
   }
 }

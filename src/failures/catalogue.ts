@@ -152,8 +152,8 @@ export const FAILURES: Readonly<Record<FailureCode, { status: 403 | 502 | 503 | 
   proxy_auth_required: {
     status: 502,
     describe: (ctx) => ({
-      message: `proxy authentication failed: ${proxyName(ctx)} answered CONNECT with 407 Proxy Authentication Required${offered(ctx)}`,
-      hint: proxyAuthHint(ctx.proxy, ctx.refusal)
+      message: `proxy authentication failed: ${proxyName(ctx)} answered ${ctx.upstream.protocol === 'http:' ? `the request for ${hostPort(ctx.upstream)}` : 'CONNECT'} with 407 Proxy Authentication Required${offered(ctx)}`,
+      hint: proxyAuthHint(ctx.proxy, ctx.refusal, ctx.upstream.protocol === 'http:')
     })
   },
   tunnel_refused: {
@@ -484,12 +484,17 @@ function proxyName (ctx: FailureContext): string {
 const SPOKEN = new Set(['basic', 'digest', 'ntlm'])
 
 /** What to do about a 407 from `proxy`, from what it offered (failure log lines and doctor). */
-export function proxyAuthHint (proxy: ProxyEndpoint | undefined, refusal: TunnelRefusal | undefined): string {
+export function proxyAuthHint (proxy: ProxyEndpoint | undefined, refusal: TunnelRefusal | undefined, absoluteForm = false): string {
+  const variable = absoluteForm ? 'http_proxy' : 'https_proxy'
   if (proxy !== undefined && proxy.username === '') {
-    return 'the proxy URL has no credentials; set them as http://user:password@host:port in https_proxy (percent-encode @ : % # / ? in them), or use PROXY_USER and PROXY_PASSWORD_FILE'
+    return `the proxy URL has no credentials; set them as http://user:password@host:port in ${variable} (percent-encode @ : % # / ? in them), or use PROXY_USER and PROXY_PASSWORD_FILE`
   }
   const schemes = refusal?.statusCode === 407 ? refusal.schemes : []
-  const check = 'check the user and password in https_proxy (percent-encode @ : % # / ? in them as %40 %3A %25 %23 %2F %3F, or use PROXY_USER and PROXY_PASSWORD_FILE)'
+  const check = `check the user and password in ${variable} (percent-encode @ : % # / ? in them as %40 %3A %25 %23 %2F %3F, or use PROXY_USER and PROXY_PASSWORD_FILE)`
+  if (absoluteForm) {
+    // undici's absolute-form client keeps the 407's Proxy-Authenticate to itself.
+    return `${check}; a request for an http:// URL goes to the proxy in absolute-form, with Basic credentials only: if the proxy asks for Digest or NTLM, use the https:// URL, whose tunnel answers them`
+  }
   const forced = refusal?.forced
   if (forced !== undefined && schemes.length > 0 && !schemes.some((s) => s.toLowerCase() === forced)) {
     return `PROXY_AUTH_SCHEME=${forced}, but the proxy offers only ${schemes.join(', ')}: set PROXY_AUTH_SCHEME=auto, or to a scheme it offers`

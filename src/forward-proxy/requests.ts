@@ -1,19 +1,53 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Timeouts } from '../config/config.js'
+import type { ForwardAllow } from '../egress/forward-destination.js'
+import type { ForwardTransport } from '../egress/forward-transport.js'
+import { createForwarder, type PrepareRequest } from '../forwarding/forward.js'
 import type { Logger } from '../observe/logger.js'
+import type { RouteMetrics } from '../observe/metrics.js'
+import { rewriteAbsoluteForm } from './absolute-form.js'
 
-const ALLOW = 'CONNECT'
+export interface AbsoluteFormContext {
+  /** The transport in use, read once per request (a reload swaps it). */
+  readonly transport: () => ForwardTransport
+  readonly allow: ForwardAllow
+  readonly log: Logger
+  readonly timeouts: Timeouts
+  /** The request metrics, labelled listener="forward" (a refusal is a 4xx there). */
+  readonly metrics: RouteMetrics
+  readonly draining: () => boolean
+  readonly maxConcurrent: number
+  readonly sendTimeoutMs: number
+}
 
 /**
- * Any request other than CONNECT on the forward proxy's listener: a clear
- * 405 naming what it serves, never forwarded. (An origin-form request here
- * is most often APIcast pointed at the wrong port.)
+ * The forward proxy's requests other than CONNECT: absolute-form http://
+ * requests (APIcast's HTTP_PROXY calls, OCSP among them) to an allowed
+ * destination go through the routes' own forwarder, with the routes' hops
+ * sent to the proxy in absolute-form: the same relay, failover before any
+ * byte left, retry rules (a POST that may have arrived is never sent
+ * again), failure answers and log lines. Anything else gets its 4xx.
  */
-export function refuseNonProxyRequest (log: Logger): (req: IncomingMessage, res: ServerResponse) => void {
-  return (req, res) => {
-    const text = 'this is the sidecar\'s forward proxy: it serves CONNECT host:port (HTTPS_PROXY=http://this-listener), nothing else\n'
-    res.writeHead(405, { allow: ALLOW, 'x-sidecar-error': 'not_a_proxy_request', 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(text), connection: 'close' })
-    res.end(text)
-    req.resume()
-    log.warn({ method: req.method, status: 405, error: 'not_a_proxy_request' }, `refused ${req.method ?? ''} on the forward proxy: only CONNECT is served`)
+export function createAbsoluteFormHandler (ctx: AbsoluteFormContext): (req: IncomingMessage, res: ServerResponse) => void {
+  const prepare: PrepareRequest = (req) => {
+    const rewritten = rewriteAbsoluteForm(req, ctx.allow)
+    if (!rewritten.ok) return rewritten
+    const { destination, outgoing } = rewritten
+    return {
+      ok: true,
+      outgoing,
+      upstream: destination.url,
+      transport: ctx.transport().requestsTo(destination),
+      named: 'the URL APIcast asked for'
+    }
   }
+  return createForwarder({
+    prepare,
+    timeouts: ctx.timeouts,
+    metrics: ctx.metrics,
+    log: ctx.log,
+    draining: ctx.draining,
+    maxConcurrent: ctx.maxConcurrent,
+    sendTimeoutMs: ctx.sendTimeoutMs
+  })
 }

@@ -12,7 +12,7 @@ import { answerFailure, answerOverloaded, answerRefused } from './local-answers.
 import { ResponseRelay, type RelayOwner, type RelaySettings } from './relay.js'
 import { CLIENT_CLOSED, failureSampler, refusalLine, requestLine, retryLine, type RequestFacts } from './request-log.js'
 import type { PolicyAnswer, RequestPolicy, ResponsePolicy } from './response-policy.js'
-import { buildUpstreamRequest } from './rewrite.js'
+import { buildUpstreamRequest, type OutgoingRequest, type RequestError } from './rewrite.js'
 
 /**
  * A listener's current route and transport. Both are replaced together when
@@ -23,8 +23,29 @@ export interface LiveRoute {
   transport: RouteTransport
 }
 
+/**
+ * A request made ready to send, or refused: what the rewrite made of it,
+ * the URL it goes to (the failure table names it) and the transport that
+ * carries it, read together so a reload cannot split them.
+ */
+export type PreparedRequest =
+  | { readonly ok: true, readonly outgoing: OutgoingRequest, readonly upstream: URL, readonly transport: RouteTransport, readonly named?: string }
+  | { readonly ok: false, readonly error: RequestError }
+
+/** Prepare each request of a listener: a route's rewrite (routeRequests), or the forward proxy's absolute-form. */
+export type PrepareRequest = (req: IncomingMessage & { url: string, method: string }) => PreparedRequest
+
+/** A route's requests: the forwarding rewrite against the route and the transport in use. */
+export function routeRequests (live: LiveRoute): PrepareRequest {
+  return (req) => {
+    const { route, transport } = live
+    const rewritten = buildUpstreamRequest(req, route)
+    return rewritten.ok ? { ok: true, outgoing: rewritten.outgoing, upstream: route.upstream, transport } : rewritten
+  }
+}
+
 export interface ForwardContext extends RelaySettings {
-  readonly live: LiveRoute
+  readonly prepare: PrepareRequest
   readonly timeouts: Timeouts
   readonly metrics: RouteMetrics
   /** What the listener does to responses beyond relaying them (the portal's stale-if-error); undefined: nothing. */
@@ -57,28 +78,27 @@ export function createForwarder (ctx: ForwardContext): (req: IncomingMessage, re
       listener.refuseOverloaded(req, res, started, reqId)
       return
     }
-    const { route, transport } = ctx.live
-    const exchange = new Exchange(listener, req, res, route, transport, started, reqId)
+    const exchange = new Exchange(listener, req, res, started, reqId)
     listener.inFlight++
     ctx.metrics.started()
     onceClosed(res, exchange.closed)
 
-    const rewritten = buildUpstreamRequest(req as IncomingMessage & { url: string, method: string }, route)
-    if (!rewritten.ok) {
-      answerRefused(req, res, rewritten.error)
-      ctx.log.warn(refusalLine(reqId, req, started, rewritten.error.statusCode), `request refused: ${rewritten.error.message}`)
+    const prepared = ctx.prepare(req as IncomingMessage & { url: string, method: string })
+    if (!prepared.ok) {
+      answerRefused(req, res, prepared.error)
+      ctx.log.warn(refusalLine(reqId, req, started, prepared.error.statusCode, prepared.error.headers['x-sidecar-error']), `request refused: ${prepared.error.message}`)
       return
     }
-    const { outgoing } = rewritten
+    const { outgoing } = prepared
     const hasBody = req.headers['transfer-encoding'] !== undefined ||
       (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0')
-    exchange.send({
-      origin: route.upstream.origin,
+    exchange.send(prepared, {
+      origin: prepared.upstream.origin,
       method: outgoing.method,
       path: outgoing.path,
       headers: outgoing.headers,
       body: hasBody ? req : null
-    }, ctx.policy?.forRequest(req.url ?? '', outgoing), transport.select())
+    }, ctx.policy?.forRequest(req.url ?? '', outgoing))
   }
 }
 
@@ -124,13 +144,13 @@ class Exchange implements RelayOwner, RequestFacts {
   /** Hops this request has failed on; made at the first failure. */
   #tried: Set<number> | undefined
   #clientGone = false
+  /** Where it goes and through what: set by send(). */
+  #to: Extract<PreparedRequest, { ok: true }> | undefined
 
   constructor (
     private readonly listener: ListenerState,
     readonly req: IncomingMessage,
     readonly res: ServerResponse,
-    private readonly route: Route,
-    private readonly transport: RouteTransport,
     readonly started: number,
     readonly reqId: number
   ) {}
@@ -147,14 +167,15 @@ class Exchange implements RelayOwner, RequestFacts {
   get bytesOut (): number { return this.#relay?.bytesOut ?? 0 }
 
   get proxy (): string | undefined {
-    return this.transport.hops.length > 1 ? this.#hop?.label : undefined
+    return (this.#to?.transport.hops.length ?? 0) > 1 ? this.#hop?.label : undefined
   }
 
-  /** Send the request through `hop` (the first attempt: also what to send, and the request's policy). */
-  send (options: Dispatcher.DispatchOptions, policy: RequestPolicy | undefined, hop: NextHop): void {
+  /** Send the request through its transport's hop in use: what to send, and the request's policy. */
+  send (to: Extract<PreparedRequest, { ok: true }>, options: Dispatcher.DispatchOptions, policy: RequestPolicy | undefined): void {
+    this.#to = to
     this.#options = options
     this.#policy = policy
-    this.#attempt(hop)
+    this.#attempt(to.transport.select())
   }
 
   #attempt (hop: NextHop): void {
@@ -188,11 +209,13 @@ class Exchange implements RelayOwner, RequestFacts {
   failed (err: Error, responseStarted: boolean): void {
     const { ctx } = this.listener
     const hop = this.#hop as NextHop
+    const to = this.#to as Extract<PreparedRequest, { ok: true }>
     const failure = classifyUpstreamError(err, {
-      upstream: this.route.upstream,
+      upstream: to.upstream,
       proxy: hop.proxy,
       refusal: hop.lastRefusal(),
-      timeouts: ctx.timeouts
+      timeouts: ctx.timeouts,
+      named: to.named
     })
     if (ctx.log.isLevelEnabled('debug')) {
       ctx.log.debug({ reqId: this.reqId, failure: failure.code, cause: causeChain(err) }, `the cause of ${failure.code}, as undici and Node reported it`)
@@ -217,13 +240,13 @@ class Exchange implements RelayOwner, RequestFacts {
       responseStarted,
       retried: this.#retried,
       proxied: hop.proxy !== undefined,
-      hops: this.transport.hops.length,
+      hops: to.transport.hops.length,
       tried: tried.size
     })
     if (next.backOff) {
-      const to = this.transport.failover(hop, failure, tried)
-      if (next.action === 'failover' && to !== undefined) {
-        this.#attempt(to)
+      const nextHop = to.transport.failover(hop, failure, tried)
+      if (next.action === 'failover' && nextHop !== undefined) {
+        this.#attempt(nextHop)
         return
       }
     }

@@ -108,7 +108,11 @@ export class ResponseRelay implements Dispatcher.DispatchHandler {
   }
 
   onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    if (this.#replaced) return
+    // #done: the attempt has failed, yet undici may go on with the body.
+    // Its absolute-form proxy client turns a proxy's 407 into an error at
+    // the head and still delivers the 407's body; written, that body would
+    // follow the failure's answer (write after end).
+    if (this.#replaced || this.#done) return
     this.policy?.onBody(chunk)
     this.#bytesOut += chunk.length
     if (!this.owner.res.write(chunk)) {

@@ -83,3 +83,10 @@ export async function startSidecar (env: Record<string, string>, options: InProc
     close: async () => { await shutdown() }
   }
 }
+
+/** The sidecar in this process with its forward proxy on (FORWARD_PROXY_PORT on a free port), and that port. */
+export async function startForwardProxy (env: Record<string, string>, options: InProcessOptions = {}): Promise<{ sidecar: RunningSidecar, port: number }> {
+  const sidecar = await startSidecar({ FORWARD_PROXY_PORT: '0', ...env }, options)
+  const line = await sidecar.waitForLog((l) => l.listener === 'forward' && typeof l.port === 'number')
+  return { sidecar, port: line.port as number }
+}

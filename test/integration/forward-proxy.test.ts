@@ -8,16 +8,14 @@ import { eventually } from '../helpers/eventually.js'
 import { startOrigin, type Origin } from '../helpers/origin.js'
 import { createCa, testCa, type CertificateAuthority } from '../helpers/pki.js'
 import { freePort, PROXY_PASSWORD, proxyUrl, squidSkip, startSilentServer, startSquid, type Squid } from '../helpers/proxies.js'
-import { startSidecar, type RunningSidecar } from '../helpers/sidecar.js'
+import { startForwardProxy, type RunningSidecar } from '../helpers/sidecar.js'
 
 const run = promisify(execFile)
 const SECRETS = [PROXY_PASSWORD, encodeURIComponent(PROXY_PASSWORD)]
 
-/** The sidecar with its forward proxy on a free port, and that port. */
+/** The sidecar with its forward proxy on a free port, and that port; the proxy password must never reach its output. */
 async function startForwarding (env: Record<string, string>, secrets: readonly string[] = SECRETS): Promise<{ sidecar: RunningSidecar, port: number }> {
-  const sidecar = await startSidecar({ FORWARD_PROXY_PORT: '0', ...env }, { secrets })
-  const line = await sidecar.waitForLog((l) => l.listener === 'forward' && typeof l.port === 'number')
-  return { sidecar, port: line.port as number }
+  return await startForwardProxy(env, { secrets })
 }
 
 describeOrSkip('the forward proxy, through squid with Basic', squidSkip, () => {
@@ -69,15 +67,15 @@ describeOrSkip('the forward proxy, through squid with Basic', squidSkip, () => {
     assert.equal(res.status, 200)
   })
 
-  it('a malformed target gets 400; a request that is not CONNECT gets 405', async () => {
+  it('a malformed target gets 400; so does an origin-form request, which is not for a proxy', async () => {
     for (const target of ['portal.test', 'user@portal.test:443', 'portal.test:99999', 'portal.test:443/x']) {
       const reply = await connectThrough(port, target)
       assert.equal(reply.status, 400, target)
       assert.equal(reply.headers['x-sidecar-error'], 'bad_request')
     }
     const res = await fetch(`http://127.0.0.1:${port}/admin/api/services.json`)
-    assert.equal(res.status, 405)
-    assert.equal(res.headers.get('allow'), 'CONNECT')
+    assert.equal(res.status, 400)
+    assert.equal(res.headers.get('x-sidecar-error'), 'not_a_proxy_request')
   })
 
   it('a destination squid cannot connect to: 502 tunnel_refused, with squid\'s word', async (t) => {

@@ -143,7 +143,7 @@ describe('secrets from files', () => {
     // The proxy now refuses the old password: only a swapped transport gets through.
     accepted = new Set([NEW_PASSWORD])
     replaceFile(join(dir, 'password'), NEW_PASSWORD + '\n')
-    await sidecar.waitForLog((l) => l.listener === 'forward' && /the proxy settings changed: new tunnels use them/.test(l.msg))
+    await sidecar.waitForLog((l) => l.listener === 'forward' && /the proxy settings changed: new tunnels and requests use them/.test(l.msg))
     const after = proxy.authorizations.length
     const fresh = await connectThrough(port, target)
     t.after(() => { fresh.socket.destroy() })
