@@ -115,12 +115,12 @@ async function diagnose (env: NodeJS.ProcessEnv, options: DoctorOptions): Promis
   }
 }
 
-/** The forward proxy's transport, built as the listener builds it, and a CONNECT through it per plain destination. */
+/** The forward proxy's transport, built as the listener builds it, and a CONNECT (a request, to port 80) through it per plain destination. */
 async function diagnoseForward (config: Config, settings: NonNullable<Config['forwardProxy']>, upstreamTls: UpstreamTls): Promise<RouteReport[]> {
   const transport = buildForwardTransport(forwardTransportOptionsOf(config, upstreamTls, createLogger('silent')))
   try {
     const reports: RouteReport[] = []
-    for (const destination of plainDestinations(settings.allow)) reports.push(await probeForwardDestination(transport, destination, { timeouts: config.timeouts }))
+    for (const destination of plainDestinations(settings.allow)) reports.push(await probeForwardDestination(transport, destination, { timeouts: config.timeouts, userAgent: 'apicast-sidecar-proxy doctor' }))
     return reports
   } finally {
     transport.close()
@@ -199,7 +199,7 @@ function render (report: DoctorReport): string {
     lines.push('', `${route.route}  ${route.upstream}  ${route.via}`, ...stepLines(route.steps))
   }
   for (const tunnel of report.forward ?? []) {
-    lines.push('', `forward proxy  CONNECT ${tunnel.upstream}  ${tunnel.via}`, ...stepLines(tunnel.steps))
+    lines.push('', `forward proxy  ${tunnel.upstream.startsWith('http://') ? `GET ${tunnel.upstream}/` : `CONNECT ${tunnel.upstream}`}  ${tunnel.via}`, ...stepLines(tunnel.steps))
   }
   const failed = (report.config.ok ? 0 : 1) + [...report.routes, ...report.forward ?? []].filter((r) => !r.ok).length
   lines.push('', failed === 0

@@ -2,9 +2,9 @@ import type { Dispatcher } from 'undici'
 import type { Timeouts } from '../config/config.js'
 import type { Route } from '../config/routes.js'
 import type { NextHop } from '../egress/dispatcher.js'
-import type { Destination } from '../egress/forward-destination.js'
+import { parseAbsoluteTarget, type Destination } from '../egress/forward-destination.js'
 import type { ForwardTransport } from '../egress/forward-transport.js'
-import { classifyUpstreamError, ConnectFailure, describeTrustedChain, endpointNotFoundHint, explainUntrustedCertificate, UpstreamCertificateError, type Failure, type FailureContext } from '../failures/catalogue.js'
+import { classifyRefusedTunnel, classifyUpstreamError, ConnectFailure, tunnelRefusalOf, describeTrustedChain, endpointNotFoundHint, explainUntrustedCertificate, UpstreamCertificateError, type Failure, type FailureContext } from '../failures/catalogue.js'
 import { basicTokenHeader } from '../http/access-token.js'
 import { buildUpstreamRequest, joinPath } from '../forwarding/rewrite.js'
 import { endpointLabel, hostPort, redactPath } from '../observe/redact.js'
@@ -149,8 +149,17 @@ export async function probeHop (route: Route, hop: NextHop, options: ProbeOption
  * would get, failover included, closed at once with no byte sent. What
  * goes inside is APIcast's own TLS, so there is no TLS or HTTP step; a
  * failure is worded by the same failure table as the routes'.
+ *
+ * Port 80 is plain HTTP, which APIcast sends as absolute-form requests
+ * (HTTP_PROXY), not CONNECT, and which proxies commonly refuse to tunnel
+ * (squid's default allows CONNECT to 443 only): it is checked with the
+ * request APIcast's would be (probeForwardRequest).
  */
-export async function probeForwardDestination (transport: ForwardTransport, destination: Destination, options: Pick<ProbeOptions, 'timeouts'>): Promise<RouteReport> {
+export async function probeForwardDestination (transport: ForwardTransport, destination: Destination, options: Pick<ProbeOptions, 'timeouts' | 'userAgent'>): Promise<RouteReport> {
+  if (destination.port === 80) {
+    const plain = parseAbsoluteTarget(new URL(`http://${destination.authority}/`))
+    if (plain.ok) return await probeForwardRequest(transport, plain.destination, options)
+  }
   const proxied = transport.egressOf(destination).kind === 'proxy'
   const names: StepName[] = proxied ? ['proxy', 'connect'] : ['tcp']
   const started = performance.now()
@@ -177,7 +186,48 @@ export async function probeForwardDestination (transport: ForwardTransport, dest
   return { route: 'forward', upstream: destination.authority, via: label === 'direct' ? 'direct' : `via proxy ${label}`, ok: failed === undefined, failed, steps }
 }
 
-async function send (hop: NextHop, upstream: URL, request: { method: string, path: string, headers: Record<string, string | string[]> }, options: ProbeOptions): Promise<Dispatcher.ResponseData> {
+/**
+ * The forward proxy's path to a plain-HTTP destination: `GET /` through the
+ * transport its absolute-form requests use (requestsTo), on the hop in
+ * use. Any answer of the destination passes, whatever its status: the
+ * check is of the way there. squid's own error page (X-Squid-Error: it
+ * could not resolve or reach the destination, or its policy refused it)
+ * and a 407 fail, worded by the failure table.
+ */
+async function probeForwardRequest (transport: ForwardTransport, destination: Destination, options: Pick<ProbeOptions, 'timeouts' | 'userAgent'>): Promise<RouteReport> {
+  const hop = transport.requestsTo(destination).active()
+  const proxied = hop.proxy !== undefined
+  const names: StepName[] = proxied ? ['proxy', 'http'] : ['tcp', 'http']
+  const ctx: FailureContext = { upstream: destination.url, proxy: hop.proxy, timeouts: options.timeouts, named: 'the URL APIcast asked for' }
+  const host = destination.port === 80 ? destination.authority.slice(0, -':80'.length) : destination.authority
+  const started = performance.now()
+  let failed: { step: StepName, failure: Failure } | undefined
+  let status = 0
+  try {
+    const res = await send(hop, destination.url, { method: 'GET', path: '/', headers: { host } }, options)
+    status = res.statusCode
+    if (proxied && res.headers['x-squid-error'] !== undefined) {
+      failed = { step: 'http', failure: classifyRefusedTunnel(status, { ...ctx, refusal: tunnelRefusalOf(status, res.headers, 'auto') }) }
+    }
+  } catch (err) {
+    const failure = classifyUpstreamError(err, ctx)
+    failed = { step: stepOf(failure, err, names, proxied), failure }
+  }
+  const ms = Math.round(performance.now() - started)
+  const detail = (name: StepName): string => name === 'proxy'
+    ? `the proxy ${hop.label} accepted the connection`
+    : name === 'tcp' ? `${destination.authority} accepted the connection` : `${destination.authority} answered GET / with ${status} (${proxied ? 'in absolute-form, through the proxy' : 'direct'})`
+  const steps: Step[] = []
+  for (const name of names) {
+    if (failed === undefined) steps.push({ name, ok: true, detail: detail(name), ...(name === 'http' ? { ms } : {}) })
+    else if (steps.some((st) => st.ok === false)) steps.push({ name, ok: undefined, detail: 'not run: an earlier step failed' })
+    else if (name === failed.step) steps.push({ name, ok: false, detail: failed.failure.message, fix: failed.failure.hint, ms })
+    else steps.push({ name, ok: true, detail: detail(name) })
+  }
+  return { route: 'forward', upstream: `http://${destination.authority}`, via: proxied ? `via proxy ${hop.label}` : 'direct', ok: failed === undefined, failed: failed?.step, steps }
+}
+
+async function send (hop: NextHop, upstream: URL, request: { method: string, path: string, headers: Record<string, string | string[]> }, options: Pick<ProbeOptions, 'timeouts' | 'userAgent'>): Promise<Dispatcher.ResponseData> {
   const { connectMs } = options.timeouts
   const res = await hop.dispatcher.request({
     origin: upstream.origin,

@@ -161,7 +161,7 @@ export const FAILURES: Readonly<Record<FailureCode, { status: 403 | 502 | 503 | 
     describe: (ctx, detail) => {
       const said = ctx.refusal?.proxyError
       return {
-        message: `the proxy ${proxyName(ctx)} refused the tunnel to ${hostPort(ctx.upstream)} (${detail}${said !== undefined ? `; the proxy says ${said}` : ''})`,
+        message: `the proxy ${proxyName(ctx)} refused the ${ctx.upstream.protocol === 'http:' ? 'request for' : 'tunnel to'} ${hostPort(ctx.upstream)} (${detail}${said !== undefined ? `; the proxy says ${said}` : ''})`,
         hint: tunnelRefusedHint(ctx, said)
       }
     }
@@ -321,7 +321,7 @@ export function classifyUpstreamError (err: unknown, ctx: FailureContext): Failu
 export function classifyRefusedTunnel (status: number, ctx: FailureContext): Failure {
   return status === 407
     ? { ...describeFailure('proxy_auth_required', ctx, ''), transient: false }
-    : { ...describeFailure('tunnel_refused', ctx, `CONNECT answered ${status}`), transient: false }
+    : { ...describeFailure('tunnel_refused', ctx, `${ctx.upstream.protocol === 'http:' ? 'it answered' : 'CONNECT answered'} ${status}`), transient: false }
 }
 
 /** A failure of the sidecar's own making (a refusal, a limit): no error behind it. */
@@ -508,6 +508,7 @@ export function proxyAuthHint (proxy: ProxyEndpoint | undefined, refusal: Tunnel
 /** The fix for a refused tunnel, from what the proxy said about it. */
 function tunnelRefusedHint (ctx: FailureContext, said: string | undefined): string {
   const target = hostPort(ctx.upstream)
+  const what = ctx.upstream.protocol === 'http:' ? 'requests' : 'CONNECT'
   if (said !== undefined && /^ERR_DNS_FAIL\b/.test(said)) {
     return `the proxy cannot resolve ${ctx.upstream.hostname}: check the host name in ${namedIn(ctx)} for a typo; if it is right, the proxy's DNS does not know it`
   }
@@ -519,9 +520,9 @@ function tunnelRefusedHint (ctx: FailureContext, said: string | undefined): stri
     return `the proxy resolved ${ctx.upstream.hostname} but cannot connect to ${target}: check the port in the endpoint, and that the host is up and reachable from the proxy`
   }
   if ((said !== undefined && /^ERR_ACCESS_DENIED\b/.test(said)) || ctx.refusal?.statusCode === 403) {
-    return `the proxy's policy does not allow CONNECT to ${target}: ask for it to be allowed; if this host must be reached directly, add it to NO_PROXY`
+    return `the proxy's policy does not allow ${what} to ${target}: ask for it to be allowed; if this host must be reached directly, add it to NO_PROXY`
   }
-  return `check that the proxy allows CONNECT to ${target} and can resolve and reach it; if this host must be reached directly, add it to NO_PROXY`
+  return `check that the proxy allows ${what} to ${target} and can resolve and reach it; if this host must be reached directly, add it to NO_PROXY`
 }
 
 function offered (ctx: FailureContext): string {

@@ -40,10 +40,10 @@ export function createReadiness (live: ReadonlyMap<string, LiveRoute>, config: C
       Promise.all([...live.values()].map(async ({ route, transport }) => {
         return [route.name, await probeHop(route, transport.active(), { timeouts: config.timeouts, userAgent: 'apicast-sidecar-proxy readiness' })] as const
       })),
-      // A CONNECT per destination, as APIcast's would be: no second client.
+      // A CONNECT (or, to port 80, a request) per destination, as APIcast's would be: no second client.
       forward === undefined
         ? undefined
-        : Promise.all(forward.destinations.map(async (d) => [d.authority, await probeForwardDestination(forward.transport(), d, { timeouts: config.timeouts })] as const))
+        : Promise.all(forward.destinations.map(async (d) => [d.authority, await probeForwardDestination(forward.transport(), d, { timeouts: config.timeouts, userAgent: 'apicast-sidecar-proxy readiness' })] as const))
     ])
     return {
       ready: entries.every(([, r]) => r.ok) && (tunnels ?? []).every(([, r]) => r.ok),

@@ -3,7 +3,9 @@ import { it } from 'node:test'
 import { Client } from '../helpers/client.js'
 import { startOrigin } from '../helpers/origin.js'
 import { testCa } from '../helpers/pki.js'
-import { PROXY_PASSWORD, startProxyChain } from '../helpers/proxies.js'
+import { describeOrSkip } from '../helpers/describe-or-skip.js'
+import { eventually } from '../helpers/eventually.js'
+import { PROXY_PASSWORD, proxyUrl, squidSkip, startProxyChain, startSquid } from '../helpers/proxies.js'
 import { startSidecar } from '../helpers/sidecar.js'
 import { runCli } from '../helpers/sidecar-process.js'
 
@@ -85,4 +87,50 @@ it('a destination the proxy refuses makes /readyz 503 and doctor exit 1, naming 
   assert.match(doctor.stdout, /forward proxy {2}CONNECT forbidden\.test:443 .*\n {2}✓ proxy .*\n {2}✗ CONNECT .*\n {6}fix: /)
   assert.match(doctor.stdout, /1 of the sections above has a problem/)
   await sidecar.stop()
+})
+
+describeOrSkip('a port-80 destination is checked as APIcast calls it: a request in absolute-form, never a CONNECT', squidSkip, () => {
+  it('squid cannot reach it: /readyz 503 at the http step with squid\'s word, doctor the same; a wrong password fails at the proxy step', async (t) => {
+    const ca = await testCa()
+    const origin = await startOrigin()
+    t.after(async () => { await origin.close() })
+    const squid = await startSquid({ hosts: ['ocsp.test'] })
+    t.after(async () => { await squid.close() })
+    const env = {
+      THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
+      BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
+      HTTPS_PROXY: squid.url,
+      HTTP_PROXY: squid.url,
+      FORWARD_PROXY_PORT: '0',
+      // Nothing listens on 127.0.0.1:80 here (tests bind port 0 only): squid answers ERR_CONNECT_FAIL.
+      FORWARD_PROXY_ALLOW: `portal.test:${origin.port},ocsp.test:80`
+    }
+    const sidecar = await startSidecar(env, { secrets: SECRETS })
+    t.after(async () => { await sidecar.close() })
+    const client = new Client()
+    t.after(async () => { await client.close() })
+
+    const res = await client.send(`${sidecar.adminUrl}/readyz`)
+    assert.equal(res.status, 503, res.text())
+    const body = JSON.parse(res.text()) as ReadyBody
+    assert.equal(body.forward?.[`portal.test:${origin.port}`]?.ok, true)
+    const plain = body.forward?.['ocsp.test:80']
+    assert.deepEqual(plain?.steps.map((s) => [s.name, s.ok]), [['proxy', true], ['http', false]])
+    assert.match(JSON.stringify(plain), /refused the request for ocsp\.test:80 \(it answered 503; the proxy says ERR_CONNECT_FAIL/)
+    await eventually(() => squid.accessLog().filter((l) => /GET http:\/\/ocsp\.test\/ sidecar/.test(l)).length, (n) => n >= 1, 5000, 'squid\'s line for the GET')
+    assert.ok(!squid.accessLog().some((l) => /CONNECT ocsp\.test/.test(l)), 'a port-80 destination was checked with CONNECT')
+
+    const doctor = await runCli({ ...env, NODE_EXTRA_CA_CERTS: ca.certFile }, ['doctor'])
+    assert.equal(doctor.code, 1, doctor.stdout)
+    assert.match(doctor.stdout, new RegExp(`forward proxy {2}GET http://ocsp\\.test:80/ {2}via proxy 127\\.0\\.0\\.1:${squid.port}\\n {2}✓ proxy .*\\n {2}✗ HTTP .*ERR_CONNECT_FAIL.*\\n {6}fix: the proxy resolved ocsp\\.test but cannot connect`))
+    await sidecar.stop()
+
+    const wrong = await startSidecar({ ...env, HTTP_PROXY: proxyUrl(squid.port, 'sidecar', 'not-the-password') }, { secrets: [...SECRETS, 'not-the-password'] })
+    t.after(async () => { await wrong.close() })
+    const refused = JSON.parse((await client.send(`${wrong.adminUrl}/readyz`)).text()) as ReadyBody
+    const step = refused.forward?.['ocsp.test:80']
+    assert.equal(step?.failed, 'proxy')
+    assert.match(JSON.stringify(step), /answered the request for ocsp\.test:80 with 407/)
+    await wrong.stop()
+  })
 })
