@@ -46,16 +46,19 @@ describe('lifecycle', () => {
     assert.equal(await hanging, 'cut')
   })
 
-  it('exits non-zero and names the setting when a listener cannot bind', async (t) => {
-    const squatter = createServer()
-    await new Promise<void>((resolve) => squatter.listen(0, '127.0.0.1', resolve))
-    t.after(() => { squatter.close() })
-    const port = (squatter.address() as AddressInfo).port
-    const { code, stdout } = await runCli({ THREESCALE_PORTAL_ENDPOINT: 'https://portal.test', PORTAL_LISTEN_PORT: '0', BACKEND_LISTEN_PORT: String(port) })
-    assert.equal(code, 1)
-    assert.match(stdout, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port} for the backend listener \\(EADDRINUSE\\)`))
-    assert.match(stdout, /BACKEND_LISTEN_PORT/)
-  })
+  /** [the listener, the setting whose port is taken]: each names its own setting. */
+  const TAKEN: ReadonlyArray<readonly [string, string]> = [['backend', 'BACKEND_LISTEN_PORT'], ['forward', 'FORWARD_PROXY_PORT']]
+  for (const [listener, setting] of TAKEN) {
+    it(`exits non-zero and names ${setting} when the ${listener} listener cannot bind`, async (t) => {
+      const squatter = createServer()
+      await new Promise<void>((resolve) => squatter.listen(0, '127.0.0.1', resolve))
+      t.after(() => { squatter.close() })
+      const port = (squatter.address() as AddressInfo).port
+      const { code, stdout } = await runCli({ THREESCALE_PORTAL_ENDPOINT: 'https://portal.test', PORTAL_LISTEN_PORT: '0', BACKEND_LISTEN_PORT: '0', [setting]: String(port) })
+      assert.equal(code, 1)
+      assert.match(stdout, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port} for the ${listener} listener \\(EADDRINUSE\\); another process uses the port: stop it or set ${setting}`))
+    })
+  }
 
   it('reports every config problem at once, exits 1, no stack trace, no secret', async () => {
     const { code, stdout, stderr } = await runCli({
