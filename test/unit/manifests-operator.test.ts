@@ -44,7 +44,7 @@ const read = (file: string): JsonObject => {
 const spec = (file: string): JsonObject => read(file).spec as JsonObject
 
 describeOrSkip('the example APIcast resources against the operator\'s CRD', crdSkip, () => {
-  for (const file of ['apicast.yaml', 'apicast-embedded.yaml']) {
+  for (const file of ['apicast.yaml', 'apicast-embedded.yaml', 'apicast-forward-proxy.yaml']) {
     it(`${file} is valid`, () => assert.deepEqual(validate()(read(file)), []))
   }
 
@@ -102,6 +102,22 @@ describe('the example APIcast resources', () => {
   })
 
   const namespace = (): string => String(read('kustomization.yaml').namespace)
+
+  it('apicast-forward-proxy.yaml sends APIcast\'s calls to the sidecar\'s forward proxy, and keeps in-cluster names off it', () => {
+    const cr = spec('apicast-forward-proxy.yaml')
+    const service = readYamlDocument(openshiftPath('standalone', 'base', 'service.yaml')) as JsonObject
+    const forward = ((service.spec as JsonObject).ports as JsonObject[]).find((p) => p.name === 'forward')
+    for (const field of ['httpsProxy', 'httpProxy']) {
+      const url = new URL(String(cr[field]))
+      assert.equal(url.protocol, 'http:', field)
+      assert.equal(url.hostname, `${String((service.metadata as JsonObject).name)}.${namespace()}.svc`, field)
+      assert.equal(Number(url.port), forward?.port, field)
+      assert.equal(url.username, '', `${field}: the operator's proxy fields take no credentials`)
+    }
+    const noProxy = String(cr.noProxy).split(',')
+    for (const name of ['localhost', '127.0.0.1', '.svc', '.cluster.local']) assert.ok(noProxy.includes(name), name)
+    assert.notDeepEqual(cr.adminPortalCredentialsRef, spec('apicast.yaml').adminPortalCredentialsRef, 'its Secret holds 3scale\'s own URL, not the sidecar\'s')
+  })
 
   it('the sidecar\'s NetworkPolicy admits the pods the operator makes', () => {
     // The operator's pod labels (3scale/apicast-operator, pkg/helper/labels.go
