@@ -28,9 +28,16 @@ export interface LiveRoute {
  * the URL it goes to (the failure table names it) and the transport that
  * carries it, read together so a reload cannot split them.
  */
-export type PreparedRequest =
-  | { readonly ok: true, readonly outgoing: OutgoingRequest, readonly upstream: URL, readonly transport: RouteTransport, readonly named?: string }
-  | { readonly ok: false, readonly error: RequestError }
+export type PreparedRequest = ReadyRequest | { readonly ok: false, readonly error: RequestError }
+
+/** A request ready to send. `named`: where the failure table says the URL came from, when not the endpoint settings. */
+export interface ReadyRequest {
+  readonly ok: true
+  readonly outgoing: OutgoingRequest
+  readonly upstream: URL
+  readonly transport: RouteTransport
+  readonly named?: string
+}
 
 /** Prepare each request of a listener: a route's rewrite (routeRequests), or the forward proxy's absolute-form. */
 export type PrepareRequest = (req: IncomingMessage & { url: string, method: string }) => PreparedRequest
@@ -145,7 +152,7 @@ class Exchange implements RelayOwner, RequestFacts {
   #tried: Set<number> | undefined
   #clientGone = false
   /** Where it goes and through what: set by send(). */
-  #to: Extract<PreparedRequest, { ok: true }> | undefined
+  #to: ReadyRequest | undefined
 
   constructor (
     private readonly listener: ListenerState,
@@ -171,7 +178,7 @@ class Exchange implements RelayOwner, RequestFacts {
   }
 
   /** Send the request through its transport's hop in use: what to send, and the request's policy. */
-  send (to: Extract<PreparedRequest, { ok: true }>, options: Dispatcher.DispatchOptions, policy: RequestPolicy | undefined): void {
+  send (to: ReadyRequest, options: Dispatcher.DispatchOptions, policy: RequestPolicy | undefined): void {
     this.#to = to
     this.#options = options
     this.#policy = policy
@@ -209,7 +216,7 @@ class Exchange implements RelayOwner, RequestFacts {
   failed (err: Error, responseStarted: boolean): void {
     const { ctx } = this.listener
     const hop = this.#hop as NextHop
-    const to = this.#to as Extract<PreparedRequest, { ok: true }>
+    const to = this.#to as ReadyRequest
     const failure = classifyUpstreamError(err, {
       upstream: to.upstream,
       proxy: hop.proxy,
