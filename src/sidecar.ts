@@ -17,6 +17,7 @@ import { startListener, type Listener } from './operate/server.js'
 import type { TlsMaterial } from './tls/tls-material.js'
 import { version } from './version.js'
 import { buildForwardTransport, forwardTransportOptionsOf, type ForwardTransport } from './egress/forward-transport.js'
+import { CredentialGate } from './egress/credential-gate.js'
 import { plainDestinations } from './egress/forward-destination.js'
 import type { ProxyEndpoint } from './egress/egress.js'
 import { createConnectHandler } from './forward-proxy/connect.js'
@@ -59,8 +60,18 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
   const metrics = createMetrics(new Map(routes.map((r) => [r.upstream.origin, r.name])))
   // One object, so every route and every reload shares one TLS context.
   const upstreamTls = upstreamTlsOf(config, tls)
+  // Lockout protection, one gate for every transport: a proxy's refusal of
+  // the credentials stops them going to that proxy for PROXY_AUTH_BACKOFF_MS,
+  // from the routes, the forward proxy and /readyz alike.
+  const credentialGate = new CredentialGate(config.proxyAuthBackoffMs, ({ proxy, backoffMs }) => {
+    metrics.proxyAuthBackoff(proxy)
+    log.error({ proxy, event: 'proxy_auth_backoff', backoffMs },
+      `the proxy ${proxy} refused the proxy credentials: they are not sent to it again for ${Math.round(backoffMs / 1000)} s (PROXY_AUTH_BACKOFF_MS), ` +
+      'so that a wrong password cannot lock the account; requests meanwhile fail over to FALLBACK_PROXIES, if any, or get 502 proxy_auth_required at once. ' +
+      'Correct the password (a changed PROXY_PASSWORD_FILE or HTTPS_PROXY_FILE ends the back-off at once)')
+  })
   const transportFor = (route: Route): RouteTransport => buildTransport(route,
-    transportOptionsOf(config, upstreamTls, log.child({ listener: route.name }), { metrics: metrics.forRoute(route.name) }))
+    transportOptionsOf(config, upstreamTls, log.child({ listener: route.name }), { metrics: metrics.forRoute(route.name), credentialGate }))
 
   const staleStores: StaleConfigCache[] = []
   const live = new Map<RouteName, LiveRoute>()
@@ -117,7 +128,7 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
     }
     if (config.forwardProxy !== undefined) {
       const forwardLog = log.child({ listener: 'forward' })
-      forward = { transport: buildForwardTransport(forwardTransportOptionsOf(config, upstreamTls, forwardLog, metrics.forRoute('forward'))), key: forwardKey(config) }
+      forward = { transport: buildForwardTransport(forwardTransportOptionsOf(config, upstreamTls, forwardLog, { metrics: metrics.forRoute('forward'), credentialGate })), key: forwardKey(config) }
       forward.listener = await startForwardProxy(config, config.forwardProxy, forward, metrics, forwardLog, () => draining)
     }
     const liveForward = forward
@@ -143,8 +154,10 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
     stopWatching = watchSecretFiles(config, options.secretPollMs ?? 1000, log, (changed) => {
       const next = rereadConfig(reload, changed, log)
       if (next === undefined) return
+      // A changed secret is a new chance for the credentials: no back-off survives it.
+      credentialGate.reset()
       applySecrets(next, changed, live, transportFor, log)
-      if (forward !== undefined) applyForwardSecrets(next, changed, forward, upstreamTls, log.child({ listener: 'forward' }), metrics.forRoute('forward'))
+      if (forward !== undefined) applyForwardSecrets(next, changed, forward, upstreamTls, log.child({ listener: 'forward' }), { metrics: metrics.forRoute('forward'), credentialGate })
     })
   }
 
@@ -293,11 +306,11 @@ function egressKey (route: Route): string {
  * tunnels authenticate with the new credentials; tunnels being opened
  * finish on the old one, and open tunnels run on untouched.
  */
-function applyForwardSecrets (next: Config, changed: string, forward: LiveForward, upstreamTls: UpstreamTls, log: Logger, metrics: RouteMetrics): void {
+function applyForwardSecrets (next: Config, changed: string, forward: LiveForward, upstreamTls: UpstreamTls, log: Logger, extra: { metrics: RouteMetrics, credentialGate: CredentialGate }): void {
   const key = forwardKey(next)
   if (key === forward.key) return
   const old = forward.transport
-  forward.transport = buildForwardTransport(forwardTransportOptionsOf(next, upstreamTls, log, metrics))
+  forward.transport = buildForwardTransport(forwardTransportOptionsOf(next, upstreamTls, log, extra))
   forward.key = key
   old.retire()
   log.info({ trigger: changed }, 'the proxy settings changed: new tunnels and requests use them; open tunnels run on, and requests in flight finish')

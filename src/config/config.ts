@@ -62,6 +62,8 @@ export interface Config {
   readonly failoverBackoffMs: number
   /** PROXY_AUTH_SCHEME: `auto` answers the proxy's challenge; `basic`, `digest` or `ntlm` forces one. */
   readonly proxyAuthScheme: ProxyAuthScheme
+  /** PROXY_AUTH_BACKOFF_MS: how long credentials a proxy refused are not sent again (lockout protection). */
+  readonly proxyAuthBackoffMs: number
   /**
    * Last good portal configuration responses, served when the portal cannot
    * be reached. undefined when STALE_CONFIG_MAX_AGE=0.
@@ -200,6 +202,7 @@ const SPEC = {
   FALLBACK_PROXIES: str({ default: undefined }),
   PROXY_FAILOVER_BACKOFF_MS: positiveInt({ default: 30_000 }),
   PROXY_AUTH_SCHEME: oneOf<ProxyAuthScheme>(['auto', 'basic', 'digest', 'ntlm'])({ default: 'auto' }),
+  PROXY_AUTH_BACKOFF_MS: positiveInt({ default: 60_000 }),
   PROXY_USER: str({ default: undefined }),
   PROXY_PASSWORD: str({ default: undefined }),
   SHUTDOWN_GRACE_MS: positiveInt({ default: 10_000 }),
@@ -378,6 +381,7 @@ export function readConfig (env: Readonly<Record<string, string | undefined>>, r
     fallbackProxies,
     failoverBackoffMs: cleaned.PROXY_FAILOVER_BACKOFF_MS,
     proxyAuthScheme: cleaned.PROXY_AUTH_SCHEME,
+    proxyAuthBackoffMs: cleaned.PROXY_AUTH_BACKOFF_MS,
     staleConfig: cleaned.STALE_CONFIG_MAX_AGE > 0
       ? Object.freeze({ maxAgeMs: cleaned.STALE_CONFIG_MAX_AGE * 1000, maxBytes: cleaned.STALE_CONFIG_MAX_BYTES, dir: cleaned.STALE_CONFIG_DIR })
       : undefined,

@@ -229,17 +229,25 @@ async function probeForwardRequest (transport: ForwardTransport, destination: De
 
 async function send (hop: NextHop, upstream: URL, request: { method: string, path: string, headers: Record<string, string | string[]> }, options: Pick<ProbeOptions, 'timeouts' | 'userAgent'>): Promise<Dispatcher.ResponseData> {
   const { connectMs } = options.timeouts
-  const res = await hop.dispatcher.request({
-    origin: upstream.origin,
-    path: request.path,
-    method: request.method,
-    headers: { ...request.headers, 'user-agent': options.userAgent, accept: '*/*' },
-    headersTimeout: connectMs,
-    bodyTimeout: connectMs,
-    signal: AbortSignal.timeout(3 * connectMs)
-  })
-  await res.body.dump()
-  return res
+  // An absolute-form hop's request carries the credentials: the gate judges it as it does forwarded ones.
+  const admission = await hop.credentials?.admit()
+  try {
+    const res = await hop.dispatcher.request({
+      origin: upstream.origin,
+      path: request.path,
+      method: request.method,
+      headers: { ...request.headers, 'user-agent': options.userAgent, accept: '*/*' },
+      headersTimeout: connectMs,
+      bodyTimeout: connectMs,
+      signal: AbortSignal.timeout(3 * connectMs)
+    })
+    admission?.settle('accepted')
+    await res.body.dump()
+    return res
+  } catch (err) {
+    admission?.settle(classifyUpstreamError(err, { upstream, proxy: hop.proxy, timeouts: options.timeouts }).code === 'proxy_auth_required' ? 'refused' : 'unknown')
+    throw err
+  }
 }
 
 /** The failed step for a failure of the probe request, worded by the failure catalogue. */

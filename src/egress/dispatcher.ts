@@ -10,6 +10,7 @@ import type { RouteMetrics } from '../observe/metrics.js'
 import { hostPort } from '../observe/redact.js'
 import type { ProxyAuthScheme } from './auth-negotiation.js'
 import { ProxyRotation } from './proxy-rotation.js'
+import { credentialKey, type Admission, type CredentialGate } from './credential-gate.js'
 import { TunnelClient } from './tunnel-client.js'
 import type { Route } from '../config/routes.js'
 import type { TlsMaterial } from '../tls/tls-material.js'
@@ -32,6 +33,18 @@ export interface NextHop {
   readonly label: string
   /** The proxy's most recent refused CONNECT, for the 407 log line. */
   lastRefusal (): TunnelRefusal | undefined
+  /**
+   * Requests through this hop carry the proxy's credentials themselves (an
+   * http: upstream, sent to the proxy in absolute-form with Basic): each is
+   * admitted by the credential gate, and its outcome judges them. undefined
+   * for tunnels, whose CONNECT is judged in TunnelClient, and direct hops.
+   */
+  readonly credentials?: GatedCredentials | undefined
+}
+
+/** The credential gate, bound to one hop's proxy and credentials. */
+export interface GatedCredentials {
+  admit (signal?: AbortSignal): Promise<Admission>
 }
 
 /** The transport of one route, its next hops: built once at start, closed at shutdown. */
@@ -77,6 +90,11 @@ export interface TransportOptions {
    * handshake showed; forwarding and /readyz pass nothing).
    */
   readonly onConnected?: (hop: number, socket: Socket, leaf: X509Certificate | undefined) => void
+  /**
+   * Lockout protection, shared by every transport of the process: the
+   * credentials a proxy refused are not sent again for PROXY_AUTH_BACKOFF_MS.
+   */
+  readonly credentialGate?: CredentialGate
 }
 
 /** The upstream TLS of every route from the settings: one object, so one TLS context is shared. */
@@ -89,7 +107,7 @@ export function upstreamTlsOf (config: Config, material: Pick<TlsMaterial, 'trus
  * and doctor alike: a probe built any other way could pass or fail for a
  * reason forwarding does not share (the client certificate, once).
  */
-export function transportOptionsOf (config: Config, tls: UpstreamTls, log: Logger, extra: Pick<TransportOptions, 'metrics' | 'onConnected'> = {}): TransportOptions {
+export function transportOptionsOf (config: Config, tls: UpstreamTls, log: Logger, extra: Pick<TransportOptions, 'metrics' | 'onConnected' | 'credentialGate'> = {}): TransportOptions {
   return {
     timeouts: config.timeouts,
     maxConnections: config.maxConnectionsPerUpstream,
@@ -235,7 +253,8 @@ function buildHop (tunnel: boolean, proxy: ProxyEndpoint | undefined, index: num
       password: proxy.password,
       scheme: options.proxyAuthScheme,
       replyTimeoutMs: timeouts.connectMs,
-      onRefused: (statusCode, headers) => { refusal = tunnelRefusalOf(statusCode, headers, options.proxyAuthScheme) }
+      onRefused: (statusCode, headers) => { refusal = tunnelRefusalOf(statusCode, headers, options.proxyAuthScheme) },
+      gate: options.credentialGate
     }),
     // The pool per upstream origin: its connect is ProxyAgent's tunnel
     // function, wrapped so the upstream's certificate is verified.
@@ -247,7 +266,11 @@ function buildHop (tunnel: boolean, proxy: ProxyEndpoint | undefined, index: num
       return new Pool(origin, { ...poolOptions, ...opts, connect: verifyingConnector(connect, tls, onOpened) })
     }
   } as unknown as ProxyAgentType.Options)
-  return { index, proxy, label: hostPort(proxy.url), dispatcher, lastRefusal: () => refusal }
+  const gate = options.credentialGate
+  const credentials = !tunnel && token !== undefined && gate !== undefined
+    ? { admit: async (signal?: AbortSignal) => await gate.admit(credentialKey(hostPort(proxy.url), proxy.username, proxy.password), hostPort(proxy.url), signal) }
+    : undefined
+  return { index, proxy, label: hostPort(proxy.url), dispatcher, lastRefusal: () => refusal, credentials }
 }
 
 const contextCache = new WeakMap<UpstreamTls, { upstream: SecureContext, proxy: SecureContext }>()

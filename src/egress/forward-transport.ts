@@ -6,6 +6,7 @@ import type { Destination } from './forward-destination.js'
 import { buildAbsoluteFormTransport, secureContexts, transportOptionsOf, type RouteTransport, type TransportOptions, type UpstreamTls } from './dispatcher.js'
 import type { ProxyAuthScheme } from './auth-negotiation.js'
 import { ProxyRotation } from './proxy-rotation.js'
+import type { CredentialGate } from './credential-gate.js'
 import { TunnelClient } from './tunnel-client.js'
 import { buildConnector } from './undici-parts.js'
 import { classifyRefusedTunnel, classifyUpstreamError, ConnectFailure, isFailoverFailure, tunnelRefusalOf, type Failure, type FailureContext } from '../failures/catalogue.js'
@@ -24,6 +25,8 @@ export interface ForwardTransportOptions {
   readonly log: Logger
   /** The transport options of the absolute-form requests: the routes' own (pool, timeouts, TLS). */
   readonly requests: TransportOptions
+  /** Lockout protection, the routes' own gate. */
+  readonly credentialGate?: CredentialGate | undefined
 }
 
 /**
@@ -32,7 +35,7 @@ export interface ForwardTransportOptions {
  * listener, its reload and the probe of doctor and /readyz alike, so they
  * cannot drift apart.
  */
-export function forwardTransportOptionsOf (config: Config, tls: UpstreamTls, log: Logger, metrics?: RouteMetrics): ForwardTransportOptions {
+export function forwardTransportOptionsOf (config: Config, tls: UpstreamTls, log: Logger, extra: { readonly metrics?: RouteMetrics, readonly credentialGate?: CredentialGate } = {}): ForwardTransportOptions {
   return {
     proxies: config.proxies,
     fallbacks: config.fallbackProxies,
@@ -41,7 +44,8 @@ export function forwardTransportOptionsOf (config: Config, tls: UpstreamTls, log
     proxyAuthScheme: config.proxyAuthScheme,
     failoverBackoffMs: config.failoverBackoffMs,
     log,
-    requests: transportOptionsOf(config, tls, log, metrics !== undefined ? { metrics } : {})
+    requests: transportOptionsOf(config, tls, log, extra),
+    credentialGate: extra.credentialGate
   }
 }
 
@@ -120,7 +124,8 @@ export function buildForwardTransport (options: ForwardTransportOptions): Forwar
       scheme: options.proxyAuthScheme,
       replyTimeoutMs: timeouts.connectMs,
       // The refusal is read from each reply itself (tunnelRefusalOf).
-      onRefused: () => {}
+      onRefused: () => {},
+      gate: options.credentialGate
     })
   })
   const chain = options.proxies.https !== undefined ? [options.proxies.https, ...options.fallbacks].map(buildPath) : []

@@ -3,9 +3,11 @@ import { isIP, type Socket } from 'node:net'
 import { parseProxyResponse } from 'https-proxy-agent/dist/parse-proxy-response.js'
 import type { buildConnector as BuildConnector, Dispatcher } from 'undici'
 import { bareHostname, effectivePort } from '../http/url.js'
+import { hostPort as hostPortOf } from '../observe/redact.js'
 import { errors } from './undici-parts.js'
 import { answerChallenge, FRESH_MEMORY, openingMessage, type AuthMemory, type AuthMessage, type AuthPolicy, type ProxyAuthScheme } from './auth-negotiation.js'
 import { basicAuthorization, digestAuthorization, ntlmAuthenticate, ntlmNegotiate, parseChallenges } from './proxy-auth.js'
+import { credentialKey, type Admission, type CredentialGate } from './credential-gate.js'
 
 export interface TunnelClientOptions {
   readonly username: string
@@ -15,6 +17,8 @@ export interface TunnelClientOptions {
   readonly replyTimeoutMs: number
   /** Told of every CONNECT answered with something other than 200. */
   readonly onRefused: (statusCode: number, headers: IncomingHttpHeaders) => void
+  /** Lockout protection (credential-gate.ts): no credentials are sent while it backs them off. */
+  readonly gate?: CredentialGate | undefined
 }
 
 /** What ProxyAgent reads of a CONNECT. */
@@ -44,7 +48,9 @@ interface Reply {
  *   connection (NTLM authenticates a connection, not a request); once a
  *   proxy has asked for NTLM, new tunnels start with the negotiate message.
  * It never answers the same challenge twice: a wrong password ends in the
- * 407, which ProxyAgent turns into the `proxy_auth_required` failure.
+ * 407, which ProxyAgent turns into the `proxy_auth_required` failure, and
+ * the credential gate then keeps them from going out again for
+ * PROXY_AUTH_BACKOFF_MS (lockout protection).
  * ProxyAgent keeps the pooling, TLS to the upstream and keep-alive.
  */
 export class TunnelClient {
@@ -54,12 +60,33 @@ export class TunnelClient {
   readonly #sockets = new Set<Socket>()
   #closed = false
 
+  /** The gate's key for these credentials: compared in memory, never logged. */
+  readonly #gateKey: string
+
   constructor (private readonly connector: BuildConnector.connector, private readonly proxy: URL, private readonly options: TunnelClientOptions) {
     this.#policy = { scheme: options.scheme, hasCredentials: options.username !== '' || options.password !== '' }
+    this.#gateKey = credentialKey(hostPortOf(proxy), options.username, options.password)
   }
 
   async connect (params: Dispatcher.ConnectOptions & { path: string, headers?: Record<string, string> }): Promise<ConnectResult> {
     if (this.#closed) throw new errors.ClientDestroyedError()
+    const gate = this.options.gate
+    if (gate === undefined || !this.#policy.hasCredentials) return await this.#connect(params, undefined)
+    // Throws CredentialsBackedOff while the proxy's refusal is recent.
+    const admission = await gate.admit(this.#gateKey, hostPortOf(this.proxy), params.signal as AbortSignal | undefined)
+    try {
+      const result = await this.#connect(params, admission)
+      // A 407 is judged inside (only when credentials went out).
+      if (result.statusCode === 200) admission.settle('accepted')
+      else admission.settle('unknown')
+      return result
+    } catch (err) {
+      admission.settle('unknown')
+      throw err
+    }
+  }
+
+  async #connect (params: Dispatcher.ConnectOptions & { path: string, headers?: Record<string, string> }, admission: Admission | undefined): Promise<ConnectResult> {
     const target = params.path
     let socket = await this.#open(params.signal)
     let sent = this.#decide(openingMessage(this.#policy, this.#memory))
@@ -77,6 +104,8 @@ export class TunnelClient {
       const sameConnection = next?.kind === 'ntlm-authenticate'
       const reusable = next !== undefined && await this.#reusable(socket, reply, params.signal)
       if (decision === undefined || next === undefined || (sameConnection && !reusable)) {
+        // Credentials went out and the proxy still says 407: refused.
+        if (reply.statusCode === 407 && sent !== undefined) admission?.settle('refused')
         this.options.onRefused(reply.statusCode, reply.headers)
         this.#sockets.delete(socket)
         return { statusCode: reply.statusCode, headers: reply.headers, socket }

@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http'
+import { CredentialsBackedOff } from '../egress/credential-gate.js'
 import type { ProxyEndpoint } from '../egress/egress.js'
 import { parseAuthSchemes } from '../egress/proxy-auth.js'
 import { hostPort, redactText } from '../observe/redact.js'
@@ -134,7 +135,7 @@ export interface UntrustedChain {
 }
 
 /** A refinement of a failure the description depends on. */
-type Variant = 'proxy_tls' | 'tunnel' | UntrustedChain
+type Variant = 'proxy_tls' | 'tunnel' | 'backoff' | UntrustedChain
 type Describe = (ctx: FailureContext, detail: string, variant?: Variant) => { message: string, hint: string }
 
 /**
@@ -151,10 +152,15 @@ export const FAILURES: Readonly<Record<FailureCode, { status: 403 | 502 | 503 | 
   },
   proxy_auth_required: {
     status: 502,
-    describe: (ctx) => ({
-      message: `proxy authentication failed: ${proxyName(ctx)} answered ${ctx.upstream.protocol === 'http:' ? `the request for ${hostPort(ctx.upstream)}` : 'CONNECT'} with 407 Proxy Authentication Required${offered(ctx)}`,
-      hint: proxyAuthHint(ctx.proxy, ctx.refusal, ctx.upstream.protocol === 'http:')
-    })
+    describe: (ctx, detail, variant) => variant === 'backoff'
+      ? {
+          message: `proxy authentication failed: ${detail}, so that a wrong password cannot lock the account`,
+          hint: `${proxyAuthHint(ctx.proxy, ctx.refusal, ctx.upstream.protocol === 'http:')}; the back-off ends at once when a secret file (PROXY_PASSWORD_FILE, HTTPS_PROXY_FILE) changes`
+        }
+      : {
+          message: `proxy authentication failed: ${proxyName(ctx)} answered ${ctx.upstream.protocol === 'http:' ? `the request for ${hostPort(ctx.upstream)}` : 'CONNECT'} with 407 Proxy Authentication Required${offered(ctx)}`,
+          hint: proxyAuthHint(ctx.proxy, ctx.refusal, ctx.upstream.protocol === 'http:')
+        }
   },
   tunnel_refused: {
     status: 502,
@@ -275,6 +281,7 @@ export function classifyUpstreamError (err: unknown, ctx: FailureContext): Failu
   }
   const proxyStatus = PROXY_STATUS.exec(messageOf(cause))
   if (proxyStatus !== null) return { ...classifyRefusedTunnel(Number(proxyStatus[1]), ctx), cause: err }
+  if (cause instanceof CredentialsBackedOff) return failure('proxy_auth_required', ctx, cause.message, 'backoff')
   if (messageOf(cause).includes('Proxy Authentication Required (407)')) {
     return failure('proxy_auth_required', ctx, '')
   }

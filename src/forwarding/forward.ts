@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Dispatcher } from 'undici'
 import type { Timeouts } from '../config/config.js'
 import type { Route } from '../config/routes.js'
+import type { Admission, Verdict } from '../egress/credential-gate.js'
 import type { NextHop, RouteTransport } from '../egress/dispatcher.js'
 import { causeChain, classifyUpstreamError, ConnectFailure, type FailureCode } from '../failures/catalogue.js'
 import { onceClosed } from '../http/response-closed.js'
@@ -151,6 +152,8 @@ class Exchange implements RelayOwner, RequestFacts {
   /** Hops this request has failed on; made at the first failure. */
   #tried: Set<number> | undefined
   #clientGone = false
+  /** The credential gate's admission of the attempt in flight, when it carries the proxy's credentials. */
+  #admission: Admission | undefined
   /** Where it goes and through what: set by send(). */
   #to: ReadyRequest | undefined
 
@@ -187,21 +190,46 @@ class Exchange implements RelayOwner, RequestFacts {
 
   #attempt (hop: NextHop): void {
     this.#hop = hop
+    if (hop.credentials !== undefined) {
+      // The request itself carries the proxy's credentials (absolute-form):
+      // the gate lets it go, makes it wait for a trial's verdict, or refuses
+      // it while they are backed off (lockout protection).
+      hop.credentials.admit().then((admission) => {
+        this.#admission = admission
+        this.#dispatch(hop)
+      }, (err: unknown) => {
+        this.failed(new ConnectFailure(err), false)
+      })
+      return
+    }
+    this.#dispatch(hop)
+  }
+
+  #dispatch (hop: NextHop): void {
     const relay = new ResponseRelay(this.listener.ctx, this, this.#policy)
     this.#relay = relay
     if (this.#clientGone) relay.clientClosed()
     hop.dispatcher.dispatch(this.#options as Dispatcher.DispatchOptions, relay)
   }
 
+  /** The gate's verdict on the credentials this attempt carried, if it carried any. */
+  #judge (verdict: Verdict): void {
+    this.#admission?.settle(verdict)
+    this.#admission = undefined
+  }
+
   completed (): void {
+    this.#judge('accepted')
     this.listener.ctx.log.info(requestLine(this, this.res.statusCode), 'request')
   }
 
   aborted (): void {
+    this.#judge('unknown')
     this.listener.ctx.log.info(requestLine(this, CLIENT_CLOSED), 'request aborted: the client closed the connection')
   }
 
   sendTimedOut (upstreamAborted: boolean): void {
+    this.#judge('accepted')
     const { ctx } = this.listener
     ctx.metrics.clientError('send_timeout')
     ctx.log.warn({ ...requestLine(this, this.res.statusCode), error: 'send_timeout' },
@@ -210,6 +238,7 @@ class Exchange implements RelayOwner, RequestFacts {
   }
 
   answered (answer: PolicyAnswer): void {
+    this.#judge('accepted')
     this.listener.ctx.log.warn({ ...requestLine(this, answer.status), ...answer.fields, error: answer.error }, answer.message)
   }
 
@@ -227,6 +256,7 @@ class Exchange implements RelayOwner, RequestFacts {
     if (ctx.log.isLevelEnabled('debug')) {
       ctx.log.debug({ reqId: this.reqId, failure: failure.code, cause: causeChain(err) }, `the cause of ${failure.code}, as undici and Node reported it`)
     }
+    this.#judge(failure.code === 'proxy_auth_required' ? 'refused' : 'unknown')
     if (this.res.headersSent) {
       // The status line is gone; the only honest signal left is a broken
       // connection, never a second response.

@@ -16,6 +16,8 @@ export interface Metrics {
   clientError (listener: string, kind: ClientErrorKind): void
   /** The forward proxy's tunnels (FORWARD_PROXY_PORT): its CONNECT handler's observer. */
   readonly forwardProxy: ForwardProxyMetrics
+  /** A proxy refused the credentials, which are now backed off (PROXY_AUTH_BACKOFF_MS). */
+  proxyAuthBackoff (proxy: string): void
   /** Stop observing undici; for shutdown and tests. */
   close (): void
 }
@@ -111,6 +113,7 @@ export function createMetrics (originToRoute: ReadonlyMap<string, string>): Metr
   const forwardBytes = new Counter({ name: 'sidecar_forward_tunnel_bytes_total', help: 'Bytes relayed by forward proxy tunnels, counted as each tunnel ends, by direction (up: client to destination; down: back).', labelNames: ['direction'], registers: [registry] })
   const forwardRefused = new Counter({ name: 'sidecar_forward_connects_refused_total', help: 'CONNECTs the forward proxy refused itself, by kind (not_allowed: FORWARD_PROXY_ALLOW; overloaded: FORWARD_PROXY_MAX_TUNNELS).', labelNames: ['kind'], registers: [registry] })
   const forwardFailed = new Counter({ name: 'sidecar_forward_connects_failed_total', help: 'CONNECTs whose tunnel could not be opened, by kind (the failure table\'s, as sidecar_upstream_failures_total).', labelNames: ['kind'], registers: [registry] })
+  const authBackoffs = new Counter({ name: 'sidecar_proxy_auth_backoffs_total', help: 'Times a proxy refused the proxy credentials, which were then not sent again for PROXY_AUTH_BACKOFF_MS (lockout protection), by proxy.', labelNames: ['proxy'], registers: [registry] })
   const proxyInUse = new Gauge({ name: 'sidecar_proxy_in_use', help: '1 for the proxy each listener uses now (host:port, or direct).', labelNames: ['listener', 'proxy'], registers: [registry] })
 
   const seen = new WeakSet<Socket>()
@@ -148,6 +151,7 @@ export function createMetrics (originToRoute: ReadonlyMap<string, string>): Metr
       }
     },
     clientError: (listener, kind) => { clientErrors.labels(listener, kind).inc() },
+    proxyAuthBackoff: (proxy) => { authBackoffs.labels(proxy).inc() },
     forwardProxy: {
       opened: () => {
         forwardOpened.inc()

@@ -146,15 +146,19 @@ describeOrSkip('the forward proxy\'s absolute-form http:// requests, through squ
       HTTP_PROXY: proxyUrl(squid.port, 'sidecar', 'not-the-password')
     }, ['not-the-password'])
     t.after(async () => { await s.close() })
+    const before = squid.accessLog().length
     for (let i = 0; i < 3; i++) {
       const res = await fetch(`${s.backendUrl}/transactions/authrep.xml?service_token=t&service_id=1`)
       assert.equal(res.status, 502)
       assert.equal(res.headers.get('x-sidecar-error'), 'proxy_auth_required')
       await res.text()
     }
-    const line = await s.waitForLog((l) => l.error === 'proxy_auth_required' && l.level === 'error')
+    const line = await s.waitForLog((l) => l.error === 'proxy_auth_required' && l.level === 'error' && typeof l.reqId === 'number')
     assert.match(String(line.msg), new RegExp(`answered the request for backend\\.test:${origin.port} with 407`))
     assert.equal(await s.stop(), 0)
+    // Lockout protection covers absolute-form too: the refused password went out once, not three times.
+    await eventually(() => squid.accessLog().slice(before).filter((l) => /TCP_DENIED\/407/.test(l)).length, (n) => n >= 1, 5000, 'squid\'s 407 line')
+    assert.equal(squid.accessLog().slice(before).filter((l) => /TCP_DENIED\/407/.test(l)).length, 1)
   })
 
   it('the proxy down: 502 proxy_unreachable; with FALLBACK_PROXIES even a POST fails over, as nothing of it left', async (t) => {
