@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { promisify } from 'node:util'
+import { poll } from './eventually.js'
 import { freePort, squidSkip, waitForPort } from './proxies.js'
 
 const run = promisify(execFile)
@@ -156,9 +157,16 @@ export async function startKdc (options: KdcOptions = {}): Promise<Kdc> {
     return { name: full, keytab }
   }
 
-  await run(KDB5_UTIL, ['create', '-s', '-r', realm, '-P', `master-${randomBytes(8).toString('hex')}`], { env: env() })
-  const proxy = await addPrincipal(PROXY_SERVICE)
-  const user = await addPrincipal(client, clientPassword)
+  let proxy: Principal
+  let user: Principal
+  try {
+    await run(KDB5_UTIL, ['create', '-s', '-r', realm, '-P', `master-${randomBytes(8).toString('hex')}`], { env: env() })
+    proxy = await addPrincipal(PROXY_SERVICE)
+    user = await addPrincipal(client, clientPassword)
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true })
+    throw err
+  }
   const proxyKeytab = proxy.keytab
   const clientKeytab = user.keytab
 
@@ -166,13 +174,19 @@ export async function startKdc (options: KdcOptions = {}): Promise<Kdc> {
   // The first start may move to another port; a restart must keep it, as the clients' krb5.conf names it.
   let first = true
   const start = async (): Promise<void> => {
-    if (kdc !== undefined) return
+    if (kdc !== undefined && kdc.exitCode === null && kdc.signalCode === null) return
+    kdc = undefined
     let lastError = ''
     for (let attempt = 0; attempt < 5 && kdc === undefined; attempt++) {
       const c = spawn(KRB5KDC, ['-n'], { env: env(), stdio: ['ignore', 'ignore', 'pipe'] })
       let stderr = ''
       c.stderr?.on('data', (d: Buffer) => { stderr += d.toString() })
-      if (await waitForPort(port, 10_000, () => c.exitCode === null && c.signalCode === null)) {
+      const alive = (): boolean => c.exitCode === null && c.signalCode === null
+      // This KDC's own word that it bound its sockets, then its port: a port
+      // that answers could be another listener's that took it meanwhile.
+      const commencing = `krb5kdc[${c.pid ?? ''}](info): commencing operation`
+      const logged = await poll(() => alive() ? readOr(join(dir, 'kdc.log')).includes(commencing) : 'gone', (v) => v !== false, 10_000)
+      if (logged.value === true && await waitForPort(port, 10_000, alive)) {
         kdc = c
       } else {
         c.kill('SIGKILL')

@@ -51,7 +51,7 @@ describeOrSkip('a Kerberos realm and squid with Negotiate, on 127.0.0.1', kerber
     return stdout
   }
 
-  /** squid's tunnel lines for `path`'s CONNECT to the origin, authenticated as `principal`. */
+  /** squid's lines for tunnels to the origin that `principal` opened. */
   function tunnelLines (principal: string): string[] {
     const escaped = principal.replace(/[.]/g, '\\.')
     return squid.accessLog().filter((l) => new RegExp(`TCP_TUNNEL/200 .*CONNECT portal\\.test:${origin.port} ${escaped} `).test(l))
