@@ -5,6 +5,8 @@ export interface ConnectReply {
   readonly status: number
   /** Header names in lower case. */
   readonly headers: Readonly<Record<string, string>>
+  /** Every header field as received, in order (`headers` keeps the last of a repeated name). */
+  readonly headerLines: readonly string[]
   /** The body of a refusal (read to the close); '' for a 200. */
   readonly body: string
   /** The tunnel, for a 200; destroyed otherwise. */
@@ -16,11 +18,13 @@ export interface ConnectReply {
  * HTTPS_PROXY client would, and read the reply's head (and, for a refusal,
  * its body to the close).
  */
-export async function connectThrough (port: number, target: string, options: { readonly allowHalfOpen?: boolean } = {}): Promise<ConnectReply> {
+export async function connectThrough (port: number, target: string, options: { readonly allowHalfOpen?: boolean, readonly headers?: Readonly<Record<string, string>> } = {}): Promise<ConnectReply> {
   // allowHalfOpen: the client may go on sending after the proxy's FIN (a half-close test).
   const socket = netConnect({ port, host: '127.0.0.1', allowHalfOpen: options.allowHalfOpen ?? false })
   socket.on('error', () => {})
-  socket.write(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n\r\n`)
+  // headers: more request header fields, e.g. Proxy-Authorization.
+  const extra = Object.entries(options.headers ?? {}).map(([name, value]) => `${name}: ${value}\r\n`).join('')
+  socket.write(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n${extra}\r\n`)
   let buffered = Buffer.alloc(0)
   const head = await new Promise<string>((resolve, reject) => {
     const onData = (chunk: Buffer): void => {
@@ -43,9 +47,9 @@ export async function connectThrough (port: number, target: string, options: { r
     const i = line.indexOf(':')
     if (i > 0) headers[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim()
   }
-  if (status === 200) return { status, headers, body: '', socket }
+  if (status === 200) return { status, headers, headerLines: lines, body: '', socket }
   const body = await readToClose(socket)
-  return { status, headers, body, socket }
+  return { status, headers, headerLines: lines, body, socket }
 }
 
 /** Everything the socket sends until it closes. */

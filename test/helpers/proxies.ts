@@ -116,6 +116,7 @@ const PORT = '%PORT%'
 const NCSA = '/usr/lib/squid/basic_ncsa_auth'
 const DIGEST = '/usr/lib/squid/digest_file_auth'
 const NTLM_FAKE = '/usr/lib/squid/ntlm_fake_auth'
+const NEGOTIATE_KERBEROS = '/usr/lib/squid/negotiate_kerberos_auth'
 const CERTGEN = '/usr/lib/squid/security_file_certgen'
 /** squid tests run when Debian's squid (and htpasswd) are installed, as .ci/run does. */
 export const haveSquid = existsSync(SQUID) && existsSync(NCSA) && commandExists('htpasswd')
@@ -142,6 +143,22 @@ export interface Squid extends TestProxy {
   idle (timeoutMs?: number): Promise<void>
   /** squid's main process, for CPU accounting. */
   readonly pid: number
+  /**
+   * `url` with `host` in place of 127.0.0.1 (squid listens on 127.0.0.1
+   * only: `host` must resolve there). A Negotiate client asks a ticket for
+   * HTTP@<the proxy URL's host>, so it must address squid as `localhost`.
+   */
+  urlAt (host: string): string
+}
+
+/** The Kerberos side of squid's Negotiate auth: see startKdc() in kerberos.ts, whose `squid` property is this. */
+export interface SquidKerberos {
+  /** The service's keys, readable by squid's user (`proxy`). */
+  readonly keytab: string
+  /** The service principal squid accepts tickets for, e.g. `HTTP/localhost@SIDECAR.TEST`. */
+  readonly principal: string
+  /** The realm's krb5.conf (KRB5_CONFIG of squid and its helpers). */
+  readonly krb5Conf: string
 }
 
 export interface SquidOptions {
@@ -156,8 +173,15 @@ export interface SquidOptions {
   readonly tls?: { readonly cert: string, readonly key: string }
   /** Listen on this port (default: a free one): to restart a proxy where the sidecar expects it. */
   readonly port?: number
-  /** The authentication squid asks for: basic (basic_ncsa_auth, the default), digest (digest_file_auth) or ntlm (ntlm_fake_auth). */
-  readonly auth?: 'basic' | 'digest' | 'ntlm'
+  /**
+   * The authentication squid asks for: basic (basic_ncsa_auth, the default),
+   * digest (digest_file_auth), ntlm (ntlm_fake_auth), negotiate (Kerberos
+   * through negotiate_kerberos_auth; needs `kerberos`) or negotiate-ntlm
+   * (both offered, Negotiate first, as an Active Directory proxy does).
+   */
+  readonly auth?: 'basic' | 'digest' | 'ntlm' | 'negotiate' | 'negotiate-ntlm'
+  /** The keytab, principal and krb5.conf for `auth: 'negotiate'` or `'negotiate-ntlm'`. */
+  readonly kerberos?: SquidKerberos
   /** More names squid resolves to 127.0.0.1 (its hosts file), such as a 3scale SaaS name served by a test origin. */
   readonly hosts?: readonly string[]
 }
@@ -198,13 +222,24 @@ export async function startSquid (options: SquidOptions = {}): Promise<Squid> {
   // user:realm:HA1 (digest_file_auth -c): a plain user:password line cannot hold a ':' in the password.
   const ha1 = createHash('md5').update(`${user}:sidecar-test:${password}`).digest('hex')
   writeFileSync(join(dir, 'digest-passwd'), `${user}:sidecar-test:${ha1}\n`, { mode: 0o644 })
-  const auth = options.auth === 'ntlm'
+  const negotiate = options.auth === 'negotiate' || options.auth === 'negotiate-ntlm'
+  if (negotiate && options.kerberos === undefined) throw new Error(`startSquid({ auth: '${options.auth}' }) needs the kerberos option (startKdc().squid)`)
+  // ntlm_fake_auth runs the whole NTLM handshake and accepts any password.
+  const ntlm = [
+    `auth_param ntlm program ${NTLM_FAKE}`,
+    'auth_param ntlm children 2 startup=1 idle=1',
+    'auth_param ntlm keep_alive on'
+  ]
+  const auth = negotiate
     ? [
-        // ntlm_fake_auth runs the whole NTLM handshake and accepts any password.
-        `auth_param ntlm program ${NTLM_FAKE}`,
-        'auth_param ntlm children 2 startup=1 idle=1',
-        'auth_param ntlm keep_alive on'
+        // squid offers the schemes in this order (Proxy-Authenticate: Negotiate first).
+        `auth_param negotiate program ${NEGOTIATE_KERBEROS} -k ${options.kerberos?.keytab ?? ''} -s ${options.kerberos?.principal ?? ''}`,
+        'auth_param negotiate children 2 startup=1 idle=1',
+        'auth_param negotiate keep_alive on',
+        ...(options.auth === 'negotiate-ntlm' ? ntlm : [])
       ]
+    : options.auth === 'ntlm'
+    ? ntlm
     : options.auth === 'digest'
     ? [
         `auth_param digest program ${DIGEST} -c ${dir}/digest-passwd`,
@@ -246,10 +281,14 @@ export async function startSquid (options: SquidOptions = {}): Promise<Squid> {
   const writeConf = (): void => { writeFileSync(conf, text.replaceAll(PORT, String(port))) }
   writeConf()
 
+  // squid's helpers inherit its environment: the Negotiate helper finds the realm and its keys there.
+  const squidEnv: NodeJS.ProcessEnv = options.kerberos === undefined
+    ? process.env
+    : { ...process.env, KRB5_CONFIG: options.kerberos.krb5Conf, KRB5_KTNAME: options.kerberos.keytab, KRB5RCACHEDIR: dir }
   let child: ChildProcess | undefined
   let lastError = ''
   for (let attempt = 0; attempt < 5 && child === undefined; attempt++) {
-    const c = spawn(SQUID, ['-f', conf, '-N', '-d', '1'], { stdio: ['ignore', 'ignore', 'pipe'] })
+    const c = spawn(SQUID, ['-f', conf, '-N', '-d', '1'], { stdio: ['ignore', 'ignore', 'pipe'], env: squidEnv })
     let stderr = ''
     c.stderr?.on('data', (d: Buffer) => { stderr += d.toString() })
     const up = await waitForPort(port, 15_000, () => c.exitCode === null)
@@ -274,10 +313,16 @@ export async function startSquid (options: SquidOptions = {}): Promise<Squid> {
   const exited = new Promise<void>((resolve) => { proc.once('exit', () => { resolve() }) })
 
   const accessLog = (): string[] => safeRead(join(dir, 'access.log')).split('\n').filter((l) => l !== '')
+  const scheme = options.tls !== undefined ? 'https:' : 'http:'
+  // Negotiate takes no password: its URL has none, and names localhost, the
+  // host of the service principal. Negotiate-or-NTLM keeps the NTLM credentials.
+  const userinfo = options.auth === 'negotiate' ? '' : `${encodeURIComponent(user)}:${encodeURIComponent(password)}@`
+  const urlAt = (host: string): string => `${scheme}//${userinfo}${host}:${port}`
   return {
     port,
     pid: proc.pid as number,
-    url: proxyUrl(port, user, password).replace(/^http:/, options.tls !== undefined ? 'https:' : 'http:'),
+    url: urlAt(negotiate ? 'localhost' : '127.0.0.1'),
+    urlAt,
     tunnels: () => accessLog().filter((l) => / CONNECT /.test(l) && /\/200 /.test(l)).length,
     authorizations: [],
     accessLog,
