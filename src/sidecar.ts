@@ -1,6 +1,6 @@
 import { unwatchFile, watchFile, type Stats } from 'node:fs'
 import { ConfigError, type Config } from './config/config.js'
-import { buildTransport, transportOptionsOf, upstreamTlsOf, type RouteTransport, type UpstreamTls } from './egress/dispatcher.js'
+import { buildTransport, proxySpn, transportOptionsOf, upstreamTlsOf, type RouteTransport, type UpstreamTls } from './egress/dispatcher.js'
 import { createForwarder, routeRequests, type LiveRoute } from './forwarding/forward.js'
 import { createStaleIfError } from './forwarding/stale-if-error.js'
 import { StaleConfigCache } from './stale-config/stale-config.js'
@@ -349,9 +349,14 @@ function logRoute (log: Logger, route: Route, listener: Listener, config: Config
     fields.egress = 'proxy'
     fields.proxy = hostPort(egress.proxy.url)
     // The scheme as it will be used: `auto` answers the proxy's challenge on tunnels; absolute-form is Basic only.
-    const scheme = route.upstream.protocol === 'https:' ? config.proxyAuthScheme : 'basic'
-    fields.proxyAuth = egress.proxy.username !== '' || egress.proxy.password !== ''
-      ? `${scheme === 'auto' ? 'auto: Basic, Digest or NTLM as the proxy asks' : scheme} (${egress.proxy.username}:***)`
+    const tunnel = route.upstream.protocol === 'https:'
+    const scheme = tunnel ? config.proxyAuthScheme : 'basic'
+    const password = egress.proxy.username !== '' || egress.proxy.password !== ''
+    // Kerberos answers Negotiate on tunnels only; the SPN is said, never a token.
+    const kerberos = tunnel && config.kerberos !== undefined ? `Kerberos for ${proxySpn(egress.proxy.url, config.kerberos.spn)}` : undefined
+    fields.proxyAuth = password || kerberos !== undefined
+      ? `${scheme === 'auto' ? `auto: ${kerberos !== undefined ? 'Negotiate, ' : ''}Basic, Digest or NTLM as the proxy asks` : scheme}` +
+        [password ? `${egress.proxy.username}:***` : undefined, kerberos].filter((x) => x !== undefined).map((x) => ` (${x})`).join('')
       : 'none'
     via = `via proxy ${egress.proxy.url.protocol}//${hostPort(egress.proxy.url)} (${route.upstream.protocol === 'https:' ? 'CONNECT tunnel' : 'absolute-form'}, proxy auth ${String(fields.proxyAuth)})`
     if (egress.fallbacks.length > 0) {

@@ -1,4 +1,4 @@
-import { accessSync, constants, readFileSync, statSync } from 'node:fs'
+import { accessSync, constants, existsSync, readFileSync, statSync } from 'node:fs'
 import { bool, customCleanEnv, makeValidator, str, EnvError, EnvMissingError } from 'envalid'
 import { hasControlCharacter } from '../http/access-token.js'
 import { SetupError } from './setup-error.js'
@@ -33,6 +33,19 @@ export interface Timeouts {
   readonly shutdownGraceMs: number
 }
 
+export interface KerberosSettings {
+  /** PROXY_KRB5_SPN: the proxy's service principal, for a proxy behind an alias; undefined: HTTP@ the host in the proxy URL. */
+  readonly spn: string | undefined
+  /** PROXY_KRB5_PRINCIPAL: the client principal, when the keytab or cache holds several. */
+  readonly principal: string | undefined
+  /** KRB5_CLIENT_KTNAME: a client keytab (GSSAPI gets and renews tickets from it). */
+  readonly keytab: string | undefined
+  /** KRB5CCNAME: a ticket cache, from kinit. */
+  readonly ccache: string | undefined
+  /** KRB5_CONFIG: krb5.conf. */
+  readonly krb5Config: string | undefined
+}
+
 export interface Config {
   readonly portal: {
     /** Without userinfo: the token, if any, is in `token`. */
@@ -64,6 +77,12 @@ export interface Config {
   readonly proxyAuthScheme: ProxyAuthScheme
   /** PROXY_AUTH_BACKOFF_MS: how long credentials a proxy refused are not sent again (lockout protection). */
   readonly proxyAuthBackoffMs: number
+  /**
+   * Negotiate (Kerberos): on when MIT's KRB5_CLIENT_KTNAME or KRB5CCNAME
+   * names credentials, or PROXY_AUTH_SCHEME=negotiate; undefined: off.
+   * GSSAPI reads those variables (and KRB5_CONFIG) itself.
+   */
+  readonly kerberos: KerberosSettings | undefined
   /**
    * Last good portal configuration responses, served when the portal cannot
    * be reached. undefined when STALE_CONFIG_MAX_AGE=0.
@@ -201,7 +220,12 @@ const SPEC = {
   UPSTREAM_MAX_CONNECTIONS: positiveInt({ default: 64 }),
   FALLBACK_PROXIES: str({ default: undefined }),
   PROXY_FAILOVER_BACKOFF_MS: positiveInt({ default: 30_000 }),
-  PROXY_AUTH_SCHEME: oneOf<ProxyAuthScheme>(['auto', 'basic', 'digest', 'ntlm'])({ default: 'auto' }),
+  PROXY_AUTH_SCHEME: oneOf<ProxyAuthScheme>(['auto', 'basic', 'digest', 'ntlm', 'negotiate'])({ default: 'auto' }),
+  PROXY_KRB5_SPN: str({ default: undefined }),
+  PROXY_KRB5_PRINCIPAL: str({ default: undefined }),
+  KRB5_CLIENT_KTNAME: str({ default: undefined }),
+  KRB5CCNAME: str({ default: undefined }),
+  KRB5_CONFIG: str({ default: undefined }),
   PROXY_AUTH_BACKOFF_MS: positiveInt({ default: 60_000 }),
   PROXY_USER: str({ default: undefined }),
   PROXY_PASSWORD: str({ default: undefined }),
@@ -334,6 +358,7 @@ export function readConfig (env: Readonly<Record<string, string | undefined>>, r
   }
 
   const forwardAllow = readForwardAllow(cleaned.FORWARD_PROXY_ALLOW, cleaned.FORWARD_PROXY_PORT, problems)
+  const kerberos = readKerberos(cleaned, problems)
 
   checkTokenExposure(cleaned.LISTEN_ADDRESS, cleaned.PORTAL_TOKEN_SOURCE, token !== undefined ? (tokenFromFile !== undefined ? 'ACCESS_TOKEN_FILE' : 'THREESCALE_PORTAL_ENDPOINT') : undefined, problems)
 
@@ -382,6 +407,7 @@ export function readConfig (env: Readonly<Record<string, string | undefined>>, r
     failoverBackoffMs: cleaned.PROXY_FAILOVER_BACKOFF_MS,
     proxyAuthScheme: cleaned.PROXY_AUTH_SCHEME,
     proxyAuthBackoffMs: cleaned.PROXY_AUTH_BACKOFF_MS,
+    kerberos,
     staleConfig: cleaned.STALE_CONFIG_MAX_AGE > 0
       ? Object.freeze({ maxAgeMs: cleaned.STALE_CONFIG_MAX_AGE * 1000, maxBytes: cleaned.STALE_CONFIG_MAX_BYTES, dir: cleaned.STALE_CONFIG_DIR })
       : undefined,
@@ -400,7 +426,9 @@ export function readConfig (env: Readonly<Record<string, string | undefined>>, r
         idleMs: cleaned.FORWARD_PROXY_IDLE_TIMEOUT_MS
       })
       : undefined,
-    secretFiles: Object.freeze(secretFiles),
+    // A keytab or ticket cache replaced (a rotated Secret, a new kinit) is
+    // watched like the secret files: its change ends a back-off at once.
+    secretFiles: Object.freeze([...secretFiles, ...kerberosFiles(kerberos)]),
     tls
   })
   return { ok: true, config }
@@ -545,4 +573,40 @@ export function describeReadError (err: unknown): string {
   const uid = typeof process.getuid === 'function' ? process.getuid() : undefined
   const gid = typeof process.getgid === 'function' ? process.getgid() : undefined
   return `${code}: the sidecar runs as UID ${String(uid)}, GID ${String(gid)}, which may not read it; make the file readable by that user or group (mode 0440 with group ${String(gid)}, or fsGroup/defaultMode in Kubernetes)`
+}
+
+/**
+ * The Kerberos settings, when Negotiate can be answered: a keytab or a
+ * ticket cache named, or Negotiate forced. A keytab or krb5.conf that is
+ * not there is a problem at start (a Secret not mounted); a ticket cache
+ * may appear later (kinit), and GSSAPI says so per tunnel if it does not.
+ */
+function readKerberos (cleaned: { PROXY_AUTH_SCHEME: ProxyAuthScheme, PROXY_KRB5_SPN?: string | undefined, PROXY_KRB5_PRINCIPAL?: string | undefined, KRB5_CLIENT_KTNAME?: string | undefined, KRB5CCNAME?: string | undefined, KRB5_CONFIG?: string | undefined }, problems: string[]): KerberosSettings | undefined {
+  const keytab = cleaned.KRB5_CLIENT_KTNAME?.replace(/^FILE:/, '')
+  const krb5Config = cleaned.KRB5_CONFIG
+  if (keytab === undefined && cleaned.KRB5CCNAME === undefined && cleaned.PROXY_AUTH_SCHEME !== 'negotiate') {
+    for (const name of ['PROXY_KRB5_SPN', 'PROXY_KRB5_PRINCIPAL'] as const) {
+      if (cleaned[name] !== undefined) problems.push(`${name} is set, but no Kerberos credentials are: set KRB5_CLIENT_KTNAME (a client keytab) or KRB5CCNAME (a ticket cache)`)
+    }
+    return undefined
+  }
+  if (keytab !== undefined && !existsSync(keytab)) problems.push(`KRB5_CLIENT_KTNAME: the keytab ${keytab} does not exist (is its Secret mounted?)`)
+  if (krb5Config !== undefined) {
+    for (const file of krb5Config.split(':')) {
+      if (file !== '' && !existsSync(file)) problems.push(`KRB5_CONFIG: ${file} does not exist (is its ConfigMap mounted?)`)
+    }
+  }
+  const spn = cleaned.PROXY_KRB5_SPN
+  if (spn !== undefined && !/^[^@\s/]+[@/][^@\s/]+$/.test(spn)) problems.push('PROXY_KRB5_SPN must be a service principal such as HTTP@proxy.corp.example (or HTTP/proxy.corp.example)')
+  return Object.freeze({ spn, principal: cleaned.PROXY_KRB5_PRINCIPAL, keytab, ccache: cleaned.KRB5CCNAME, krb5Config })
+}
+
+/** The Kerberos files to watch: the keytab, and a FILE: ticket cache. GSSAPI reads both itself. */
+function kerberosFiles (kerberos: KerberosSettings | undefined): Array<{ setting: string, path: string }> {
+  if (kerberos === undefined) return []
+  const files: Array<{ setting: string, path: string }> = []
+  if (kerberos.keytab !== undefined) files.push({ setting: 'KRB5_CLIENT_KTNAME', path: kerberos.keytab })
+  const cache = kerberos.ccache
+  if (cache !== undefined && (cache.startsWith('FILE:') || cache.startsWith('/'))) files.push({ setting: 'KRB5CCNAME', path: cache.replace(/^FILE:/, '') })
+  return files
 }

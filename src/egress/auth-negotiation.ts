@@ -1,7 +1,7 @@
 import { canAnswerDigest, type Challenge } from './proxy-auth.js'
 
 /** Proxy authentication schemes the sidecar speaks; `auto` takes the proxy's challenge. */
-export type ProxyAuthScheme = 'auto' | 'basic' | 'digest' | 'ntlm'
+export type ProxyAuthScheme = 'auto' | 'basic' | 'digest' | 'ntlm' | 'negotiate'
 
 /**
  * One Proxy-Authorization a tunnel's CONNECT carries, decided here and
@@ -15,6 +15,8 @@ export type AuthMessage =
   | { readonly kind: 'ntlm-negotiate' }
   /** Answers the challenge (type 2 message) that came on the same connection. */
   | { readonly kind: 'ntlm-authenticate', readonly challenge: string }
+  /** A SPNEGO token from GSSAPI (Kerberos), for the proxy's service principal. */
+  | { readonly kind: 'negotiate' }
 
 /** What one proxy taught the tunnels opened after: kept per proxy, never shared. */
 export interface AuthMemory {
@@ -22,15 +24,19 @@ export interface AuthMemory {
   readonly digest: { readonly challenge: Challenge, readonly nc: number } | undefined
   /** The proxy asked for NTLM: every tunnel opens with the negotiate message. */
   readonly ntlm: boolean
+  /** The proxy asked for Negotiate and Kerberos answered it: every tunnel opens with a token. */
+  readonly negotiate: boolean
 }
 
-export const FRESH_MEMORY: AuthMemory = { digest: undefined, ntlm: false }
+export const FRESH_MEMORY: AuthMemory = { digest: undefined, ntlm: false, negotiate: false }
 
 export interface AuthPolicy {
   /** PROXY_AUTH_SCHEME. */
   readonly scheme: ProxyAuthScheme
-  /** False when the proxy URL has neither user nor password: nothing is ever sent. */
+  /** False when the proxy URL has neither user nor password: no Basic, Digest or NTLM is sent. */
   readonly hasCredentials: boolean
+  /** Kerberos credentials are there to answer Negotiate with (a keytab or a ticket cache, and the addon). */
+  readonly kerberos: boolean
 }
 
 export interface AuthDecision {
@@ -48,7 +54,9 @@ export interface AuthDecision {
  */
 export function openingMessage (policy: AuthPolicy, memory: AuthMemory): AuthDecision {
   const { scheme } = policy
-  if (!policy.hasCredentials) return { message: undefined, memory }
+  // Kerberos answers first where it can: a token costs no extra round trip.
+  if (policy.kerberos && (scheme === 'negotiate' || (scheme === 'auto' && memory.negotiate))) return { message: { kind: 'negotiate' }, memory }
+  if (!policy.hasCredentials || scheme === 'negotiate') return { message: undefined, memory }
   if (scheme === 'ntlm' || (scheme === 'auto' && memory.ntlm)) return { message: { kind: 'ntlm-negotiate' }, memory }
   if (scheme === 'digest' || (scheme === 'auto' && memory.digest !== undefined)) {
     // Digest forced and no nonce yet: wait for the proxy's challenge.
@@ -64,6 +72,8 @@ export function openingMessage (policy: AuthPolicy, memory: AuthMemory): AuthDec
  * tunnel sent last (`sent`), or undefined when there is none worth sending.
  * Every challenge is answered once: a refused answer is a wrong password,
  * and sending it again is how an Active Directory account gets locked.
+ * - Negotiate (Kerberos), when the proxy offers it and Kerberos credentials
+ *   are there: one SPNEGO token; else the schemes below, as offered;
  * - NTLM: negotiate, then authenticate on the same connection;
  * - Digest: answered once per challenge, again only when the proxy says the
  *   nonce was merely stale (RFC 7616 §3.3);
@@ -72,8 +82,16 @@ export function openingMessage (policy: AuthPolicy, memory: AuthMemory): AuthDec
  */
 export function answerChallenge (policy: AuthPolicy, memory: AuthMemory, sent: AuthMessage | undefined, challenges: readonly Challenge[]): AuthDecision | undefined {
   const { scheme } = policy
-  if (!policy.hasCredentials) return undefined
   const allowed = (s: ProxyAuthScheme): boolean => scheme === 'auto' || scheme === s
+
+  // Negotiate first, when Kerberos can answer it: one token per tunnel; a
+  // 407 to the token is a refusal (a wrong SPN, or a principal the proxy
+  // does not accept), never answered again.
+  if (policy.kerberos && allowed('negotiate') && challenges.some((c) => c.scheme === 'negotiate')) {
+    if (sent?.kind === 'negotiate') return undefined
+    return { message: { kind: 'negotiate' }, memory: { ...memory, negotiate: true } }
+  }
+  if (!policy.hasCredentials || scheme === 'negotiate') return undefined
 
   const ntlm = challenges.find((c) => c.scheme === 'ntlm')
   if (ntlm !== undefined && allowed('ntlm')) {

@@ -10,6 +10,8 @@ import type { RouteMetrics } from '../observe/metrics.js'
 import { hostPort } from '../observe/redact.js'
 import type { ProxyAuthScheme } from './auth-negotiation.js'
 import { ProxyRotation } from './proxy-rotation.js'
+import { addonDir, createKerberosTokens, type KerberosTokens } from './kerberos.js'
+import { bareHostname } from '../http/url.js'
 import { credentialKey, type Admission, type CredentialGate } from './credential-gate.js'
 import { TunnelClient } from './tunnel-client.js'
 import type { Route } from '../config/routes.js'
@@ -95,6 +97,13 @@ export interface TransportOptions {
    * credentials a proxy refused are not sent again for PROXY_AUTH_BACKOFF_MS.
    */
   readonly credentialGate?: CredentialGate
+  /** Negotiate: GSSAPI's tokens, and PROXY_KRB5_SPN when set; undefined: Kerberos is off. */
+  readonly kerberos?: { readonly tokens: KerberosTokens, readonly spn: string | undefined } | undefined
+}
+
+/** The service principal of `proxy`: PROXY_KRB5_SPN, else HTTP@ its host as written in its URL. */
+export function proxySpn (proxy: URL, spn: string | undefined): string {
+  return spn ?? `HTTP@${bareHostname(proxy)}`
 }
 
 /** The upstream TLS of every route from the settings: one object, so one TLS context is shared. */
@@ -115,6 +124,7 @@ export function transportOptionsOf (config: Config, tls: UpstreamTls, log: Logge
     failoverBackoffMs: config.failoverBackoffMs,
     proxyAuthScheme: config.proxyAuthScheme,
     log,
+    kerberos: config.kerberos !== undefined ? { tokens: createKerberosTokens({ principal: config.kerberos.principal, addonDir: addonDir() }), spn: config.kerberos.spn } : undefined,
     ...extra
   }
 }
@@ -254,7 +264,8 @@ function buildHop (tunnel: boolean, proxy: ProxyEndpoint | undefined, index: num
       scheme: options.proxyAuthScheme,
       replyTimeoutMs: timeouts.connectMs,
       onRefused: (statusCode, headers) => { refusal = tunnelRefusalOf(statusCode, headers, options.proxyAuthScheme) },
-      gate: options.credentialGate
+      gate: options.credentialGate,
+      kerberos: options.kerberos !== undefined ? { tokens: options.kerberos.tokens, spn: proxySpn(proxy.url, options.kerberos.spn) } : undefined
     }),
     // The pool per upstream origin: its connect is ProxyAgent's tunnel
     // function, wrapped so the upstream's certificate is verified.

@@ -3,7 +3,7 @@ import type { buildConnector as BuildConnector } from 'undici'
 import type { Config, Timeouts } from '../config/config.js'
 import { resolveEgress, type Egress, type ProxyEndpoint, type ProxySettings } from './egress.js'
 import type { Destination } from './forward-destination.js'
-import { buildAbsoluteFormTransport, secureContexts, transportOptionsOf, type RouteTransport, type TransportOptions, type UpstreamTls } from './dispatcher.js'
+import { buildAbsoluteFormTransport, proxySpn, secureContexts, transportOptionsOf, type RouteTransport, type TransportOptions, type UpstreamTls } from './dispatcher.js'
 import type { ProxyAuthScheme } from './auth-negotiation.js'
 import { ProxyRotation } from './proxy-rotation.js'
 import type { CredentialGate } from './credential-gate.js'
@@ -125,7 +125,8 @@ export function buildForwardTransport (options: ForwardTransportOptions): Forwar
       replyTimeoutMs: timeouts.connectMs,
       // The refusal is read from each reply itself (tunnelRefusalOf).
       onRefused: () => {},
-      gate: options.credentialGate
+      gate: options.credentialGate,
+      kerberos: options.requests.kerberos !== undefined ? { tokens: options.requests.kerberos.tokens, spn: proxySpn(proxy.url, options.requests.kerberos.spn) } : undefined
     })
   })
   const chain = options.proxies.https !== undefined ? [options.proxies.https, ...options.fallbacks].map(buildPath) : []

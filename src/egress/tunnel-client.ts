@@ -8,6 +8,7 @@ import { errors } from './undici-parts.js'
 import { answerChallenge, FRESH_MEMORY, openingMessage, type AuthMemory, type AuthMessage, type AuthPolicy, type ProxyAuthScheme } from './auth-negotiation.js'
 import { basicAuthorization, digestAuthorization, ntlmAuthenticate, ntlmNegotiate, parseChallenges } from './proxy-auth.js'
 import { credentialKey, type Admission, type CredentialGate } from './credential-gate.js'
+import type { KerberosTokens } from './kerberos.js'
 
 export interface TunnelClientOptions {
   readonly username: string
@@ -19,6 +20,12 @@ export interface TunnelClientOptions {
   readonly onRefused: (statusCode: number, headers: IncomingHttpHeaders) => void
   /** Lockout protection (credential-gate.ts): no credentials are sent while it backs them off. */
   readonly gate?: CredentialGate | undefined
+  /**
+   * Negotiate: GSSAPI's tokens for the proxy's service principal
+   * (`HTTP@` the proxy's host as written in its URL, or PROXY_KRB5_SPN).
+   * undefined: no Kerberos credentials, Negotiate is not answered.
+   */
+  readonly kerberos?: { readonly tokens: KerberosTokens, readonly spn: string } | undefined
 }
 
 /** What ProxyAgent reads of a CONNECT. */
@@ -44,6 +51,9 @@ interface Reply {
  * - Digest (RFC 7616: MD5, SHA-256, SHA-512/256, their -sess forms,
  *   qop=auth): answered once per challenge; the nonce is then reused with a
  *   growing nonce count, so later tunnels need no extra round trip;
+ * - Negotiate (Kerberos): one SPNEGO token from GSSAPI per tunnel, for the
+ *   proxy's service principal; a proxy that asked for it gets the token
+ *   with the first CONNECT of every later tunnel;
  * - NTLM: negotiate, challenge and authenticate on the tunnel's own
  *   connection (NTLM authenticates a connection, not a request); once a
  *   proxy has asked for NTLM, new tunnels start with the negotiate message.
@@ -64,14 +74,14 @@ export class TunnelClient {
   readonly #gateKey: string
 
   constructor (private readonly connector: BuildConnector.connector, private readonly proxy: URL, private readonly options: TunnelClientOptions) {
-    this.#policy = { scheme: options.scheme, hasCredentials: options.username !== '' || options.password !== '' }
+    this.#policy = { scheme: options.scheme, hasCredentials: options.username !== '' || options.password !== '', kerberos: options.kerberos !== undefined }
     this.#gateKey = credentialKey(hostPortOf(proxy), options.username, options.password)
   }
 
   async connect (params: Dispatcher.ConnectOptions & { path: string, headers?: Record<string, string> }): Promise<ConnectResult> {
     if (this.#closed) throw new errors.ClientDestroyedError()
     const gate = this.options.gate
-    if (gate === undefined || !this.#policy.hasCredentials) return await this.#connect(params, undefined)
+    if (gate === undefined || (!this.#policy.hasCredentials && !this.#policy.kerberos)) return await this.#connect(params, undefined)
     // Throws CredentialsBackedOff while the proxy's refusal is recent.
     const admission = await gate.admit(this.#gateKey, hostPortOf(this.proxy), params.signal as AbortSignal | undefined)
     try {
@@ -91,7 +101,7 @@ export class TunnelClient {
     let socket = await this.#open(params.signal)
     let sent = this.#decide(openingMessage(this.#policy, this.#memory))
     for (let round = 0; ; round++) {
-      const reply = await this.#exchange(socket, target, params.headers ?? {}, sent !== undefined ? this.#render(sent, target) : undefined, params.signal)
+      const reply = await this.#exchange(socket, target, params.headers ?? {}, sent !== undefined ? await this.#render(sent, target) : undefined, params.signal)
       if (reply.statusCode === 200) {
         this.#sockets.delete(socket)
         return { statusCode: 200, headers: reply.headers, socket }
@@ -137,9 +147,11 @@ export class TunnelClient {
   }
 
   /** The Proxy-Authorization value of `message`, for a CONNECT to `target`. */
-  #render (message: AuthMessage, target: string): string {
-    const { username, password } = this.options
+  async #render (message: AuthMessage, target: string): Promise<string> {
+    const { username, password, kerberos } = this.options
     switch (message.kind) {
+      // The policy sends Negotiate only with kerberos set; a KerberosError names the cause.
+      case 'negotiate': return `Negotiate ${await (kerberos as NonNullable<typeof kerberos>).tokens.token((kerberos as NonNullable<typeof kerberos>).spn)}`
       case 'basic': return basicAuthorization(username, password)
       case 'digest': return digestAuthorization({ challenge: message.challenge, username, password, method: 'CONNECT', uri: target, nc: message.nc })
       case 'ntlm-negotiate': return ntlmNegotiate(username)

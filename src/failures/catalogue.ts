@@ -1,5 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import { CredentialsBackedOff } from '../egress/credential-gate.js'
+import { KerberosError } from '../egress/kerberos-cause.js'
 import type { ProxyEndpoint } from '../egress/egress.js'
 import { parseAuthSchemes } from '../egress/proxy-auth.js'
 import { hostPort, redactText } from '../observe/redact.js'
@@ -21,6 +22,7 @@ export type FailureCode =
   | 'upstream_error'
   | 'destination_not_allowed'
   | 'too_many_tunnels'
+  | 'proxy_kerberos'
 
 /** What the classifier knows about where the request was going. */
 export interface FailureContext {
@@ -135,7 +137,7 @@ export interface UntrustedChain {
 }
 
 /** A refinement of a failure the description depends on. */
-type Variant = 'proxy_tls' | 'tunnel' | 'backoff' | UntrustedChain
+type Variant = 'proxy_tls' | 'tunnel' | 'backoff' | UntrustedChain | KerberosError
 type Describe = (ctx: FailureContext, detail: string, variant?: Variant) => { message: string, hint: string }
 
 /**
@@ -181,7 +183,7 @@ export const FAILURES: Readonly<Record<FailureCode, { status: 403 | 502 | 503 | 
           hint: 'an https:// proxy must present a certificate the trust store verifies: add its CA with CA_BUNDLE=/path/to/ca.pem, or use http:// if the proxy does not speak TLS'
         }
       }
-      if (typeof variant === 'object') return describeUntrusted(ctx, detail, variant)
+      if (typeof variant === 'object' && !(variant instanceof KerberosError)) return describeUntrusted(ctx, detail, variant)
       return {
         message: `the TLS certificate of ${hostPort(ctx.upstream)} is not trusted: ${detail}`,
         hint: 'check the endpoint URL and the system clock; if the certificate is issued by a private CA, add that CA with CA_BUNDLE=/path/to/ca.pem'
@@ -235,6 +237,16 @@ export const FAILURES: Readonly<Record<FailureCode, { status: 403 | 502 | 503 | 
       hint: `if APIcast must reach it, add ${hostPort(ctx.upstream)} to FORWARD_PROXY_ALLOW (NO_PROXY syntax: host:port, *.domain:port, a CIDR range); if it is an in-cluster host, add it to APIcast's NO_PROXY instead`
     })
   },
+  proxy_kerberos: {
+    status: 502,
+    describe: (ctx, detail, variant) => {
+      const k = variant instanceof KerberosError ? variant : undefined
+      return {
+        message: `Kerberos (Negotiate) could not authenticate to the proxy ${proxyName(ctx)}: ${k?.gssMessage ?? detail}${k !== undefined ? ` (service principal ${k.spn})` : ''}`,
+        hint: kerberosHint(k)
+      }
+    }
+  },
   too_many_tunnels: {
     status: 503,
     describe: (_ctx, detail) => ({
@@ -282,6 +294,7 @@ export function classifyUpstreamError (err: unknown, ctx: FailureContext): Failu
   const proxyStatus = PROXY_STATUS.exec(messageOf(cause))
   if (proxyStatus !== null) return { ...classifyRefusedTunnel(Number(proxyStatus[1]), ctx), cause: err }
   if (cause instanceof CredentialsBackedOff) return failure('proxy_auth_required', ctx, cause.message, 'backoff')
+  if (cause instanceof KerberosError) return { ...failure('proxy_kerberos', ctx, cause.gssMessage, cause), transient: false }
   if (messageOf(cause).includes('Proxy Authentication Required (407)')) {
     return failure('proxy_auth_required', ctx, '')
   }
@@ -506,10 +519,35 @@ export function proxyAuthHint (proxy: ProxyEndpoint | undefined, refusal: Tunnel
   if (forced !== undefined && schemes.length > 0 && !schemes.some((s) => s.toLowerCase() === forced)) {
     return `PROXY_AUTH_SCHEME=${forced}, but the proxy offers only ${schemes.join(', ')}: set PROXY_AUTH_SCHEME=auto, or to a scheme it offers`
   }
+  if (schemes.length > 0 && schemes.every((s) => s.toLowerCase() === 'negotiate')) {
+    return 'the proxy asks for Negotiate (Kerberos) only: give the sidecar Kerberos credentials, a client keytab (KRB5_CLIENT_KTNAME) or a ticket cache from kinit (KRB5CCNAME), with KRB5_CONFIG; with them set, this refusal means the proxy does not accept the principal (PROXY_KRB5_PRINCIPAL) or the service principal is not the proxy\'s (PROXY_KRB5_SPN; by default HTTP@ the host in the proxy URL)'
+  }
   if (schemes.length === 0 || schemes.some((s) => SPOKEN.has(s.toLowerCase()))) {
     return `${check}; the sidecar answers Basic, Digest and NTLM challenges (PROXY_AUTH_SCHEME forces one; NTLM takes DOMAIN\\user)`
   }
-  return `the proxy asks only for ${schemes.join(', ')}, which this sidecar does not answer: Kerberos needs a native library this build does not carry. Ask for NTLM, Digest or Basic to be allowed for this account, or put a local helper such as cntlm or px in front of the proxy`
+  return `the proxy asks only for ${schemes.join(', ')}, which this sidecar does not answer. Ask for NTLM, Digest, Basic or Negotiate to be allowed for this account`
+}
+
+/** The fix for a Kerberos failure, by what GSSAPI said. Never a token: GSSAPI's messages hold none. */
+function kerberosHint (k: KerberosError | undefined): string {
+  switch (k?.kind) {
+    case 'addon_missing':
+      return 'the Kerberos addon (the optional kerberos package) or MIT\'s GSSAPI library is not there: use the image or the package, which carry both, or install libgssapi_krb5 (krb5-libs on RHEL and UBI, libgssapi-krb5-2 on Debian); Basic, Digest and NTLM work without them'
+    case 'no_credentials':
+      return 'no Kerberos credentials: give a client keytab with KRB5_CLIENT_KTNAME=/path/client.keytab (the way for a service: GSSAPI gets and renews tickets by itself), or run kinit and point KRB5CCNAME at its cache'
+    case 'expired':
+      return 'the ticket in KRB5CCNAME has expired: run kinit again, or give a client keytab (KRB5_CLIENT_KTNAME), whose tickets GSSAPI renews by itself'
+    case 'kdc_unreachable':
+      return 'the KDC cannot be reached: check the realm\'s kdc in KRB5_CONFIG (krb5.conf) and that port 88 (TCP and UDP) of the KDC is reachable from here'
+    case 'clock_skew':
+      return 'this host\'s clock and the KDC\'s differ by more than the 5 minutes Kerberos allows: fix the time synchronisation (chrony, NTP)'
+    case 'unknown_spn':
+      return `the KDC knows no service principal ${k.spn}: it is HTTP@ and the proxy's host name as written in the proxy URL; for a proxy reached through an alias or a load balancer, set PROXY_KRB5_SPN to its real principal (HTTP@proxy.corp.example)`
+    case 'wrong_realm':
+      return 'the realm is wrong or unknown here: check default_realm and [domain_realm] in KRB5_CONFIG (krb5.conf), and the realm of PROXY_KRB5_PRINCIPAL'
+    default:
+      return 'check the Kerberos settings: KRB5_CONFIG, KRB5_CLIENT_KTNAME or KRB5CCNAME, PROXY_KRB5_PRINCIPAL and PROXY_KRB5_SPN; `doctor` shows the Kerberos step'
+  }
 }
 
 /** The fix for a refused tunnel, from what the proxy said about it. */

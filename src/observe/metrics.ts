@@ -79,7 +79,8 @@ const FAILURE_KIND: Readonly<Record<FailureCode, string>> = {
   reset: 'reset',
   upstream_error: 'other',
   destination_not_allowed: 'not_allowed',
-  too_many_tunnels: 'overloaded'
+  too_many_tunnels: 'overloaded',
+  proxy_kerberos: 'proxy_auth'
 }
 
 /**

@@ -54,6 +54,24 @@ describe('loadConfig', () => {
       ['PROXY_PASSWORD is set, but no proxy URL names a user (write it as http://user@proxy:port, or set PROXY_USER)'])
   })
 
+  it('Kerberos: on with a keytab, a ticket cache or negotiate forced; their files watched; what is missing is a problem', () => {
+    assert.equal(loadConfig(minimal).kerberos, undefined)
+    assert.equal(loadConfig(minimal).proxyAuthBackoffMs, 60_000)
+    const keytab = loadConfig({ ...minimal, KRB5_CLIENT_KTNAME: 'FILE:/etc/hostname', PROXY_KRB5_SPN: 'HTTP@proxy.corp.example', PROXY_KRB5_PRINCIPAL: 'svc@CORP' })
+    assert.deepEqual(keytab.kerberos, { spn: 'HTTP@proxy.corp.example', principal: 'svc@CORP', keytab: '/etc/hostname', ccache: undefined, krb5Config: undefined })
+    assert.deepEqual(keytab.secretFiles, [{ setting: 'KRB5_CLIENT_KTNAME', path: '/etc/hostname' }])
+    assert.deepEqual(loadConfig({ ...minimal, KRB5CCNAME: 'FILE:/tmp/krb5cc_sidecar' }).secretFiles, [{ setting: 'KRB5CCNAME', path: '/tmp/krb5cc_sidecar' }])
+    assert.deepEqual(loadConfig({ ...minimal, KRB5CCNAME: 'KEYRING:persistent:1000' }).secretFiles, [], 'only a file cache can be watched')
+    assert.notEqual(loadConfig({ ...minimal, PROXY_AUTH_SCHEME: 'negotiate' }).kerberos, undefined)
+    assert.deepEqual(problemsOf({ ...minimal, KRB5_CLIENT_KTNAME: '/nonexistent/client.keytab', KRB5_CONFIG: '/nonexistent/krb5.conf', PROXY_KRB5_SPN: 'proxy.corp' }), [
+      'KRB5_CLIENT_KTNAME: the keytab /nonexistent/client.keytab does not exist (is its Secret mounted?)',
+      'KRB5_CONFIG: /nonexistent/krb5.conf does not exist (is its ConfigMap mounted?)',
+      'PROXY_KRB5_SPN must be a service principal such as HTTP@proxy.corp.example (or HTTP/proxy.corp.example)'
+    ])
+    assert.deepEqual(problemsOf({ ...minimal, PROXY_KRB5_SPN: 'HTTP@proxy.corp' }),
+      ['PROXY_KRB5_SPN is set, but no Kerberos credentials are: set KRB5_CLIENT_KTNAME (a client keytab) or KRB5CCNAME (a ticket cache)'])
+  })
+
   it('STALE_CONFIG_DIR must be an existing directory', () => {
     assert.deepEqual(problemsOf({ ...minimal, STALE_CONFIG_DIR: '/nonexistent/stale' }),
       ['STALE_CONFIG_DIR /nonexistent/stale does not exist; create it (an emptyDir volume in a pod) or unset STALE_CONFIG_DIR to keep the configuration in memory only'])

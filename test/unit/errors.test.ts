@@ -83,9 +83,13 @@ describe('the 407 hint follows the schemes the proxy offers', () => {
     assert.equal(forcedHint, 'PROXY_AUTH_SCHEME=ntlm, but the proxy offers only Basic: set PROXY_AUTH_SCHEME=auto, or to a scheme it offers')
   })
 
-  it('only schemes the sidecar does not answer: say so, and name the way round', () => {
-    assert.match(hint(['Negotiate']), /asks only for Negotiate, which this sidecar does not answer: Kerberos needs a native library.*cntlm or px/)
+  it('Negotiate only: name the Kerberos credentials it takes, and what a refusal with them means', () => {
+    assert.match(hint(['Negotiate']), /asks for Negotiate \(Kerberos\) only: give the sidecar Kerberos credentials, a client keytab \(KRB5_CLIENT_KTNAME\) or a ticket cache from kinit \(KRB5CCNAME\).*PROXY_KRB5_SPN/)
     assert.match(hint(['Negotiate', 'NTLM']), /check the user and password/)
+  })
+
+  it('only schemes the sidecar does not answer: say so', () => {
+    assert.match(hint(['Bearer']), /asks only for Bearer, which this sidecar does not answer/)
   })
 })
 
