@@ -1,20 +1,24 @@
+import { execFile } from 'node:child_process'
 import type { X509Certificate } from 'node:crypto'
 import { isIP, type LookupFunction } from 'node:net'
 import { TLSSocket } from 'node:tls'
 import type { buildConnector as BuildConnectorType } from 'undici'
-import type { Config } from '../config/config.js'
+import type { Config, KerberosSettings } from '../config/config.js'
 import { SetupError } from '../config/setup-error.js'
 import { probeForwardDestination, probeHop, type RouteReport, type Step, type StepName, type TlsSeen } from './probe.js'
 import { plainDestinations } from '../egress/forward-destination.js'
 import { buildForwardTransport, forwardTransportOptionsOf } from '../egress/forward-transport.js'
-import { buildTransport, transportOptionsOf, upstreamTlsOf, type UpstreamTls } from '../egress/dispatcher.js'
+import { buildTransport, proxySpn, transportOptionsOf, upstreamTlsOf, type UpstreamTls } from '../egress/dispatcher.js'
+import type { ProxyEndpoint } from '../egress/egress.js'
+import { addonDir, createKerberosTokens } from '../egress/kerberos.js'
+import { classifyUpstreamError } from '../failures/catalogue.js'
 import { buildConnector } from '../egress/undici-parts.js'
 import { createLogger } from '../observe/logger.js'
 import { caBundleState, readChain } from '../tls/tls-chain.js'
 import type { DirectComparison } from '../tls/tls-verdict.js'
 import type { TrustStore } from '../tls/trust-store.js'
 import { endpointLabel } from '../observe/redact.js'
-import { buildRoutes } from '../config/routes.js'
+import { buildRoutes, type Route } from '../config/routes.js'
 import { loadSettings } from '../config/settings.js'
 import type { TlsMaterial } from '../tls/tls-material.js'
 import { version } from '../version.js'
@@ -30,6 +34,8 @@ import { bareHostname, effectivePort } from '../http/url.js'
  *      the certificate over a direct connection to compare (tls-verdict.ts);
  *   5. an unauthenticated request: 3scale's 403 means reachable;
  *   6. with a token configured, an authenticated portal call.
+ *   0. with Kerberos credentials, a token for each proxy's service principal,
+ *      and the client principal it is for;
  *   7. with FORWARD_PROXY_PORT, a CONNECT through the forward proxy's
  *      transport to each plain destination of FORWARD_PROXY_ALLOW
  *      (probeForwardDestination, as /readyz opens it).
@@ -52,6 +58,16 @@ export interface DoctorReport {
   readonly routes: readonly RouteReport[]
   /** With FORWARD_PROXY_PORT: a CONNECT to each allowed destination that is a plain host, as /readyz opens it. */
   readonly forward?: readonly RouteReport[]
+  /** With Kerberos credentials: a token for each proxy's service principal, and whose. */
+  readonly kerberos?: readonly KerberosCheck[]
+}
+
+export interface KerberosCheck {
+  readonly spn: string
+  readonly ok: boolean
+  /** The client principal, where and how its ticket comes; or what failed. Never a token. */
+  readonly detail: string
+  readonly fix?: string
 }
 
 export interface DoctorOptions {
@@ -73,8 +89,9 @@ async function diagnose (env: NodeJS.ProcessEnv, options: DoctorOptions): Promis
       routes: []
     }
   }
-  const forward = config.forwardProxy !== undefined ? await diagnoseForward(config, config.forwardProxy, upstreamTlsOf(config, tls)) : undefined
   const routes = buildRoutes(config)
+  const kerberos = config.kerberos !== undefined ? await diagnoseKerberos(config, config.kerberos, routes) : undefined
+  const forward = config.forwardProxy !== undefined ? await diagnoseForward(config, config.forwardProxy, upstreamTlsOf(config, tls)) : undefined
   const upstreamTls = upstreamTlsOf(config, tls)
   // Doctor prints a report, not log lines.
   const quiet = createLogger('silent')
@@ -106,13 +123,71 @@ async function diagnose (env: NodeJS.ProcessEnv, options: DoctorOptions): Promis
     }
   }
   return {
-    ok: reports.every((r) => r.ok) && (forward ?? []).every((r) => r.ok),
+    ok: reports.every((r) => r.ok) && (forward ?? []).every((r) => r.ok) && (kerberos ?? []).every((k) => k.ok),
     version: version(),
     // The endpoints with their paths (a pasted page path is the first thing to see), never a token.
     config: { ok: true, detail: `${routes.map((r) => `${r.name} → ${endpointLabel(r.upstream)}`).join(', ')}; ${tls.trust.summary.split(' — ')[0] ?? ''}` },
     routes: reports,
-    ...(forward !== undefined ? { forward } : {})
+    ...(forward !== undefined ? { forward } : {}),
+    ...(kerberos !== undefined ? { kerberos } : {})
   }
+}
+
+/**
+ * The Kerberos step: a token for the service principal of each proxy a
+ * tunnel goes through (the routes' https:// ones, and the forward proxy's),
+ * made as a tunnel's would be, and the client principal GSSAPI used. The
+ * token itself is never shown.
+ */
+async function diagnoseKerberos (config: Config, settings: KerberosSettings, routes: readonly Route[]): Promise<KerberosCheck[]> {
+  const proxies = new Map<string, ProxyEndpoint>()
+  const tunnelled = routes.filter((r) => r.upstream.protocol === 'https:' && r.egress.kind === 'proxy')
+  for (const route of tunnelled) {
+    if (route.egress.kind !== 'proxy') continue
+    for (const p of [route.egress.proxy, ...route.egress.fallbacks]) proxies.set(proxySpn(p.url, settings.spn), p)
+  }
+  if (config.forwardProxy !== undefined && config.proxies.https !== undefined) {
+    for (const p of [config.proxies.https, ...config.fallbackProxies]) proxies.set(proxySpn(p.url, settings.spn), p)
+  }
+  const tokens = createKerberosTokens({ principal: settings.principal, addonDir: addonDir() })
+  const source = settings.keytab !== undefined
+    ? `from the keytab ${settings.keytab} (KRB5_CLIENT_KTNAME; GSSAPI renews the ticket itself)`
+    : settings.ccache !== undefined ? `from the ticket cache ${settings.ccache} (KRB5CCNAME; renewed by kinit, not by the sidecar)` : 'from the default ticket cache'
+  const held = await klistCredentials(settings)
+  const principal = settings.principal ?? held.principal
+  const checks: KerberosCheck[] = []
+  for (const [spn, proxy] of proxies) {
+    try {
+      await tokens.token(spn)
+      checks.push({ spn, ok: true, detail: `${principal ?? 'the default principal'} has a ticket for ${spn}, ${source}${held.expires !== undefined ? `; the ticket-granting ticket expires ${held.expires}` : ''}` })
+    } catch (err) {
+      const failure = classifyUpstreamError(err, { upstream: routes[0]?.upstream ?? new URL('https://3scale.invalid'), proxy, timeouts: config.timeouts })
+      checks.push({ spn, ok: false, detail: failure.message, fix: failure.hint })
+    }
+  }
+  return checks
+}
+
+/**
+ * Whose credentials the keytab or ticket cache holds, and (a cache) when
+ * its ticket-granting ticket expires, read with MIT's klist where it is
+ * installed (krb5-user, krb5-workstation). GSSAPI offers neither before a
+ * context completes; without klist, doctor says less, never wrong.
+ */
+async function klistCredentials (settings: KerberosSettings): Promise<{ principal?: string, expires?: string }> {
+  const klist = async (args: string[]): Promise<string> => await new Promise((resolve) => {
+    execFile('klist', args, { timeout: 3000 }, (err, stdout) => { resolve(err !== null ? '' : stdout) })
+  })
+  if (settings.keytab !== undefined) {
+    // `KVNO Timestamp Principal` rows: the first principal is the one GSSAPI uses.
+    const row = /^\s*\d+\s+\S+\s+\S+\s+(\S+@\S+)\s*$/m.exec(await klist(['-k', '-t', settings.keytab]))
+    return row?.[1] !== undefined ? { principal: row[1] } : {}
+  }
+  if (settings.ccache === undefined) return {}
+  const out = await klist(['-c', settings.ccache])
+  const principal = /^Default principal: (\S+)/m.exec(out)?.[1]
+  const tgt = /^\S+ \S+\s+(\S+ \S+)\s+krbtgt\//m.exec(out)?.[1]
+  return { ...(principal !== undefined ? { principal } : {}), ...(tgt !== undefined ? { expires: tgt } : {}) }
 }
 
 /** The forward proxy's transport, built as the listener builds it, and a CONNECT (a request, to port 80) through it per plain destination. */
@@ -195,13 +270,16 @@ function render (report: DoctorReport): string {
   lines.push(line({ name: 'config', ok: report.config.ok, detail: report.config.detail }, 'config'))
   for (const problem of report.config.problems ?? []) lines.push(`      ${problem}`)
   if (!report.config.ok) lines.push('      fix: correct the settings above (see the README\'s settings table)')
+  for (const k of report.kerberos ?? []) {
+    lines.push(line({ name: 'kerberos', ok: k.ok, detail: k.detail }, 'Kerberos'), ...(k.fix !== undefined ? [`      fix: ${k.fix}`] : []))
+  }
   for (const route of report.routes) {
     lines.push('', `${route.route}  ${route.upstream}  ${route.via}`, ...stepLines(route.steps))
   }
   for (const tunnel of report.forward ?? []) {
     lines.push('', `forward proxy  ${tunnel.upstream.startsWith('http://') ? `GET ${tunnel.upstream}/` : `CONNECT ${tunnel.upstream}`}  ${tunnel.via}`, ...stepLines(tunnel.steps))
   }
-  const failed = (report.config.ok ? 0 : 1) + [...report.routes, ...report.forward ?? []].filter((r) => !r.ok).length
+  const failed = (report.config.ok ? 0 : 1) + [...report.routes, ...report.forward ?? []].filter((r) => !r.ok).length + (report.kerberos ?? []).filter((k) => !k.ok).length
   lines.push('', failed === 0
     ? `Every step passed: the sidecar can reach 3scale${(report.forward ?? []).length > 0 ? ' and each forward-proxy destination' : ''} the way it forwards.`
     : `${failed} of the sections above ${failed === 1 ? 'has' : 'have'} a problem: fix the first ✗ of each and run doctor again.`, '')

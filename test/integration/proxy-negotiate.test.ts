@@ -7,7 +7,8 @@ import { kerberosSkip, startKdc, type Kdc } from '../helpers/kerberos.js'
 import { startOrigin, type Origin } from '../helpers/origin.js'
 import { testCa } from '../helpers/pki.js'
 import { startSquid, type Squid } from '../helpers/proxies.js'
-import { startSidecar, type RunningSidecar } from '../helpers/sidecar.js'
+import { connectThrough } from '../helpers/connect-client.js'
+import { startForwardProxy, startSidecar, type RunningSidecar } from '../helpers/sidecar.js'
 import { runCli } from '../helpers/sidecar-process.js'
 
 /**
@@ -156,8 +157,30 @@ describeOrSkip('Negotiate (Kerberos) to squid with negotiate_kerberos_auth and a
     })
     const doctor = await runCli({ ...env, KRB5CCNAME: freshCache(), NODE_EXTRA_CA_CERTS: ca.certFile }, ['doctor'])
     assert.equal(doctor.code, 0, doctor.stdout)
+    assert.match(doctor.stdout, new RegExp(`✓ Kerberos +${kdc.clientPrincipal.replace('.', '\\.')} has a ticket for HTTP@localhost, from the keytab ${kdc.clientKeytab.replace(/[.]/g, '\\.')}`))
     assert.match(doctor.stdout, /✓ CONNECT/)
     assert.doesNotMatch(doctor.stdout, TOKEN_LIKE)
+
+    const wrong = await runCli({ ...env, KRB5CCNAME: freshCache(), PROXY_KRB5_SPN: 'HTTP@alias.sidecar.test', NODE_EXTRA_CA_CERTS: ca.certFile }, ['doctor'])
+    assert.equal(wrong.code, 1, wrong.stdout)
+    assert.match(wrong.stdout, /✗ Kerberos +Kerberos \(Negotiate\) could not authenticate .*\(service principal HTTP@alias\.sidecar\.test\)\n {6}fix: the KDC knows no service principal HTTP@alias\.sidecar\.test/)
+  })
+
+  it('the forward proxy\'s CONNECT authenticates with Kerberos too', async () => {
+    const before = squid.accessLog().length
+    const vars = { KRB5_CONFIG: kdc.krb5Conf, KRB5_CLIENT_KTNAME: kdc.clientKeytab, KRB5CCNAME: freshCache() }
+    await withKerberosEnv(vars, async () => {
+      const { sidecar, port } = await startForwardProxy({ ...env, ...vars })
+      try {
+        const reply = await connectThrough(port, `portal.test:${origin.port}`)
+        reply.socket.destroy()
+        assert.equal(reply.status, 200)
+      } finally {
+        await sidecar.close()
+      }
+    })
+    await eventually(() => squid.accessLog().slice(before).filter((l) => new RegExp(`TCP_TUNNEL/200 .*CONNECT portal\\.test:${origin.port} ${kdc.clientPrincipal.replace('.', '\\.')} `).test(l)).length,
+      (n) => n === 1, 5000, 'the forward tunnel under the client principal')
   })
 })
 
