@@ -10,7 +10,7 @@
 // the build machine's node, which may be older or end-of-life. The blob must
 // come from the same node binary it is injected into, so that node makes it.
 import { execFileSync } from 'node:child_process'
-import { chmodSync, copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync, copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { bundle, LICENSES } from './bundle.mjs'
@@ -56,9 +56,26 @@ try {
   throw err
 }
 
+// Negotiate's addon, the optional kerberos package, cannot be inside: a
+// native module loads from a file. It goes beside the binary, in
+// build/node_modules/kerberos, where the binary looks (egress/kerberos.ts),
+// when npm built it; without it the binary runs every other scheme.
+const addon = join(root, 'node_modules', 'kerberos')
+const addonOut = join(out, 'node_modules', 'kerberos')
+rmSync(join(out, 'node_modules'), { recursive: true, force: true })
+let addonLicence = ''
+if (existsSync(join(addon, 'build', 'Release', 'kerberos.node'))) {
+  mkdirSync(join(addonOut, 'build', 'Release'), { recursive: true })
+  for (const f of ['package.json', 'LICENSE']) copyFileSync(join(addon, f), join(addonOut, f))
+  cpSync(join(addon, 'lib'), join(addonOut, 'lib'), { recursive: true })
+  copyFileSync(join(addon, 'build', 'Release', 'kerberos.node'), join(addonOut, 'build', 'Release', 'kerberos.node'))
+  const { version: kv, license } = JSON.parse(readFileSync(join(addon, 'package.json'), 'utf8'))
+  addonLicence = `\n${'='.repeat(78)}\nkerberos@${kv} (${license}; beside the binary, in node_modules/kerberos)\n${readFileSync(join(addon, 'LICENSE'), 'utf8').trim()}\n`
+}
+
 // The binary holds the bundled packages and Node itself: their licences go
 // beside it, to be installed with it (the README's systemd steps do).
 writeFileSync(join(out, 'THIRD-PARTY-LICENSES.txt'), readFileSync(LICENSES, 'utf8') +
-  `\n${'='.repeat(78)}\nNode.js ${nodeVersion} (the runtime inside the binary)\n${readFileSync(join(shippedNodeDir(), 'LICENSE'), 'utf8').trim()}\n`)
+  `\n${'='.repeat(78)}\nNode.js ${nodeVersion} (the runtime inside the binary)\n${readFileSync(join(shippedNodeDir(), 'LICENSE'), 'utf8').trim()}\n` + addonLicence)
 
-process.stdout.write(`built ${binary} (apicast-sidecar-proxy ${version}, Node ${nodeVersion})\n`)
+process.stdout.write(`built ${binary} (apicast-sidecar-proxy ${version}, Node ${nodeVersion})${addonLicence !== '' ? `, and ${addonOut} for Negotiate` : ''}\n`)

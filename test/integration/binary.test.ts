@@ -1,13 +1,16 @@
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
-import { mkdtempSync, readFileSync, readdirSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { describe, it } from 'node:test'
 import { fileURLToPath } from 'node:url'
 import { basicUserinfo, Client } from '../helpers/client.js'
 import { startOrigin } from '../helpers/origin.js'
-import { PROXY_PASSWORD, startProxyChain } from '../helpers/proxies.js'
+import { describeOrSkip } from '../helpers/describe-or-skip.js'
+import { eventually } from '../helpers/eventually.js'
+import { kerberosSkip, startKdc } from '../helpers/kerberos.js'
+import { PROXY_PASSWORD, startProxyChain, startSquid } from '../helpers/proxies.js'
 import { spawnSidecar } from '../helpers/sidecar-process.js'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..')
@@ -45,5 +48,35 @@ describe('the single executable (npm run build:binary)', () => {
     assert.equal(origin.requests.at(-1)?.url, `/admin/api/services.json?access_token=${TOKEN}`)
     assert.equal(proxy.tunnels(), 1)
     assert.equal(await sidecar.stop(), 0, 'the binary stops cleanly on SIGTERM')
+  })
+
+  describeOrSkip('with Kerberos credentials', kerberosSkip, () => {
+    it('loads the Negotiate addon from beside it (node_modules/kerberos) and authenticates to squid through an MIT KDC', { timeout: 120_000 }, async (t) => {
+      // Built by the test above, which runs first in this file.
+      assert.ok(existsSync(join(ROOT, 'build', 'node_modules', 'kerberos', 'build', 'Release', 'kerberos.node')), 'the addon goes beside the binary')
+      const emptyPath = mkdtempSync(join(tmpdir(), 'sidecar-nopath-'))
+      const origin = await startOrigin()
+      t.after(async () => { await origin.close() })
+      const kdc = await startKdc()
+      t.after(async () => { await kdc.close() })
+      const squid = await startSquid({ auth: 'negotiate', kerberos: kdc.squid })
+      t.after(async () => { await squid.close() })
+      const sidecar = await spawnSidecar({
+        THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
+        BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
+        HTTPS_PROXY: squid.url,
+        KRB5_CONFIG: kdc.krb5Conf,
+        KRB5_CLIENT_KTNAME: kdc.clientKeytab,
+        KRB5CCNAME: 'MEMORY:sidecar-binary'
+      }, { command: BINARY, path: emptyPath })
+      t.after(async () => { await sidecar.close() })
+      const client = new Client()
+      t.after(async () => { await client.close() })
+      const res = await client.send(`${sidecar.portalUrl}/admin/api/services.json?access_token=t`)
+      assert.equal(res.status, 200, res.text())
+      assert.equal(await sidecar.stop(), 0)
+      await eventually(() => squid.accessLog().filter((l) => l.includes(` ${kdc.clientPrincipal} `)).length, (n) => n >= 1, 5000, 'the binary\'s tunnel under the client principal')
+      assert.doesNotMatch(sidecar.output(), /YII[A-Za-z0-9+/]{40,}|Negotiate [A-Za-z0-9+/]{20,}/)
+    })
   })
 })
