@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
@@ -149,7 +150,9 @@ export async function startKdc (options: KdcOptions = {}): Promise<Kdc> {
   }
   const addPrincipal = async (name: string, password?: string): Promise<Principal> => {
     const full = name.includes('@') ? name : `${name}@${realm}`
-    const keytab = join(dir, `${full.replace(/[^A-Za-z0-9.-]/g, '_')}.keytab`)
+    // A file name from the principal, cut short (a long principal, for a large token, would exceed NAME_MAX).
+    const safe = full.replace(/[^A-Za-z0-9.-]/g, '_')
+    const keytab = join(dir, `${safe.length > 80 ? `${safe.slice(0, 60)}-${createHash('sha256').update(full).digest('hex').slice(0, 12)}` : safe}.keytab`)
     await kadmin(password === undefined ? `addprinc -randkey ${full}` : `addprinc -pw ${password} ${full}`)
     // -norandkey: the keytab holds the keys as they are, so a password still works.
     await kadmin(`ktadd -k ${keytab} -norandkey ${full}`)

@@ -3,7 +3,7 @@ import { after, before, it } from 'node:test'
 import { Client, runConcurrently } from '../helpers/client.js'
 import { describeOrSkip } from '../helpers/describe-or-skip.js'
 import { eventually } from '../helpers/eventually.js'
-import { kerberosSkip, startKdc, type Kdc } from '../helpers/kerberos.js'
+import { kerberosSkip, negotiateToken, startKdc, type Kdc } from '../helpers/kerberos.js'
 import { startOrigin, type Origin } from '../helpers/origin.js'
 import { testCa } from '../helpers/pki.js'
 import { startSquid, type Squid } from '../helpers/proxies.js'
@@ -98,6 +98,18 @@ describeOrSkip('Negotiate (Kerberos) to squid with negotiate_kerberos_auth and a
     assert.ok(tunnels().length <= 16, `${tunnels().length} tunnels for 1,000 requests (8 per route at most)`)
     assert.ok(tunnels().every((l) => l.includes(` ${kdc.clientPrincipal} `)), 'every tunnel authenticated as the client principal')
     assert.doesNotMatch(sidecar.output(), TOKEN_LIKE)
+  })
+
+  it('a token over 8 KB (as an Active Directory user in many groups has) goes through: a 2,000-character principal makes one', async () => {
+    // MIT's KDC adds no group PAC; the client name is in the ticket, so a long one makes the token as large.
+    const big = await kdc.addPrincipal(`member-of-many-groups-${'g'.repeat(1980)}`, 'big-principal-pw')
+    const before = squid.accessLog().length
+    await withSidecar({ KRB5_CLIENT_KTNAME: big.keytab }, async (s, client) => {
+      const res = await client.send(`${s.portalUrl}/admin/api/services.json?access_token=t`)
+      assert.equal(res.status, 200)
+    })
+    assert.ok((await negotiateToken(kdc, 'HTTP@localhost', big)).length > 8192, 'the token is over 8 KB')
+    await eventually(() => squid.accessLog().slice(before).filter((l) => l.includes(big.name)).length, (n) => n >= 1, 5000, 'squid\'s line under the long principal')
   })
 
   it('a ticket cache from kinit (KRB5CCNAME) works as well as a keytab', async () => {
