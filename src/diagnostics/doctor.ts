@@ -1,4 +1,7 @@
 import { execFile } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import type { X509Certificate } from 'node:crypto'
 import { isIP, type LookupFunction } from 'node:net'
 import { TLSSocket } from 'node:tls'
@@ -153,16 +156,38 @@ async function diagnoseKerberos (config: Config, settings: KerberosSettings, rou
   const source = settings.keytab !== undefined
     ? `from the keytab ${settings.keytab} (KRB5_CLIENT_KTNAME; GSSAPI renews the ticket itself)`
     : settings.ccache !== undefined ? `from the ticket cache ${settings.ccache} (KRB5CCNAME; renewed by kinit, not by the sidecar)` : 'from the default ticket cache'
-  const held = await klistCredentials(settings)
-  const principal = settings.principal ?? held.principal
+  // From a keytab into a memory cache, the ticket GSSAPI gets is visible to
+  // nobody: doctor (its own process) has it put in a file cache of its own
+  // instead, for klist to read its principal and lifetime, then removes it.
+  const own = settings.keytab !== undefined && !(settings.ccache ?? '').match(/^(FILE:)?\//) ? mkdtempSync(join(tmpdir(), 'sidecar-doctor-cc-')) : undefined
+  const saved = process.env.KRB5CCNAME
+  if (own !== undefined) process.env.KRB5CCNAME = `FILE:${join(own, 'cc')}`
   const checks: KerberosCheck[] = []
-  for (const [spn, proxy] of proxies) {
-    try {
-      await tokens.token(spn)
-      checks.push({ spn, ok: true, detail: `${principal ?? 'the default principal'} has a ticket for ${spn}, ${source}${held.expires !== undefined ? `; the ticket-granting ticket expires ${held.expires}` : ''}` })
-    } catch (err) {
-      const failure = classifyUpstreamError(err, { upstream: routes[0]?.upstream ?? new URL('https://3scale.invalid'), proxy, timeouts: config.timeouts })
-      checks.push({ spn, ok: false, detail: failure.message, fix: failure.hint })
+  try {
+    const results: Array<{ spn: string, proxy: ProxyEndpoint, error?: unknown }> = []
+    for (const [spn, proxy] of proxies) {
+      try {
+        await tokens.token(spn)
+        results.push({ spn, proxy })
+      } catch (error) {
+        results.push({ spn, proxy, error })
+      }
+    }
+    const held = await klistCredentials(own !== undefined ? { ...settings, keytab: undefined, ccache: join(own, 'cc') } : settings)
+    const principal = settings.principal ?? held.principal
+    for (const { spn, proxy, error } of results) {
+      if (error === undefined) {
+        checks.push({ spn, ok: true, detail: `${principal ?? 'the default principal'} has a ticket for ${spn}, ${source}${held.expires !== undefined ? `; the ticket-granting ticket expires ${held.expires}` : ''}` })
+      } else {
+        const failure = classifyUpstreamError(error, { upstream: routes[0]?.upstream ?? new URL('https://3scale.invalid'), proxy, timeouts: config.timeouts })
+        checks.push({ spn, ok: false, detail: failure.message, fix: failure.hint })
+      }
+    }
+  } finally {
+    if (own !== undefined) {
+      if (saved === undefined) Reflect.deleteProperty(process.env, 'KRB5CCNAME')
+      else process.env.KRB5CCNAME = saved
+      rmSync(own, { recursive: true, force: true })
     }
   }
   return checks

@@ -170,6 +170,7 @@ describeOrSkip('Negotiate (Kerberos) to squid with negotiate_kerberos_auth and a
     const doctor = await runCli({ ...env, KRB5CCNAME: freshCache(), NODE_EXTRA_CA_CERTS: ca.certFile }, ['doctor'])
     assert.equal(doctor.code, 0, doctor.stdout)
     assert.match(doctor.stdout, new RegExp(`✓ Kerberos +${kdc.clientPrincipal.replace('.', '\\.')} has a ticket for HTTP@localhost, from the keytab ${kdc.clientKeytab.replace(/[.]/g, '\\.')}`))
+    assert.match(doctor.stdout, /✓ Kerberos .*\(KRB5_CLIENT_KTNAME; GSSAPI renews the ticket itself\); the ticket-granting ticket expires \d\d\/\d\d\/\d\d \d\d:\d\d:\d\d\n/)
     assert.match(doctor.stdout, /✓ CONNECT/)
     assert.doesNotMatch(doctor.stdout, TOKEN_LIKE)
 
