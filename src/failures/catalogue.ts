@@ -532,7 +532,7 @@ export function proxyAuthHint (proxy: ProxyEndpoint | undefined, refusal: Tunnel
 function kerberosHint (k: KerberosError | undefined): string {
   switch (k?.kind) {
     case 'addon_missing':
-      return 'the Kerberos addon (the optional kerberos package) or MIT\'s GSSAPI library is not there: run from an npm install that built it (it needs the MIT headers, krb5-devel or libkrb5-dev, to build) with libgssapi_krb5 installed (krb5-libs on RHEL and UBI, libgssapi-krb5-2 on Debian), or install node_modules/kerberos beside the single binary; the container image does not carry it yet. Basic, Digest and NTLM work without it'
+      return 'the Kerberos addon (the optional kerberos package) or MIT\'s GSSAPI library is not there: run from an npm install that built it (it needs the MIT headers, krb5-devel or libkrb5-dev, to build) with libgssapi_krb5 installed (krb5-libs on RHEL and UBI, libgssapi-krb5-2 on Debian), or install node_modules/kerberos beside the single binary; the container image carries both. Basic, Digest and NTLM work without it'
     case 'no_credentials':
       return 'no Kerberos credentials: give a client keytab with KRB5_CLIENT_KTNAME=/path/client.keytab (the way for a service: GSSAPI gets and renews tickets by itself), or run kinit and point KRB5CCNAME at its cache'
     case 'expired':

@@ -9,7 +9,9 @@ import { promisify } from 'node:util'
 import { Client } from '../helpers/client.js'
 import { startOrigin } from '../helpers/origin.js'
 import { testCa } from '../helpers/pki.js'
-import { freePort, PROXY_PASSWORD, startProxyChain, waitForPort } from '../helpers/proxies.js'
+import { eventually } from '../helpers/eventually.js'
+import { kerberosSkip, startKdc } from '../helpers/kerberos.js'
+import { freePort, PROXY_PASSWORD, startProxyChain, startSquid, waitForPort } from '../helpers/proxies.js'
 
 const run = promisify(execFile)
 /** Set by .ci/run after it built the image with scripts/container/build-image.sh. */
@@ -139,4 +141,43 @@ describeOrSkip('the container image', skip, () => {
       }
     })
   }
+})
+
+describeOrSkip('the image and Kerberos', IMAGE === undefined ? skip : kerberosSkip, () => {
+  it('carries the Negotiate addon and GSSAPI: a tunnel through squid\'s Negotiate with a keytab mounted from outside', { timeout: 60_000 }, async (t) => {
+    const ca = await testCa()
+    const origin = await startOrigin()
+    t.after(async () => { await origin.close() })
+    const kdc = await startKdc()
+    t.after(async () => { await kdc.close() })
+    const squid = await startSquid({ auth: 'negotiate', kerberos: kdc.squid })
+    t.after(async () => { await squid.close() })
+    const [portalPort, backendPort, adminPort] = [await freePort(), await freePort(), await freePort()]
+    const container = `sidecar-krb-${process.pid}-${Date.now()}`
+    t.after(async () => { await podman('rm', '-f', container).catch(() => '') })
+    // A keytab and krb5.conf as a Secret and a ConfigMap would mount them.
+    await podman('run', '-d', '--name', container, '--network', 'host', '--read-only', '--tmpfs', '/tmp', '--cap-drop', 'ALL',
+      '-v', `${kdc.clientKeytab}:/etc/krb5/client.keytab:ro`,
+      '-v', `${kdc.krb5Conf}:/etc/krb5/krb5.conf:ro`,
+      '-e', 'KRB5_CLIENT_KTNAME=/etc/krb5/client.keytab',
+      '-e', 'KRB5_CONFIG=/etc/krb5/krb5.conf',
+      '-e', 'KRB5CCNAME=MEMORY:sidecar',
+      '-e', 'LISTEN_ADDRESS=127.0.0.1',
+      '-e', `PORTAL_LISTEN_PORT=${portalPort}`,
+      '-e', `BACKEND_LISTEN_PORT=${backendPort}`,
+      '-e', `ADMIN_LISTEN_PORT=${adminPort}`,
+      '-e', `THREESCALE_PORTAL_ENDPOINT=${origin.url('portal.test')}`,
+      '-e', `BACKEND_ENDPOINT_OVERRIDE=${origin.url('backend.test')}`,
+      '-e', `HTTPS_PROXY=${squid.url}`,
+      '-v', `${ca.certFile}:/etc/pki/apicast-sidecar/ca.pem:ro`,
+      '-e', 'CA_BUNDLE=/etc/pki/apicast-sidecar/ca.pem',
+      IMAGE as string)
+    assert.ok(await waitForPort(portalPort), 'the container never listened')
+    const client = new Client()
+    t.after(async () => { await client.close() })
+    const res = await client.send(`http://127.0.0.1:${portalPort}/admin/api/services.json?access_token=t`)
+    assert.equal(res.status, 200, `${res.status} ${res.text()}\n${await podman('logs', container)}`)
+    await podman('stop', '-t', '20', container)
+    await eventually(() => squid.accessLog().filter((l) => l.includes(` ${kdc.clientPrincipal} `)).length, (n) => n >= 1, 5000, 'the image\'s tunnel under the client principal')
+  })
 })
