@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict'
+import { copyFileSync, mkdtempSync, renameSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { after, before, it } from 'node:test'
 import { Client, runConcurrently } from '../helpers/client.js'
 import { describeOrSkip } from '../helpers/describe-or-skip.js'
@@ -110,6 +113,22 @@ describeOrSkip('Negotiate (Kerberos) to squid with negotiate_kerberos_auth and a
     })
     assert.ok((await negotiateToken(kdc, 'HTTP@localhost', big)).length > 8192, 'the token is over 8 KB')
     await eventually(() => squid.accessLog().slice(before).filter((l) => l.includes(big.name)).length, (n) => n >= 1, 5000, 'squid\'s line under the long principal')
+  })
+
+  it('a keytab replaced in place (a rotated Secret) is used for the next tunnel, with no restart', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sidecar-keytab-'))
+    const keytab = join(dir, 'client.keytab')
+    // Not a keytab yet: as a Secret mounted before its key was written.
+    writeFileSync(keytab, 'not a keytab\n')
+    await withSidecar({ KRB5_CLIENT_KTNAME: keytab }, async (s, client) => {
+      const broken = await client.send(`${s.portalUrl}/admin/api/services.json?access_token=t`)
+      assert.equal(broken.status, 502)
+      assert.equal(broken.headers['x-sidecar-error'], 'proxy_kerberos')
+      // kubelet's swap: written aside, renamed over.
+      copyFileSync(kdc.clientKeytab, `${keytab}.new`)
+      renameSync(`${keytab}.new`, keytab)
+      await eventually(async () => (await client.send(`${s.portalUrl}/admin/api/services.json?access_token=t`)).status, (status) => status === 200, 10_000, 'a tunnel with the new keytab')
+    })
   })
 
   it('a ticket cache from kinit (KRB5CCNAME) works as well as a keytab', async () => {
