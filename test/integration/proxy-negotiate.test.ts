@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict'
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
 import { copyFileSync, mkdtempSync, renameSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -35,6 +37,8 @@ async function withKerberosEnv<T> (vars: Record<string, string | undefined>, fn:
     put(saved)
   }
 }
+
+const run = promisify(execFile)
 
 /** SPNEGO tokens are base64 of DER that starts 0x60 0x82: "YII". */
 const TOKEN_LIKE = /YII[A-Za-z0-9+/]{40,}|Negotiate [A-Za-z0-9+/]{20,}/
@@ -149,6 +153,20 @@ describeOrSkip('Negotiate (Kerberos) to squid with negotiate_kerberos_auth and a
       assert.match(String(line.msg), /no Kerberos credentials: give a client keytab with KRB5_CLIENT_KTNAME.*or run kinit and point KRB5CCNAME/)
     })
     assert.doesNotMatch(sidecar.output(), TOKEN_LIKE)
+  })
+
+  it('an expired ticket cache: 502 saying it expired, and to run kinit again or use a keytab', async () => {
+    const ccache = `FILE:${kdc.dir}/cc-short`
+    await run('kinit', ['-l', '2s', '-kt', kdc.clientKeytab, '-c', ccache, kdc.clientPrincipal], { env: { ...process.env, KRB5_CONFIG: kdc.krb5Conf } })
+    await new Promise((resolve) => setTimeout(resolve, 3000))
+    await withSidecar({ KRB5_CLIENT_KTNAME: undefined, KRB5CCNAME: ccache }, async (s, client) => {
+      const res = await client.send(`${s.portalUrl}/admin/api/services.json?access_token=t`)
+      assert.equal(res.status, 502)
+      assert.equal(res.headers['x-sidecar-error'], 'proxy_kerberos')
+      const line = await s.waitForLog((l) => l.error === 'proxy_kerberos' && l.level === 'error')
+      assert.match(String(line.msg), /Ticket expired/)
+      assert.match(String(line.msg), /the ticket in KRB5CCNAME has expired: run kinit again, or give a client keytab \(KRB5_CLIENT_KTNAME\)/)
+    })
   })
 
   it('a wrong service principal (PROXY_KRB5_SPN): 502 naming the SPN used and how to set it', async () => {
