@@ -544,7 +544,9 @@ function kerberosHint (k: KerberosError | undefined): string {
     case 'unknown_spn':
       return `the KDC knows no service principal ${k.spn}: it is HTTP@ and the proxy's host name as written in the proxy URL; for a proxy reached through an alias or a load balancer, set PROXY_KRB5_SPN to its real principal (HTTP@proxy.corp.example)`
     case 'wrong_realm':
-      return 'the realm is wrong or unknown here: check default_realm and [domain_realm] in KRB5_CONFIG (krb5.conf), and the realm of PROXY_KRB5_PRINCIPAL'
+      return `the proxy's realm is not one this realm can reach (${k.gssMessage.match(/krbtgt\/\S+/)?.[0] ?? 'no cross-realm trust'}): check [domain_realm] in KRB5_CONFIG (krb5.conf), which maps the proxy's host to its realm, and default_realm; or set PROXY_KRB5_SPN to the proxy's principal with its realm`
+    case 'principal_not_held':
+      return 'the keytab or ticket cache holds no credentials for that client principal: check PROXY_KRB5_PRINCIPAL, its spelling and its realm (klist -k on the keytab, klist on the cache, shows what they hold), or leave it unset to use the one they hold'
     default:
       return 'check the Kerberos settings: KRB5_CONFIG, KRB5_CLIENT_KTNAME or KRB5CCNAME, PROXY_KRB5_PRINCIPAL and PROXY_KRB5_SPN; `doctor` shows the Kerberos step'
   }

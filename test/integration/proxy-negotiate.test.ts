@@ -180,6 +180,20 @@ describeOrSkip('Negotiate (Kerberos) to squid with negotiate_kerberos_auth and a
     })
   })
 
+  it('a realm the KDC cannot reach, and a principal the keytab does not hold: 502, each with its own fix', async () => {
+    await withSidecar({ PROXY_KRB5_SPN: 'HTTP@proxy.other.example' }, async (s, client) => {
+      assert.equal((await client.send(`${s.portalUrl}/admin/api/services.json?access_token=t`)).status, 502)
+      const line = await s.waitForLog((l) => l.error === 'proxy_kerberos' && l.level === 'error')
+      assert.match(String(line.msg), /the proxy's realm is not one this realm can reach \(krbtgt\/OTHER\.EXAMPLE@SIDECAR\.TEST\): check \[domain_realm\] in KRB5_CONFIG/)
+    })
+    await withSidecar({ PROXY_KRB5_PRINCIPAL: 'sidecar@OTHER.EXAMPLE' }, async (s, client) => {
+      assert.equal((await client.send(`${s.portalUrl}/admin/api/services.json?access_token=t`)).status, 502)
+      const line = await s.waitForLog((l) => l.error === 'proxy_kerberos' && l.level === 'error')
+      assert.match(String(line.msg), /sidecar@OTHER\.EXAMPLE/)
+      assert.match(String(line.msg), /holds no credentials for that client principal: check PROXY_KRB5_PRINCIPAL, its spelling and its realm/)
+    })
+  })
+
   it('the KDC stopped: 502 naming the KDC and KRB5_CONFIG; back, it works again', async () => {
     await kdc.stop()
     try {

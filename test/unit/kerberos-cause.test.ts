@@ -14,6 +14,8 @@ describe('kerberosCauseOf: what MIT\'s GSSAPI message means', () => {
     ['Miscellaneous failure (see text): Clock skew too great', 'clock_skew'],
     ['Miscellaneous failure (see text): Server HTTP/alias.sidecar.test@SIDECAR.TEST not found in Kerberos database', 'unknown_spn'],
     ['Miscellaneous failure (see text): Cannot find KDC for realm "CORP.EXAMPLE"', 'wrong_realm'],
+    ['Unspecified GSS failure.  Minor code may provide more information: Server krbtgt/OTHER.EXAMPLE@SIDECAR.TEST not found in Kerberos database', 'wrong_realm'],
+    ['No credentials were supplied, or the credentials were unavailable or inaccessible: Can\'t find client principal sidecar@OTHER.EXAMPLE in cache collection', 'principal_not_held'],
     ['Cannot find module \'kerberos\'', 'addon_missing'],
     ['libgssapi_krb5.so.2: cannot open shared object file: No such file or directory', 'addon_missing'],
     ['Unspecified GSS failure.  Minor code may provide more information', 'other']
