@@ -1,7 +1,7 @@
 // The layer rules of src/, checked by `npm run lint` (see README, "How it is
 // built"). Type-only imports count: a type edge is still a dependency.
 /** Modules with no I/O: tables of input → output in test/unit, no sockets. */
-const PURE = '^src/(http/(hop-by-hop|percent-decode|response-headers|access-token|url)|observe/(redact|log-sampler)|tls/tls-verdict|egress/(egress|no-proxy|proxy-auth|auth-negotiation|proxy-rotation|forward-destination|credential-gate|kerberos-cause)|failures/catalogue|forwarding/(rewrite|retry|attempts)|forward-proxy/absolute-form)\\.ts$'
+const PURE = '^src/(http/(hop-by-hop|percent-decode|response-headers|access-token|url)|observe/(redact|log-sampler)|tls/tls-verdict|egress/(egress|no-proxy|proxy-auth|auth-negotiation|proxy-rotation|forward-destination|credential-gate|kerberos-cause|pac-answer)|failures/catalogue|forwarding/(rewrite|retry|attempts)|forward-proxy/absolute-form)\\.ts$'
 /**
  * What does I/O, or holds process-wide state: never imported by a pure
  * module for its values (a type of node:http describes data, and is fine).

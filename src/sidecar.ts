@@ -1,6 +1,6 @@
 import { unwatchFile, watchFile, type Stats } from 'node:fs'
 import { ConfigError, type Config } from './config/config.js'
-import { buildTransport, proxySpn, transportOptionsOf, upstreamTlsOf, type RouteTransport, type UpstreamTls } from './egress/dispatcher.js'
+import { buildTransport, proxySpn, secureContexts, transportOptionsOf, upstreamTlsOf, type RouteTransport, type UpstreamTls } from './egress/dispatcher.js'
 import { createForwarder, routeRequests, type LiveRoute } from './forwarding/forward.js'
 import { createStaleIfError } from './forwarding/stale-if-error.js'
 import { StaleConfigCache } from './stale-config/stale-config.js'
@@ -22,6 +22,11 @@ import { plainDestinations } from './egress/forward-destination.js'
 import type { ProxyEndpoint } from './egress/egress.js'
 import { createConnectHandler } from './forward-proxy/connect.js'
 import { createAbsoluteFormHandler } from './forward-proxy/requests.js'
+import { ProxyAutoConfig } from './egress/pac.js'
+import { pacEgress, type PacAnswer } from './egress/pac-answer.js'
+import { createPacReader, pacLabel } from './egress/pac-source.js'
+import { isLoopback } from './egress/no-proxy.js'
+import type { Egress } from './egress/egress.js'
 import { startForwardListener, type ForwardListener } from './operate/forward-listener.js'
 
 export interface Sidecar {
@@ -70,8 +75,26 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
       'so that a wrong password cannot lock the account; requests meanwhile fail over to FALLBACK_PROXIES, if any, or get 502 proxy_auth_required at once. ' +
       'Correct the password (a changed PROXY_PASSWORD_FILE or HTTPS_PROXY_FILE ends the back-off at once)')
   })
+  // PROXY_PAC_URL: the PAC file decides each route's proxies once it has
+  // answered; until then the routes are `pending` (502 pac_unavailable).
+  const pac = config.pac !== undefined ? createPac(config, config.pac, upstreamTls, routes, log.child({ component: 'pac' })) : undefined
+  /** The PAC's last answer for each route, kept so a reload of the credentials can apply them again. */
+  const pacAnswers = new Map<RouteName, PacAnswer>()
+  const pacDecisions = (c: Config): ReadonlyMap<RouteName, Egress> => {
+    const decided = new Map<RouteName, Egress>()
+    for (const route of buildRoutes(c)) {
+      const answer = pacAnswers.get(route.name)
+      if (answer !== undefined && c.pac !== undefined) decided.set(route.name, pacEgress(route.upstream, answer, c.pac.credentials))
+    }
+    return decided
+  }
+  let latest = config
   const transportFor = (route: Route): RouteTransport => buildTransport(route,
-    transportOptionsOf(config, upstreamTls, log.child({ listener: route.name }), { metrics: metrics.forRoute(route.name), credentialGate }))
+    transportOptionsOf(config, upstreamTls, log.child({ listener: route.name }), {
+      metrics: metrics.forRoute(route.name),
+      credentialGate,
+      ...(pac !== undefined ? { pacUnavailable: () => pac.instance.unavailable() } : {})
+    }))
 
   const staleStores: StaleConfigCache[] = []
   const live = new Map<RouteName, LiveRoute>()
@@ -87,6 +110,7 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
   const shutdown = async (): Promise<void> => {
     draining = true
     stopWatching()
+    pac?.close()
     await Promise.all([
       ...[...listeners.values()].map(async (l) => { await l.close(config.timeouts.shutdownGraceMs) }),
       forward?.listener?.close(config.timeouts.shutdownGraceMs)
@@ -149,6 +173,18 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
     throw err
   }
 
+  if (pac !== undefined) {
+    // After the start-up lines: each decision is its own line.
+    pac.instance.start(() => {
+      applyPacAnswers(pac.instance, live, pacAnswers, log).then(() => {
+        for (const route of buildRoutes(latest, pacDecisions(latest))) {
+          const current = live.get(route.name)
+          if (current !== undefined) replaceRoute(current, route, transportFor, log, 'PROXY_PAC_URL', latest)
+        }
+      }, (err: unknown) => { log.error({ err }, 'the PAC\'s answers could not be applied') })
+    })
+  }
+
   if (options.reloadConfig !== undefined && config.secretFiles.length > 0) {
     const reload = options.reloadConfig
     stopWatching = watchSecretFiles(config, options.secretPollMs ?? 1000, log, (changed) => {
@@ -156,7 +192,8 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
       if (next === undefined) return
       // A changed secret is a new chance for the credentials: no back-off survives it.
       credentialGate.reset()
-      applySecrets(next, changed, live, transportFor, log)
+      latest = next
+      applySecrets(next, changed, live, transportFor, log, next.pac !== undefined ? pacDecisions(next) : undefined)
       if (forward !== undefined) applyForwardSecrets(next, changed, forward, upstreamTls, log.child({ listener: 'forward' }), { metrics: metrics.forRoute('forward'), credentialGate })
     })
   }
@@ -272,32 +309,89 @@ function applySecrets (
   changed: string,
   live: Map<RouteName, LiveRoute>,
   transportFor: (route: Route) => RouteTransport,
-  log: Logger
+  log: Logger,
+  pacDecided: ReadonlyMap<RouteName, Egress> | undefined
 ): void {
   // Report what changed, whichever file's change woke the reload: files
   // rotated together are usually picked up by one read.
-  for (const route of buildRoutes(next)) {
+  for (const route of buildRoutes(next, pacDecided)) {
     const current = live.get(route.name)
-    if (current === undefined) continue
-    const egressChanged = egressKey(current.route) !== egressKey(route)
-    const tokenChanged = tokenKey(current.route) !== tokenKey(route)
-    if (!egressChanged && !tokenChanged) continue
-    const old = current.transport
-    if (egressChanged) current.transport = transportFor(route)
-    current.route = route
-    if (egressChanged) {
-      old.close().catch(() => {})
-      log.info({ listener: route.name, trigger: changed }, 'the proxy settings changed: new requests use them; open tunnels finish their requests and close')
+    if (current !== undefined) replaceRoute(current, route, transportFor, log, changed, next)
+  }
+}
+
+/**
+ * Put `route` in place of the live one, when its egress (proxies,
+ * credentials, the PAC's decision) or its token changed. A new egress gets
+ * a new transport; the old one finishes its in-flight requests and then
+ * closes, so no request is dropped.
+ */
+function replaceRoute (current: LiveRoute, route: Route, transportFor: (route: Route) => RouteTransport, log: Logger, trigger: string, config: Config): void {
+  const egressChanged = egressKey(current.route) !== egressKey(route)
+  const tokenChanged = tokenKey(current.route) !== tokenKey(route)
+  if (!egressChanged && !tokenChanged) return
+  const old = current.transport
+  if (egressChanged) current.transport = transportFor(route)
+  current.route = route
+  if (egressChanged) {
+    old.close().catch(() => {})
+    if (trigger === 'PROXY_PAC_URL') {
+      const { fields, via } = describeEgress(route, config)
+      log.info({ listener: route.name, event: 'pac_decision', ...fields }, `${route.name} → ${endpointLabel(route.upstream)} ${via}`)
+    } else {
+      log.info({ listener: route.name, trigger }, 'the proxy settings changed: new requests use them; open tunnels finish their requests and close')
     }
-    if (tokenChanged) log.info({ listener: route.name, trigger: changed }, 'the access token changed: the new one is in use')
+  }
+  if (tokenChanged) log.info({ listener: route.name, trigger }, 'the access token changed: the new one is in use')
+}
+
+/**
+ * PROXY_PAC_URL's reader and its sandbox, for the routes' upstreams (not
+ * loopback, which stays direct). The PAC file is fetched directly, with
+ * TLS verified against the trust store (the proxy context: no client
+ * certificate of the upstream's goes to the PAC server).
+ */
+function createPac (config: Config, settings: NonNullable<Config['pac']>, upstreamTls: UpstreamTls, routes: readonly Route[], log: Logger): { instance: ProxyAutoConfig, close: () => void } {
+  const reader = createPacReader(settings.source, { secureContext: secureContexts(upstreamTls).proxy, timeoutMs: config.timeouts.connectMs })
+  const instance = new ProxyAutoConfig({
+    source: settings.source,
+    refreshMs: settings.refreshMs,
+    read: reader.read,
+    log,
+    destinations: () => routes.filter((r) => !isLoopback(r.upstream)).map((r) => r.upstream)
+  })
+  const ignored = [
+    config.proxies.https !== undefined ? 'https_proxy' : undefined,
+    config.proxies.http !== undefined ? 'http_proxy' : undefined,
+    config.fallbackProxies.length > 0 ? 'FALLBACK_PROXIES' : undefined,
+    config.proxies.noProxy.length > 0 ? 'NO_PROXY' : undefined
+  ].filter((x) => x !== undefined)
+  log.info({ pac: instance.label, refreshS: settings.refreshMs / 1000 }, `PROXY_PAC_URL ${instance.label}: the PAC file decides each destination's proxies, evaluated once per destination in a sandbox, and is fetched again every ${settings.refreshMs / 1000} s (PROXY_PAC_REFRESH_S)` +
+    (ignored.length > 0 ? `; ${ignored.join(', ')} ${ignored.length === 1 ? 'is' : 'are'} set but not used: the PAC's answer replaces them` : ''))
+  return { instance, close: () => { instance.close(); reader.close().catch(() => {}) } }
+}
+
+/**
+ * Ask the PAC in use for each route's answer and keep it, warning once per
+ * new script about the SOCKS entries it skips.
+ */
+async function applyPacAnswers (pac: ProxyAutoConfig, live: ReadonlyMap<RouteName, LiveRoute>, answers: Map<RouteName, PacAnswer>, log: Logger): Promise<void> {
+  for (const { route } of live.values()) {
+    if (isLoopback(route.upstream)) continue
+    const answer = await pac.answer(route.upstream)
+    answers.set(route.name, answer)
+    if (answer.skipped.length > 0) {
+      log.warn({ listener: route.name, pac: pac.label, skipped: answer.skipped },
+        `the PAC file names SOCKS proxies for ${endpointLabel(route.upstream)}, which the sidecar does not speak: ${answer.skipped.join('; ')} skipped`)
+    }
   }
 }
 
 /** What identifies a route's proxies, credentials included; compared, never logged. */
 function egressKey (route: Route): string {
   const e = route.egress
-  if (e.kind === 'direct') return 'direct'
-  return JSON.stringify([e.proxy, ...e.fallbacks].map((p) => [p.url.href, p.username, p.password]))
+  if (e.kind !== 'proxy') return e.kind
+  return JSON.stringify([[e.proxy, ...e.fallbacks].map((p) => [p.url.href, p.username, p.password]), e.thenDirect === true])
 }
 
 /**
@@ -342,8 +436,24 @@ export class ListenError extends Error {
 function logRoute (log: Logger, route: Route, listener: Listener, config: Config): void {
   const listen = `${listener.address.address}:${listener.address.port}`
   const upstream = endpointLabel(route.upstream)
+  const { fields, via } = describeEgress(route, config)
+  Object.assign(fields, { listen, upstream, port: listener.address.port, tls: listener.tls })
+  if (route.tokenPolicy.kind === 'access_token') {
+    const whose = { either: 'APIcast\'s, else the sidecar\'s', client: 'APIcast\'s only', sidecar: 'the sidecar\'s only' }[route.tokenPolicy.source]
+    fields.accessToken = `${route.tokenPolicy.location}, PORTAL_TOKEN_SOURCE=${route.tokenPolicy.source} (${whose})` +
+      (config.portal.tokenSource !== undefined ? `, the sidecar's token from ${config.portal.tokenSource}` : '')
+  }
+  fields.timeouts = config.timeouts
+  log.info(fields, `${route.name} ${listener.tls ? 'https' : 'http'}://${listen} → ${upstream} ${via}`)
+}
+
+/**
+ * How a route leaves, for its start-up line and for the line of each new
+ * PAC decision: the log fields and the words. Credentials masked.
+ */
+function describeEgress (route: Route, config: Config): { fields: Record<string, unknown>, via: string } {
   const egress = route.egress
-  const fields: Record<string, unknown> = { listen, upstream, port: listener.address.port, tls: listener.tls }
+  const fields: Record<string, unknown> = {}
   let via: string
   if (egress.kind === 'proxy') {
     fields.egress = 'proxy'
@@ -363,18 +473,26 @@ function logRoute (log: Logger, route: Route, listener: Listener, config: Config
       fields.fallbacks = egress.fallbacks.map((p) => hostPort(p.url))
       via += `, then ${egress.fallbacks.map((p) => `${p.url.protocol}//${hostPort(p.url)}`).join(', ')}`
     }
-  } else {
+    if (egress.thenDirect === true) {
+      fields.thenDirect = true
+      via += ', then direct'
+    }
+  } else if (egress.kind === 'direct') {
     fields.egress = 'direct'
     fields.directReason = egress.reason
-    via = egress.reason === 'no_proxy_match'
-      ? 'direct (NO_PROXY matches)'
-      : egress.reason === 'loopback' ? 'direct (loopback is never proxied)' : 'direct (no proxy configured)'
+    via = {
+      no_proxy_match: 'direct (NO_PROXY matches)',
+      loopback: 'direct (loopback is never proxied)',
+      no_proxy_configured: 'direct (no proxy configured)',
+      pac: 'direct (the PAC file says DIRECT)'
+    }[egress.reason]
+  } else {
+    fields.egress = 'pending'
+    via = `waiting for the PAC file PROXY_PAC_URL ${config.pac !== undefined ? pacLabel(config.pac.source) : ''} to decide (requests get 502 pac_unavailable until it does)`
   }
-  if (route.tokenPolicy.kind === 'access_token') {
-    const whose = { either: 'APIcast\'s, else the sidecar\'s', client: 'APIcast\'s only', sidecar: 'the sidecar\'s only' }[route.tokenPolicy.source]
-    fields.accessToken = `${route.tokenPolicy.location}, PORTAL_TOKEN_SOURCE=${route.tokenPolicy.source} (${whose})` +
-      (config.portal.tokenSource !== undefined ? `, the sidecar's token from ${config.portal.tokenSource}` : '')
+  if (egress.kind !== 'pending' && egress.pac !== undefined) {
+    fields.pac = egress.pac
+    via += ` (PAC: "${egress.pac}")`
   }
-  fields.timeouts = config.timeouts
-  log.info(fields, `${route.name} ${listener.tls ? 'https' : 'http'}://${listen} → ${upstream} ${via}`)
+  return { fields, via }
 }

@@ -1,4 +1,6 @@
 import { accessSync, constants, existsSync, readFileSync, statSync } from 'node:fs'
+import { resolve as resolvePath } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { bool, customCleanEnv, makeValidator, str, EnvError, EnvMissingError } from 'envalid'
 import { hasControlCharacter } from '../http/access-token.js'
 import { SetupError } from './setup-error.js'
@@ -7,6 +9,8 @@ import type { TrustSettings } from '../tls/trust-store.js'
 import type { ProxyAuthScheme } from '../egress/auth-negotiation.js'
 import type { ProxyEndpoint, ProxySettings } from '../egress/egress.js'
 import { readProxySettings } from './proxy-settings.js'
+import type { PacSource } from '../egress/pac-source.js'
+import type { PacCredentials } from '../egress/pac-answer.js'
 import { defaultForwardAllow, ForwardAllowError, parseForwardAllow, type ForwardAllow } from '../egress/forward-destination.js'
 
 export type AccessTokenLocation = 'query' | 'header'
@@ -104,6 +108,12 @@ export interface Config {
    */
   readonly proxies: ProxySettings
   /**
+   * PROXY_PAC_URL: when set, the PAC file decides every destination's
+   * proxies (in place of the proxy variables, NO_PROXY and
+   * FALLBACK_PROXIES); loopback stays direct. undefined: off.
+   */
+  readonly pac: PacSettings | undefined
+  /**
    * The forward proxy for APIcast's other outbound calls (OIDC, JWKS,
    * introspection): a listener on listenAddress that opens CONNECT tunnels
    * to allowed destinations. undefined unless FORWARD_PROXY_PORT is set.
@@ -123,6 +133,15 @@ export interface Config {
     /** Serve the listeners over HTTPS. */
     readonly listen: { readonly certFile: string, readonly keyFile: string } | undefined
   }
+}
+
+/** PROXY_PAC_URL: the PAC file that decides each destination's proxies. */
+export interface PacSettings {
+  readonly source: PacSource
+  /** PROXY_PAC_REFRESH_S, in ms. */
+  readonly refreshMs: number
+  /** PROXY_USER and the proxy password, for every proxy the PAC names. */
+  readonly credentials: PacCredentials
 }
 
 export interface ForwardProxySettings {
@@ -219,6 +238,8 @@ const SPEC = {
   UPSTREAM_KEEPALIVE_MS: positiveInt({ default: 30_000 }),
   UPSTREAM_MAX_CONNECTIONS: positiveInt({ default: 64 }),
   FALLBACK_PROXIES: str({ default: undefined }),
+  PROXY_PAC_URL: str({ default: undefined }),
+  PROXY_PAC_REFRESH_S: positiveInt({ default: 300 }),
   PROXY_FAILOVER_BACKOFF_MS: positiveInt({ default: 30_000 }),
   PROXY_AUTH_SCHEME: oneOf<ProxyAuthScheme>(['auto', 'basic', 'digest', 'ntlm', 'negotiate'])({ default: 'auto' }),
   PROXY_KRB5_SPN: str({ default: undefined }),
@@ -347,8 +368,10 @@ export function readConfig (env: Readonly<Record<string, string | undefined>>, r
       user: cleaned.PROXY_USER,
       password: proxyPassword ?? cleaned.PROXY_PASSWORD,
       passwordSetting: proxyPassword !== undefined ? 'PROXY_PASSWORD_FILE' : 'PROXY_PASSWORD'
-    }
+    },
+    pac: cleaned.PROXY_PAC_URL !== undefined
   }, problems)
+  const pacSource = cleaned.PROXY_PAC_URL !== undefined ? readPacSource(cleaned.PROXY_PAC_URL, problems) : undefined
   const upstreamClient = pairOfFiles('UPSTREAM_TLS_CERT', cleaned.UPSTREAM_TLS_CERT, 'UPSTREAM_TLS_KEY', cleaned.UPSTREAM_TLS_KEY, problems)
   const listenTls = pairOfFiles('LISTEN_TLS_CERT', cleaned.LISTEN_TLS_CERT, 'LISTEN_TLS_KEY', cleaned.LISTEN_TLS_KEY, problems)
   if (cleaned.STALE_CONFIG_DIR !== undefined) checkWritableDir('STALE_CONFIG_DIR', cleaned.STALE_CONFIG_DIR, problems)
@@ -418,6 +441,13 @@ export function readConfig (env: Readonly<Record<string, string | undefined>>, r
       sendTimeoutMs: cleaned.CLIENT_SEND_TIMEOUT_MS
     }),
     proxies,
+    pac: pacSource !== undefined
+      ? Object.freeze({
+        source: pacSource,
+        refreshMs: cleaned.PROXY_PAC_REFRESH_S * 1000,
+        credentials: Object.freeze({ user: cleaned.PROXY_USER, password: proxyPassword ?? cleaned.PROXY_PASSWORD })
+      })
+      : undefined,
     forwardProxy: cleaned.FORWARD_PROXY_PORT !== undefined
       ? Object.freeze({
         port: cleaned.FORWARD_PROXY_PORT,
@@ -464,6 +494,48 @@ function takeUserinfoToken (portal: URL, problems: string[]): string | undefined
     return undefined
   }
   return token
+}
+
+/**
+ * PROXY_PAC_URL: an http(s) URL (fetched directly, without credentials),
+ * a file:// URL, or a path. A file that is not there is a problem at start
+ * (a ConfigMap not mounted); an http(s) one that cannot be fetched is tried
+ * again with back-off while the sidecar runs.
+ */
+function readPacSource (value: string, problems: string[]): PacSource | undefined {
+  const raw = value.trim()
+  let source: PacSource
+  if (/^https?:\/\//i.test(raw)) {
+    let url: URL
+    try {
+      url = new URL(raw)
+    } catch {
+      problems.push('PROXY_PAC_URL is not a valid URL; expected http://host/proxy.pac, https://host/proxy.pac, file:///path/proxy.pac or a path')
+      return undefined
+    }
+    if (url.username !== '' || url.password !== '') {
+      problems.push('PROXY_PAC_URL must not hold credentials: the PAC file is fetched without any (value not shown)')
+      return undefined
+    }
+    source = { kind: 'url', url }
+  } else if (/^file:\/\//i.test(raw)) {
+    try {
+      source = { kind: 'file', path: fileURLToPath(raw) }
+    } catch {
+      problems.push('PROXY_PAC_URL is not a valid file:// URL; expected file:///path/proxy.pac')
+      return undefined
+    }
+  } else if (/^[a-z][a-z0-9+.-]*:\/\//i.test(raw)) {
+    problems.push(`PROXY_PAC_URL uses the scheme ${raw.slice(0, raw.indexOf(':'))}; expected http://, https://, file:// or a path`)
+    return undefined
+  } else {
+    source = { kind: 'file', path: resolvePath(raw) }
+  }
+  if (source.kind === 'file' && !existsSync(source.path)) {
+    problems.push(`PROXY_PAC_URL: the PAC file ${source.path} does not exist (is its ConfigMap mounted?)`)
+    return undefined
+  }
+  return source
 }
 
 /** FORWARD_PROXY_ALLOW, parsed; undefined when unset (the endpoints' host:port apply). */

@@ -21,6 +21,8 @@ export interface ProxyInput {
   readonly sources?: Readonly<Partial<Record<ProxyVariable, string>>>
   /** Given: applied to every proxy URL (see applyProxyCredentials). */
   readonly credentials?: ProxyCredentials
+  /** PROXY_PAC_URL is set: the proxies it names take PROXY_USER and the password too. */
+  readonly pac?: boolean
 }
 
 export interface ProxyReading {
@@ -58,7 +60,7 @@ export function readProxySettings (input: ProxyInput, problems: string[]): Proxy
   const fallbackProxies = readFallbackProxies(input.fallbacks, problems)
   const { credentials } = input
   if (credentials !== undefined && (credentials.password !== undefined || credentials.user !== undefined)) {
-    applyProxyCredentials(endpoints, fallbackProxies, credentials, problems)
+    applyProxyCredentials(endpoints, fallbackProxies, credentials, input.pac === true, problems)
   }
   const picked = pickProxyVariables(input.variables, Object.keys(endpoints) as ProxyVariable[])
   return {
@@ -145,6 +147,7 @@ function applyProxyCredentials (
   endpoints: Partial<Record<ProxyVariable, ProxyEndpoint>>,
   fallbacks: ProxyEndpoint[],
   credentials: ProxyCredentials,
+  pac: boolean,
   problems: string[]
 ): void {
   const { user, password } = credentials
@@ -163,6 +166,11 @@ function applyProxyCredentials (
   for (let i = 0; i < fallbacks.length; i++) {
     const proxy = fallbacks[i] as ProxyEndpoint
     fallbacks[i] = apply(proxy) ?? proxy
+  }
+  if (pac) {
+    // The proxies of a PAC file are host:port only: PROXY_USER names the user.
+    if (user === undefined && password !== undefined) problems.push(`${credentials.passwordSetting} is set, but PROXY_USER is not: the proxies a PAC file (PROXY_PAC_URL) names carry no user, so set PROXY_USER`)
+    return
   }
   if (applied === 0 && password !== undefined) {
     problems.push(`${credentials.passwordSetting} is set, but no proxy URL names a user (write it as http://user@proxy:port, or set PROXY_USER)`)

@@ -1,5 +1,6 @@
 import type { Config, PortalTokenSource } from './config.js'
 import { resolveEgress, type Egress } from '../egress/egress.js'
+import { isLoopback } from '../egress/no-proxy.js'
 
 export type RouteName = 'portal' | 'backend'
 
@@ -31,8 +32,17 @@ export interface Route {
   readonly egress: Egress
 }
 
-/** The two routes of the sidecar, built once at start from the config. */
-export function buildRoutes (config: Config): readonly Route[] {
+/**
+ * The two routes of the sidecar, built once at start from the config.
+ * With PROXY_PAC_URL, each route's egress is the PAC's decision, given in
+ * `decided` once the PAC file has answered; until then it is `pending`.
+ */
+export function buildRoutes (config: Config, decided?: ReadonlyMap<RouteName, Egress>): readonly Route[] {
+  const egressOf = (name: RouteName, upstream: URL): Egress => {
+    if (config.pac === undefined) return resolveEgress(upstream, config.proxies, config.fallbackProxies)
+    if (isLoopback(upstream)) return { kind: 'direct', reason: 'loopback' }
+    return decided?.get(name) ?? { kind: 'pending', reason: 'pac' }
+  }
   return [
     {
       name: 'portal',
@@ -40,7 +50,7 @@ export function buildRoutes (config: Config): readonly Route[] {
       listenPort: config.portal.listenPort,
       upstream: config.portal.endpoint,
       tokenPolicy: { kind: 'access_token', location: config.accessTokenLocation, fallbackToken: config.portal.token, source: config.portal.tokenFrom },
-      egress: resolveEgress(config.portal.endpoint, config.proxies, config.fallbackProxies)
+      egress: egressOf('portal', config.portal.endpoint)
     },
     {
       name: 'backend',
@@ -48,7 +58,7 @@ export function buildRoutes (config: Config): readonly Route[] {
       listenPort: config.backend.listenPort,
       upstream: config.backend.endpoint,
       tokenPolicy: { kind: 'passthrough' },
-      egress: resolveEgress(config.backend.endpoint, config.proxies, config.fallbackProxies)
+      egress: egressOf('backend', config.backend.endpoint)
     }
   ]
 }

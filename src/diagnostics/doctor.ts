@@ -13,7 +13,8 @@ import { plainDestinations } from '../egress/forward-destination.js'
 import { buildForwardTransport, forwardTransportOptionsOf } from '../egress/forward-transport.js'
 import { buildTransport, proxySpn, transportOptionsOf, upstreamTlsOf, type UpstreamTls } from '../egress/dispatcher.js'
 import type { ProxyEndpoint } from '../egress/egress.js'
-import { addonDir, createKerberosTokens } from '../egress/kerberos.js'
+import { createKerberosTokens } from '../egress/kerberos.js'
+import { addonDir } from '../egress/package-roots.js'
 import { classifyUpstreamError } from '../failures/catalogue.js'
 import { buildConnector } from '../egress/undici-parts.js'
 import { createLogger } from '../observe/logger.js'
@@ -282,6 +283,7 @@ function codeOf (err: unknown): string {
 }
 
 const LABEL: Readonly<Record<StepName, string>> = {
+  pac: 'PAC',
   proxy: 'proxy',
   tcp: 'TCP',
   connect: 'CONNECT',

@@ -24,7 +24,7 @@ import { isSaasHost, judgeChain, type CaBundleState, type ChainFacts, type Direc
  * private chain with, and an authenticated portal call whose token is
  * placed by the forwarding rewrite itself.
  */
-export type StepName = 'proxy' | 'tcp' | 'connect' | 'tls' | 'http' | 'auth'
+export type StepName = 'pac' | 'proxy' | 'tcp' | 'connect' | 'tls' | 'http' | 'auth'
 
 export interface Step {
   readonly name: StepName
@@ -85,7 +85,9 @@ export function stepsOf (route: Route, hop: Pick<NextHop, 'proxy'>, authenticate
   const steps: StepName[] = hop.proxy === undefined
     ? ['tcp', ...(https ? ['tls' as const] : []), 'http']
     : ['proxy', ...(https ? ['connect' as const, 'tls' as const] : []), 'http']
-  return authenticated && ownToken(route) !== undefined ? [...steps, 'auth'] : steps
+  // With PROXY_PAC_URL, the PAC's answer is the first step: the decision the others follow.
+  const pac: StepName[] = route.egress.kind === 'pending' || route.egress.pac !== undefined ? ['pac'] : []
+  return [...pac, ...steps, ...(authenticated && ownToken(route) !== undefined ? ['auth' as const] : [])]
 }
 
 /** Probe `route` through `hop`, step by step, stopping at the first failure. */
@@ -93,7 +95,7 @@ export async function probeHop (route: Route, hop: NextHop, options: ProbeOption
   const upstream = route.upstream
   const names = stepsOf(route, hop, options.authenticated === true)
   const proxied = hop.proxy !== undefined
-  const via = hop.proxy !== undefined ? `via proxy ${hop.proxy.url.protocol}//${hostPort(hop.proxy.url)}` : 'direct'
+  const via = hop.proxy !== undefined ? `via proxy ${hop.proxy.url.protocol}//${hostPort(hop.proxy.url)}` : route.egress.kind === 'pending' ? 'no decision yet (PROXY_PAC_URL)' : 'direct'
   const ctx = (): FailureContext => ({ upstream, proxy: hop.proxy, refusal: hop.lastRefusal(), timeouts: options.timeouts })
   const steps: Step[] = []
   const report = (): RouteReport => {
@@ -279,6 +281,7 @@ function stepOf (failure: Failure, err: unknown, steps: readonly StepName[], pro
       break
     case 'dns':
     case 'upstream_unreachable': step = 'tcp'; break
+    case 'pac_unavailable': step = 'pac'; break
     case 'timeout':
     case 'reset': step = connecting ? (proxied ? 'connect' : 'tcp') : 'http'; break
     default: step = 'http'
@@ -387,6 +390,7 @@ function ownToken (route: Route): string | undefined {
 /** What a step that the request got past has shown. */
 function passed (name: StepName, route: Route, hop: NextHop): string {
   switch (name) {
+    case 'pac': return `the PAC file answers "${route.egress.kind !== 'pending' ? route.egress.pac ?? '' : ''}"`
     case 'proxy': return `the proxy ${hop.label} accepted the connection`
     case 'connect': return `${hop.label} opened the tunnel to ${hostPort(route.upstream)}`
     case 'tls': return `the certificate of ${hostPort(route.upstream)} verified against the trust store`

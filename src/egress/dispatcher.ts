@@ -10,10 +10,12 @@ import type { RouteMetrics } from '../observe/metrics.js'
 import { hostPort } from '../observe/redact.js'
 import type { ProxyAuthScheme } from './auth-negotiation.js'
 import { ProxyRotation } from './proxy-rotation.js'
-import { addonDir, createKerberosTokens, type KerberosTokens } from './kerberos.js'
+import { createKerberosTokens, type KerberosTokens } from './kerberos.js'
+import { addonDir } from './package-roots.js'
 import { bareHostname } from '../http/url.js'
 import { credentialKey, type Admission, type CredentialGate } from './credential-gate.js'
 import { TunnelClient } from './tunnel-client.js'
+import { PacUnavailable } from './pac-answer.js'
 import type { Route } from '../config/routes.js'
 import type { TlsMaterial } from '../tls/tls-material.js'
 import type { TrustStore } from '../tls/trust-store.js'
@@ -99,6 +101,8 @@ export interface TransportOptions {
   readonly credentialGate?: CredentialGate
   /** Negotiate: GSSAPI's tokens, and PROXY_KRB5_SPN when set; undefined: Kerberos is off. */
   readonly kerberos?: { readonly tokens: KerberosTokens, readonly spn: string | undefined } | undefined
+  /** Why a `pending` egress has no decision yet (the PAC file's state), read at each request. */
+  readonly pacUnavailable?: () => PacUnavailable
 }
 
 /** The service principal of `proxy`: PROXY_KRB5_SPN, else HTTP@ its host as written in its URL. */
@@ -116,7 +120,7 @@ export function upstreamTlsOf (config: Config, material: Pick<TlsMaterial, 'trus
  * and doctor alike: a probe built any other way could pass or fail for a
  * reason forwarding does not share (the client certificate, once).
  */
-export function transportOptionsOf (config: Config, tls: UpstreamTls, log: Logger, extra: Pick<TransportOptions, 'metrics' | 'onConnected' | 'credentialGate'> = {}): TransportOptions {
+export function transportOptionsOf (config: Config, tls: UpstreamTls, log: Logger, extra: Pick<TransportOptions, 'metrics' | 'onConnected' | 'credentialGate' | 'pacUnavailable'> = {}): TransportOptions {
   return {
     timeouts: config.timeouts,
     maxConnections: config.maxConnectionsPerUpstream,
@@ -161,8 +165,9 @@ export function buildAbsoluteFormTransport (egress: Egress, options: TransportOp
 function buildHops (egress: Egress, tunnel: boolean, options: TransportOptions, onFirstTls: (leaf: X509Certificate | undefined, socket: TLSSocket) => void): RouteTransport {
   const { log } = options
   let opened = 0
-  const proxies = egress.kind === 'proxy' ? [egress.proxy, ...egress.fallbacks] : [undefined]
-  const labels = proxies.map((proxy) => proxy !== undefined ? hostPort(proxy.url) : 'direct')
+  // A PAC answer ending in DIRECT puts a direct hop after the proxies.
+  const proxies = egress.kind === 'proxy' ? [egress.proxy, ...egress.fallbacks, ...(egress.thenDirect === true ? [undefined] : [])] : [undefined]
+  const labels = proxies.map((proxy) => proxy !== undefined ? hostPort(proxy.url) : egress.kind === 'pending' ? 'pac' : 'direct')
   let inspected = false
   const onOpened = (index: number, socket: Socket): void => {
     opened++
@@ -180,9 +185,11 @@ function buildHops (egress: Egress, tunnel: boolean, options: TransportOptions, 
       options.onConnected?.(index, socket, undefined)
     }
   }
-  const hops = proxies.map((proxy, index) => buildHop(tunnel, proxy, index, options, (socket) => { onOpened(index, socket) }))
+  const hops = egress.kind === 'pending'
+    ? [pendingHop(options)]
+    : proxies.map((proxy, index) => buildHop(tunnel, proxy, index, options, (socket) => { onOpened(index, socket) }))
   const rotation = new ProxyRotation(hops.length, options.failoverBackoffMs)
-  options.metrics?.proxyInUse(labels[0] as string, labels)
+  if (egress.kind !== 'pending') options.metrics?.proxyInUse(labels[0] as string, labels)
 
   const select = (): NextHop => {
     const { index, previous } = rotation.select()
@@ -215,6 +222,18 @@ function buildHops (egress: Egress, tunnel: boolean, options: TransportOptions, 
     close: async () => { await Promise.all(hops.map(async (h) => { await h.dispatcher.close() })) },
     destroy: async () => { await Promise.all(hops.map(async (h) => { await h.dispatcher.destroy() })) }
   }
+}
+
+/**
+ * The one hop of a route whose PAC file has not answered yet: its
+ * connections fail at once with why (pac_unavailable, 502), so a request
+ * goes nowhere, and readiness and doctor say the same through the same
+ * probe. Replaced by the PAC's decision once it loads.
+ */
+function pendingHop (options: TransportOptions): NextHop {
+  const why = options.pacUnavailable ?? (() => new PacUnavailable('the PAC file PROXY_PAC_URL is being loaded'))
+  const connect: BuildConnector.connector = (_opts, callback) => { callback(new ConnectFailure(why()), null) }
+  return { index: 0, proxy: undefined, label: 'pac', dispatcher: new Agent({ connections: 1, connect }), lastRefusal: () => undefined }
 }
 
 /** The pooled dispatcher for one hop: direct (Agent) or through `proxy` (ProxyAgent). */

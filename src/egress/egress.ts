@@ -38,9 +38,23 @@ export interface ProxySettings {
   readonly noProxy: readonly NoProxyRule[]
 }
 
+/**
+ * How an upstream is reached: through a proxy and its fallbacks, or
+ * direct; or, while PROXY_PAC_URL has not yet given an answer, `pending`
+ * (requests get 502 pac_unavailable, and nothing is sent). `pac` is the PAC
+ * file's answer the decision came from, for the start-up line and doctor.
+ */
 export type Egress =
-  | { readonly kind: 'proxy', readonly proxy: ProxyEndpoint, readonly fallbacks: readonly ProxyEndpoint[] }
-  | { readonly kind: 'direct', readonly reason: 'no_proxy_configured' | 'no_proxy_match' | 'loopback' }
+  | {
+    readonly kind: 'proxy'
+    readonly proxy: ProxyEndpoint
+    readonly fallbacks: readonly ProxyEndpoint[]
+    /** The PAC's answer ended in DIRECT: after every proxy failed, go direct. */
+    readonly thenDirect?: boolean
+    readonly pac?: string
+  }
+  | { readonly kind: 'direct', readonly reason: 'no_proxy_configured' | 'no_proxy_match' | 'loopback' | 'pac', readonly pac?: string }
+  | { readonly kind: 'pending', readonly reason: 'pac' }
 
 /**
  * What to do when a proxy URL does not parse: most often a password holding

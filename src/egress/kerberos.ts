@@ -1,6 +1,4 @@
-import { createRequire } from 'node:module'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { requireBeside } from './package-roots.js'
 import { KerberosError, kerberosCauseOf } from './kerberos-cause.js'
 
 /**
@@ -64,32 +62,11 @@ export function createKerberosTokens (options: KerberosOptions = {}): KerberosTo
 
 /**
  * The `kerberos` package, looked up from each place it may be beside the
- * running code, first found wins: the single executable's folder (whose
- * own `require` reaches only builtins: a require rooted at a real path
- * loads a `.node` file), the bundle's folder (the image's /app), and this
- * module's own (node_modules of a source checkout or npm install).
+ * running code, first found wins (package-roots.ts): the single
+ * executable's folder (whose own `require` reaches only builtins: a require
+ * rooted at a real path loads a `.node` file), the bundle's folder (the
+ * image's /app), and this module's own (node_modules of a source checkout).
  */
 function requireKerberos (addonDir: string | undefined): KerberosBinding {
-  const here = typeof import.meta.url === 'string' ? dirname(fileURLToPath(import.meta.url)) : undefined
-  const script = process.argv[1] !== undefined ? dirname(process.argv[1]) : undefined
-  const roots = [addonDir, script, here].filter((r): r is string => r !== undefined)
-  let first: unknown
-  for (const root of roots) {
-    try {
-      return createRequire(join(root, 'noop.js'))('kerberos') as KerberosBinding
-    } catch (err) {
-      first ??= err
-    }
-  }
-  throw first instanceof Error ? first : new Error('Cannot find module \'kerberos\'')
-}
-
-/**
- * Where a single executable finds the addon: the folder of the binary
- * (process.execPath), beside which its package puts node_modules/kerberos.
- * undefined when node itself runs (node_modules is found from the code).
- */
-export function addonDir (): string | undefined {
-  const exe = process.execPath
-  return /(^|\/)node(\.exe)?$/.test(exe) ? undefined : dirname(exe)
+  return requireBeside<KerberosBinding>('kerberos', addonDir)
 }

@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import { CredentialsBackedOff } from '../egress/credential-gate.js'
 import { KerberosError } from '../egress/kerberos-cause.js'
+import { PacUnavailable } from '../egress/pac-answer.js'
 import type { ProxyEndpoint } from '../egress/egress.js'
 import { parseAuthSchemes } from '../egress/proxy-auth.js'
 import { hostPort, redactText } from '../observe/redact.js'
@@ -23,6 +24,7 @@ export type FailureCode =
   | 'destination_not_allowed'
   | 'too_many_tunnels'
   | 'proxy_kerberos'
+  | 'pac_unavailable'
 
 /** What the classifier knows about where the request was going. */
 export interface FailureContext {
@@ -247,6 +249,13 @@ export const FAILURES: Readonly<Record<FailureCode, { status: 403 | 502 | 503 | 
       }
     }
   },
+  pac_unavailable: {
+    status: 502,
+    describe: (ctx, detail) => ({
+      message: `no proxy decision for ${hostPort(ctx.upstream)}, so nothing was sent: ${detail}`,
+      hint: 'PROXY_PAC_URL decides which proxy each destination uses: check that the URL is right, that the sidecar reaches it directly (PAC files are fetched without a proxy, with TLS verified against the trust store) and that its script answers; the sidecar keeps trying, and serves as soon as the PAC answers'
+    })
+  },
   too_many_tunnels: {
     status: 503,
     describe: (_ctx, detail) => ({
@@ -294,6 +303,7 @@ export function classifyUpstreamError (err: unknown, ctx: FailureContext): Failu
   const proxyStatus = PROXY_STATUS.exec(messageOf(cause))
   if (proxyStatus !== null) return { ...classifyRefusedTunnel(Number(proxyStatus[1]), ctx), cause: err }
   if (cause instanceof CredentialsBackedOff) return failure('proxy_auth_required', ctx, cause.message, 'backoff')
+  if (cause instanceof PacUnavailable) return { ...failure('pac_unavailable', ctx, cause.message), transient: false }
   if (cause instanceof KerberosError) return { ...failure('proxy_kerberos', ctx, cause.gssMessage, cause), transient: false }
   if (messageOf(cause).includes('Proxy Authentication Required (407)')) {
     return failure('proxy_auth_required', ctx, '')

@@ -80,7 +80,8 @@ const FAILURE_KIND: Readonly<Record<FailureCode, string>> = {
   upstream_error: 'other',
   destination_not_allowed: 'not_allowed',
   too_many_tunnels: 'overloaded',
-  proxy_kerberos: 'proxy_auth'
+  proxy_kerberos: 'proxy_auth',
+  pac_unavailable: 'pac'
 }
 
 /**
