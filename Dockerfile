@@ -100,6 +100,8 @@ WORKDIR /app
 # (and STALE_CONFIG_DIR, when set).
 # Group 0 can read, so OpenShift's arbitrary UID (always in group 0) works.
 COPY --from=build /src/dist/bundle/apicast-sidecar-proxy.cjs ./apicast-sidecar-proxy.cjs
+# The PAC engine (pac-resolver on QuickJS), loaded only with PROXY_PAC_URL.
+COPY --from=build /src/dist/bundle/pac-engine.cjs /src/dist/bundle/quickjs.wasm ./
 # Negotiate: the addon beside the bundle (/app/node_modules/kerberos), and
 # MIT's GSSAPI library it links (krb5-libs, which UBI minimal usually has).
 COPY --from=build /src/dist/addon/ ./

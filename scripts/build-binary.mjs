@@ -11,9 +11,9 @@
 // come from the same node binary it is injected into, so that node makes it.
 import { execFileSync } from 'node:child_process'
 import { chmodSync, copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { dirname, join } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { bundle, LICENSES } from './bundle.mjs'
+import { bundle, LICENSES, PAC_ENGINE, QUICKJS_WASM } from './bundle.mjs'
 import { shippedNode, shippedNodeDir } from './shipped-node.mjs'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
@@ -72,6 +72,10 @@ if (existsSync(join(addon, 'build', 'Release', 'kerberos.node'))) {
   const { version: kv, license } = JSON.parse(readFileSync(join(addon, 'package.json'), 'utf8'))
   addonLicence = `\n${'='.repeat(78)}\nkerberos@${kv} (${license}; beside the binary, in node_modules/kerberos)\n${readFileSync(join(addon, 'LICENSE'), 'utf8').trim()}\n`
 }
+
+// The PAC engine (PROXY_PAC_URL only) goes beside the binary too, where the
+// binary looks (egress/pac-script.ts): loaded only when a PAC is set.
+for (const f of [PAC_ENGINE, QUICKJS_WASM]) copyFileSync(f, join(out, basename(f)))
 
 // The binary holds the bundled packages and Node itself: their licences go
 // beside it, to be installed with it (the README's systemd steps do).

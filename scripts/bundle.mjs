@@ -4,7 +4,8 @@
 // and the single binary both run it. Measured against the ESM dist/ tree:
 // about 6 MB less RSS at idle, because Node's ESM-to-CommonJS interop (and
 // its module lexer) is never loaded, and one file to read at start.
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs'
+import { copyFileSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { build } from 'esbuild'
@@ -12,11 +13,42 @@ import { build } from 'esbuild'
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const { version } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'))
 export const BUNDLE = join(root, 'dist', 'bundle', 'apicast-sidecar-proxy.cjs')
+/**
+ * The PAC engine (pac-resolver, QuickJS) and QuickJS's WebAssembly, beside
+ * the bundle: loaded only with PROXY_PAC_URL (src/egress/pac-engine.ts), so
+ * a sidecar without one never holds their code. The image and the binary
+ * carry both files beside the bundle.
+ */
+export const PAC_ENGINE = join(root, 'dist', 'bundle', 'pac-engine.cjs')
+export const QUICKJS_WASM = join(root, 'dist', 'bundle', 'quickjs.wasm')
 /** The licences of the packages inside the bundle, which ships with it. */
 export const LICENSES = join(root, 'dist', 'bundle', 'THIRD-PARTY-LICENSES.txt')
 
+/** The engine's import in src/egress/pac-script.ts: left out of the main bundle, which loads pac-engine.cjs instead. */
+const pacEngineOutside = {
+  name: 'pac-engine-outside',
+  setup (b) {
+    b.onResolve({ filter: /\/pac-engine\.js$/ }, () => ({ path: './pac-engine.cjs', external: true }))
+  }
+}
+
 export async function bundle () {
+  const engine = await build({
+    entryPoints: [join(root, 'src', 'egress', 'pac-engine.ts')],
+    outfile: PAC_ENGINE,
+    bundle: true,
+    platform: 'node',
+    format: 'cjs',
+    target: 'node20',
+    minifySyntax: true,
+    legalComments: 'none',
+    logOverride: { 'empty-import-meta': 'silent' },
+    logLevel: 'warning',
+    metafile: true
+  })
+  copyFileSync(createRequire(import.meta.url).resolve('quickjs-wasi/quickjs.wasm'), QUICKJS_WASM)
   const result = await build({
+    plugins: [pacEngineOutside],
     entryPoints: [join(root, 'src', 'cli.ts')],
     outfile: BUNDLE,
     bundle: true,
@@ -32,7 +64,7 @@ export async function bundle () {
     logLevel: 'warning',
     metafile: true
   })
-  writeFileSync(LICENSES, thirdPartyLicenses(Object.keys(result.metafile.inputs)))
+  writeFileSync(LICENSES, thirdPartyLicenses([...Object.keys(result.metafile.inputs), ...Object.keys(engine.metafile.inputs), 'node_modules/quickjs-wasi/quickjs.wasm']))
   return BUNDLE
 }
 

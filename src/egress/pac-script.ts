@@ -1,8 +1,20 @@
 import { readFileSync } from 'node:fs'
 import { networkInterfaces } from 'node:os'
-import type * as PacResolver from 'pac-resolver'
-import type * as QuickJSWasi from 'quickjs-wasi'
 import { addonDir, requireBeside } from './package-roots.js'
+import type * as PacEngine from './pac-engine.js'
+
+/** Defined in the bundle and the binary (scripts/bundle.mjs), where the PAC engine is a file beside them. */
+declare const SIDECAR_VERSION: string | undefined
+
+/** pac-resolver and QuickJS, loaded on first use: from pac-engine.cjs beside the bundle or binary, else from node_modules. */
+async function loadPacEngine (): Promise<typeof PacEngine> {
+  try {
+    if (typeof SIDECAR_VERSION === 'string') return requireBeside<typeof PacEngine>('./pac-engine.cjs', addonDir())
+    return await import('./pac-engine.js')
+  } catch (err) {
+    throw new PacScriptError(`the PAC engine cannot be loaded (${err instanceof Error ? err.message.split('\n')[0] ?? '' : String(err)}): pac-engine.cjs and quickjs.wasm go beside the binary or the bundle, as its package lays them out`)
+  }
+}
 
 /**
  * The bounds of one PAC script: the time it may run, compiling or in each
@@ -53,9 +65,9 @@ export interface PacScript {
  * alert goes to `say` (pac-resolver's writes to stdout, into the JSON log).
  */
 export async function compilePacScript (source: string, say: (message: string) => void, limits: PacLimits = PAC_LIMITS): Promise<PacScript> {
-  const [{ QuickJS }, { createPacResolver, sandbox }]: [typeof QuickJSWasi, typeof PacResolver] = await Promise.all([import('quickjs-wasi'), import('pac-resolver')])
+  const { QuickJS, createPacResolver, sandbox, wasmFile } = await loadPacEngine()
   // Read at each compile (once per refresh), not kept: 640 kB held for nothing between them.
-  const wasm = readFileSync(requireBeside('quickjs-wasi/quickjs.wasm', addonDir(), true))
+  const wasm = readFileSync(wasmFile())
   let deadline = Number.POSITIVE_INFINITY
   const vm = await QuickJS.create({ wasm, memoryLimit: limits.memoryBytes, interruptHandler: () => performance.now() > deadline })
   let find: (url: string, host: string) => Promise<unknown>

@@ -4,8 +4,8 @@ import { fileURLToPath } from 'node:url'
 
 /**
  * Where a package the code cannot carry inside it is looked for: the
- * Kerberos addon (a native .node file) and the PAC sandbox's QuickJS
- * (a .wasm file). Beside the single binary (`addonDir`), beside the script
+ * Kerberos addon (a native .node file) and the PAC engine (pac-engine.cjs
+ * and QuickJS's .wasm file). Beside the single binary (`addonDir`), beside the script
  * run (the bundle's node_modules, in the image /app/node_modules), then this
  * module's own node_modules (npm start).
  */
@@ -15,15 +15,12 @@ export function packageRoots (addonDir: string | undefined): string[] {
   return [addonDir, script, here].filter((r): r is string => r !== undefined)
 }
 
-/** `require(specifier)` (or its resolve, `resolveOnly`) from the first root that has it; else the first root's error. */
-export function requireBeside (specifier: string, addonDir: string | undefined, resolveOnly: true): string
-export function requireBeside<T> (specifier: string, addonDir: string | undefined, resolveOnly?: false): T
-export function requireBeside<T> (specifier: string, addonDir: string | undefined, resolveOnly = false): T | string {
+/** `require(specifier)` from the first root that has it; else the first root's error. */
+export function requireBeside<T> (specifier: string, addonDir: string | undefined): T {
   let first: unknown
   for (const root of packageRoots(addonDir)) {
     try {
-      const require = createRequire(join(root, 'noop.js'))
-      return resolveOnly ? require.resolve(specifier) : require(specifier) as T
+      return createRequire(join(root, 'noop.js'))(specifier) as T
     } catch (err) {
       first ??= err
     }

@@ -11,7 +11,8 @@ import { startOrigin } from '../helpers/origin.js'
 import { testCa } from '../helpers/pki.js'
 import { eventually } from '../helpers/eventually.js'
 import { kerberosSkip, startKdc } from '../helpers/kerberos.js'
-import { freePort, PROXY_PASSWORD, startProxyChain, startSquid, waitForPort } from '../helpers/proxies.js'
+import { freePort, PROXY_PASSWORD, PROXY_USER, startProxyChain, startSquid, waitForPort } from '../helpers/proxies.js'
+import { pacScript, startPacServer } from '../helpers/pac-server.js'
 
 const run = promisify(execFile)
 /** Set by .ci/run after it built the image with scripts/container/build-image.sh. */
@@ -179,5 +180,45 @@ describeOrSkip('the image and Kerberos', IMAGE === undefined ? skip : kerberosSk
     assert.equal(res.status, 200, `${res.status} ${res.text()}\n${await podman('logs', container)}`)
     await podman('stop', '-t', '20', container)
     await eventually(() => squid.accessLog().filter((l) => l.includes(` ${kdc.clientPrincipal} `)).length, (n) => n >= 1, 5000, 'the image\'s tunnel under the client principal')
+  })
+})
+
+describeOrSkip('the image and a PAC file', skip, () => {
+  it('loads the PAC engine beside the bundle: a PAC served over http picks the proxy, and a request goes through it', { timeout: 60_000 }, async (t) => {
+    const ca = await testCa()
+    const origin = await startOrigin()
+    t.after(async () => { await origin.close() })
+    const proxy = await startProxyChain()
+    t.after(async () => { await proxy.close() })
+    const pac = await startPacServer(pacScript(`  if (shExpMatch(host, "*.test")) return "SOCKS5 127.0.0.1:1; PROXY 127.0.0.1:${proxy.port}";\n  return "DIRECT";`))
+    t.after(async () => { await pac.close() })
+    const [portalPort, backendPort, adminPort] = [await freePort(), await freePort(), await freePort()]
+    const container = `sidecar-pac-${process.pid}-${Date.now()}`
+    t.after(async () => { await podman('rm', '-f', container).catch(() => '') })
+    await podman('run', '-d', '--name', container, '--network', 'host', '--read-only', '--tmpfs', '/tmp', '--cap-drop', 'ALL',
+      '-e', 'LISTEN_ADDRESS=127.0.0.1',
+      '-e', `PORTAL_LISTEN_PORT=${portalPort}`,
+      '-e', `BACKEND_LISTEN_PORT=${backendPort}`,
+      '-e', `ADMIN_LISTEN_PORT=${adminPort}`,
+      '-e', `THREESCALE_PORTAL_ENDPOINT=${origin.url('portal.test')}`,
+      '-e', `BACKEND_ENDPOINT_OVERRIDE=${origin.url('backend.test')}`,
+      '-e', `PROXY_PAC_URL=${pac.url}`,
+      '-e', `PROXY_USER=${PROXY_USER}`,
+      '-e', `PROXY_PASSWORD=${PROXY_PASSWORD}`,
+      '-v', `${ca.certFile}:/etc/pki/apicast-sidecar/ca.pem:ro`,
+      '-e', 'CA_BUNDLE=/etc/pki/apicast-sidecar/ca.pem',
+      IMAGE as string)
+    assert.ok(await waitForPort(backendPort), 'the container never listened')
+    const client = new Client()
+    t.after(async () => { await client.close() })
+    const ready = await eventually(async () => (await client.send(`http://127.0.0.1:${adminPort}/readyz`)).status, (s) => s === 200, 15_000, 'readiness once the PAC is loaded')
+    assert.equal(ready, 200)
+    const res = await client.send(`http://127.0.0.1:${backendPort}/transactions/authrep.xml?service_token=st`)
+    assert.equal(res.status, 200, `${res.status} ${res.text()}\n${await podman('logs', container)}`)
+    assert.ok(proxy.tunnels() >= 1)
+    const logs = await podman('logs', container)
+    assert.match(logs, /"event":"pac_decision"/)
+    assert.match(logs, /SOCKS5 127\.0\.0\.1:1 skipped/)
+    await podman('stop', '-t', '20', container)
   })
 })

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { describe, it } from 'node:test'
@@ -10,7 +10,8 @@ import { startOrigin } from '../helpers/origin.js'
 import { describeOrSkip } from '../helpers/describe-or-skip.js'
 import { eventually } from '../helpers/eventually.js'
 import { kerberosSkip, startKdc } from '../helpers/kerberos.js'
-import { PROXY_PASSWORD, startProxyChain, startSquid } from '../helpers/proxies.js'
+import { PROXY_PASSWORD, PROXY_USER, startProxyChain, startSquid } from '../helpers/proxies.js'
+import { pacScript } from '../helpers/pac-server.js'
 import { spawnSidecar } from '../helpers/sidecar-process.js'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..')
@@ -48,6 +49,34 @@ describe('the single executable (npm run build:binary)', () => {
     assert.equal(origin.requests.at(-1)?.url, `/admin/api/services.json?access_token=${TOKEN}`)
     assert.equal(proxy.tunnels(), 1)
     assert.equal(await sidecar.stop(), 0, 'the binary stops cleanly on SIGTERM')
+  })
+
+  it('loads the PAC engine from beside it (pac-engine.cjs, quickjs.wasm): a PAC file picks the proxy', { timeout: 60_000 }, async (t) => {
+    // Built by the first test, which runs first in this file.
+    for (const f of ['pac-engine.cjs', 'quickjs.wasm']) assert.ok(existsSync(join(ROOT, 'build', f)), `${f} goes beside the binary`)
+    const emptyPath = mkdtempSync(join(tmpdir(), 'sidecar-nopath-'))
+    const origin = await startOrigin()
+    t.after(async () => { await origin.close() })
+    const proxy = await startProxyChain()
+    t.after(async () => { await proxy.close() })
+    const dir = mkdtempSync(join(tmpdir(), 'sidecar-pac-'))
+    const file = join(dir, 'proxy.pac')
+    writeFileSync(file, pacScript(`  return "PROXY 127.0.0.1:${proxy.port}; DIRECT";`))
+    const sidecar = await spawnSidecar({
+      THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
+      BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
+      PROXY_PAC_URL: file,
+      PROXY_USER,
+      PROXY_PASSWORD
+    }, { command: BINARY, path: emptyPath, secrets: [PROXY_PASSWORD, encodeURIComponent(PROXY_PASSWORD)] })
+    t.after(async () => { await sidecar.close() })
+    await sidecar.waitForLog((l) => l.event === 'pac_decision' && l.listener === 'backend')
+    const client = new Client()
+    t.after(async () => { await client.close() })
+    const res = await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st`)
+    assert.equal(res.status, 200, res.text())
+    assert.equal(proxy.tunnels(), 1)
+    assert.equal(await sidecar.stop(), 0)
   })
 
   describeOrSkip('with Kerberos credentials', kerberosSkip, () => {

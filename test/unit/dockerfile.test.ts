@@ -113,11 +113,12 @@ describe('Dockerfile', () => {
     }],
     ['ships the licence in /licenses', () => assert.match(TEXT, /^COPY LICENSE \/licenses\/LICENSE$/m)],
     ['bakes in no secret', () => assert.doesNotMatch(TEXT, /(_proxy|PROXY|TOKEN|PASSWORD|_KEY)=/)],
-    ['ships the one-file bundle, its licences and, of node_modules, only the kerberos addon (so no dev dependencies)', () => {
+    ['ships the one-file bundle, the PAC engine beside it, its licences and, of node_modules, only the kerberos addon (so no dev dependencies)', () => {
       const copies = args('COPY')
       // dockerfile-ast leaves flags out of the arguments: the bundle's COPY is --from=build.
+      // The PAC engine is a bundle of its own, loaded only with PROXY_PAC_URL.
       // The one node_modules entry is Negotiate's native addon, which cannot be bundled (dist/addon: node_modules/kerberos).
-      assert.deepEqual(copies, ['/src/dist/bundle/apicast-sidecar-proxy.cjs ./apicast-sidecar-proxy.cjs', '/src/dist/addon/ ./', 'LICENSE /licenses/LICENSE',
+      assert.deepEqual(copies, ['/src/dist/bundle/apicast-sidecar-proxy.cjs ./apicast-sidecar-proxy.cjs', '/src/dist/bundle/pac-engine.cjs /src/dist/bundle/quickjs.wasm ./', '/src/dist/addon/ ./', 'LICENSE /licenses/LICENSE',
         '/src/dist/bundle/THIRD-PARTY-LICENSES.txt /licenses/THIRD-PARTY-LICENSES.txt'])
       assert.match(TEXT, /^COPY --from=build \/src\/dist\/bundle\/apicast-sidecar-proxy\.cjs /m)
       assert.match(args('ENTRYPOINT').at(-1) ?? '', /apicast-sidecar-proxy\.cjs/)
