@@ -83,7 +83,7 @@ describe('the PAC sandbox (pac-resolver on QuickJS)', () => {
       refreshMs: 60_000,
       read: async () => {
         reads++
-        return 'var asked = 0; function FindProxyForURL(url, host) { asked++; if (asked > 1 || url.indexOf("admin") >= 0 || url.indexOf("secret") >= 0) return "PROXY leak:1"; return "DIRECT" }'
+        return await Promise.resolve('var asked = 0; function FindProxyForURL(url, host) { asked++; if (asked > 1 || url.indexOf("admin") >= 0 || url.indexOf("secret") >= 0) return "PROXY leak:1"; return "DIRECT" }')
       },
       log: createLogger('silent'),
       destinations: () => [new URL('https://su1.3scale.net/admin/api/services.json?access_token=secret')]
