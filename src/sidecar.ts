@@ -16,7 +16,7 @@ import { buildRoutes, type Route, type RouteName } from './config/routes.js'
 import { startListener, type Listener } from './operate/server.js'
 import type { TlsMaterial } from './tls/tls-material.js'
 import { version } from './version.js'
-import { buildForwardTransport, forwardTransportOptionsOf, type ForwardTransport } from './egress/forward-transport.js'
+import { buildForwardTransport, forwardTransportOptionsOf, type ForwardPac, type ForwardTransport } from './egress/forward-transport.js'
 import { CredentialGate } from './egress/credential-gate.js'
 import { plainDestinations } from './egress/forward-destination.js'
 import type { ProxyEndpoint } from './egress/egress.js'
@@ -26,7 +26,7 @@ import { ProxyAutoConfig } from './egress/pac.js'
 import { pacEgress, type PacAnswer } from './egress/pac-answer.js'
 import { createPacReader, pacLabel } from './egress/pac-source.js'
 import { isLoopback } from './egress/no-proxy.js'
-import type { Egress } from './egress/egress.js'
+import { egressKey, type Egress } from './egress/egress.js'
 import { startForwardListener, type ForwardListener } from './operate/forward-listener.js'
 
 export interface Sidecar {
@@ -89,6 +89,12 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
     return decided
   }
   let latest = config
+  /** What the forward proxy's transport takes beside the config: the routes' metrics and gate, and the PAC. */
+  const forwardExtra = (c: Config): { metrics: RouteMetrics, credentialGate: CredentialGate, pac?: ForwardPac } => ({
+    metrics: metrics.forRoute('forward'),
+    credentialGate,
+    ...(pac !== undefined && c.pac !== undefined ? { pac: { answer: async (url: URL) => await pac.instance.answer(url), credentials: c.pac.credentials } } : {})
+  })
   const transportFor = (route: Route): RouteTransport => buildTransport(route,
     transportOptionsOf(config, upstreamTls, log.child({ listener: route.name }), {
       metrics: metrics.forRoute(route.name),
@@ -152,7 +158,7 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
     }
     if (config.forwardProxy !== undefined) {
       const forwardLog = log.child({ listener: 'forward' })
-      forward = { transport: buildForwardTransport(forwardTransportOptionsOf(config, upstreamTls, forwardLog, { metrics: metrics.forRoute('forward'), credentialGate })), key: forwardKey(config) }
+      forward = { transport: buildForwardTransport(forwardTransportOptionsOf(config, upstreamTls, forwardLog, forwardExtra(config))), key: forwardKey(config) }
       forward.listener = await startForwardProxy(config, config.forwardProxy, forward, metrics, forwardLog, () => draining)
     }
     const liveForward = forward
@@ -181,6 +187,12 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
           const current = live.get(route.name)
           if (current !== undefined) replaceRoute(current, route, transportFor, log, 'PROXY_PAC_URL', latest)
         }
+        // The forward proxy asks the new script afresh, per destination.
+        if (forward !== undefined) {
+          const old = forward.transport
+          forward.transport = buildForwardTransport(forwardTransportOptionsOf(latest, upstreamTls, log.child({ listener: 'forward' }), forwardExtra(latest)))
+          old.retire()
+        }
       }, (err: unknown) => { log.error({ err }, 'the PAC\'s answers could not be applied') })
     })
   }
@@ -194,7 +206,7 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
       credentialGate.reset()
       latest = next
       applySecrets(next, changed, live, transportFor, log, next.pac !== undefined ? pacDecisions(next) : undefined)
-      if (forward !== undefined) applyForwardSecrets(next, changed, forward, upstreamTls, log.child({ listener: 'forward' }), { metrics: metrics.forRoute('forward'), credentialGate })
+      if (forward !== undefined) applyForwardSecrets(next, changed, forward, upstreamTls, log.child({ listener: 'forward' }), forwardExtra(next))
     })
   }
 
@@ -241,7 +253,7 @@ async function startForwardProxy (config: Config, settings: NonNullable<Config['
     })
   const listen = `${listener.address.address}:${listener.address.port}`
   log.info({ listen, port: listener.address.port, allow: settings.allow.entries, maxTunnels: settings.maxTunnels, idleTimeoutMs: settings.idleMs },
-    `forward proxy http://${listen} → CONNECT and http:// requests to ${settings.allow.entries.join(', ')}, each leaving as a route to it would (https_proxy or http_proxy, NO_PROXY, FALLBACK_PROXIES)`)
+    `forward proxy http://${listen} → CONNECT and http:// requests to ${settings.allow.entries.join(', ')}, each leaving as a route to it would (${config.pac !== undefined ? 'as the PAC file PROXY_PAC_URL decides, asked once per destination' : 'https_proxy or http_proxy, NO_PROXY, FALLBACK_PROXIES'})`)
   return listener
 }
 
@@ -327,7 +339,7 @@ function applySecrets (
  * closes, so no request is dropped.
  */
 function replaceRoute (current: LiveRoute, route: Route, transportFor: (route: Route) => RouteTransport, log: Logger, trigger: string, config: Config): void {
-  const egressChanged = egressKey(current.route) !== egressKey(route)
+  const egressChanged = egressKey(current.route.egress) !== egressKey(route.egress)
   const tokenChanged = tokenKey(current.route) !== tokenKey(route)
   if (!egressChanged && !tokenChanged) return
   const old = current.transport
@@ -387,20 +399,13 @@ async function applyPacAnswers (pac: ProxyAutoConfig, live: ReadonlyMap<RouteNam
   }
 }
 
-/** What identifies a route's proxies, credentials included; compared, never logged. */
-function egressKey (route: Route): string {
-  const e = route.egress
-  if (e.kind !== 'proxy') return e.kind
-  return JSON.stringify([[e.proxy, ...e.fallbacks].map((p) => [p.url.href, p.username, p.password]), e.thenDirect === true])
-}
-
 /**
  * The forward proxy's half of a reload: new proxy settings (a rotated
  * HTTPS_PROXY_FILE or PROXY_PASSWORD_FILE) get a new transport, so new
  * tunnels authenticate with the new credentials; tunnels being opened
  * finish on the old one, and open tunnels run on untouched.
  */
-function applyForwardSecrets (next: Config, changed: string, forward: LiveForward, upstreamTls: UpstreamTls, log: Logger, extra: { metrics: RouteMetrics, credentialGate: CredentialGate }): void {
+function applyForwardSecrets (next: Config, changed: string, forward: LiveForward, upstreamTls: UpstreamTls, log: Logger, extra: { metrics: RouteMetrics, credentialGate: CredentialGate, pac?: ForwardPac }): void {
   const key = forwardKey(next)
   if (key === forward.key) return
   const old = forward.transport
@@ -413,7 +418,8 @@ function applyForwardSecrets (next: Config, changed: string, forward: LiveForwar
 /** What identifies the forward proxy's proxies, NO_PROXY and credentials included; compared, never logged. */
 function forwardKey (config: Config): string {
   const endpoint = (p: ProxyEndpoint | undefined): unknown => p === undefined ? null : [p.url.href, p.username, p.password]
-  return JSON.stringify([endpoint(config.proxies.https), endpoint(config.proxies.http), config.fallbackProxies.map(endpoint), config.proxies.noProxy])
+  return JSON.stringify([endpoint(config.proxies.https), endpoint(config.proxies.http), config.fallbackProxies.map(endpoint), config.proxies.noProxy,
+    config.pac !== undefined ? [config.pac.credentials.user, config.pac.credentials.password] : null])
 }
 
 function tokenKey (route: Route): string {

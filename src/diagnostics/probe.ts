@@ -162,15 +162,19 @@ export async function probeForwardDestination (transport: ForwardTransport, dest
     const plain = parseAbsoluteTarget(new URL(`http://${destination.authority}/`))
     if (plain.ok) return await probeForwardRequest(transport, plain.destination, options)
   }
-  const proxied = transport.egressOf(destination).kind === 'proxy'
-  const names: StepName[] = proxied ? ['proxy', 'connect'] : ['tcp']
+  const egress = await transport.decide(destination)
+  const proxied = egress.kind === 'proxy'
+  const pac = egress.kind === 'pending' || egress.pac !== undefined
+  const names: StepName[] = [...(pac ? ['pac' as const] : []), ...(proxied ? ['proxy' as const, 'connect' as const] : ['tcp' as const])]
   const started = performance.now()
   const opened = await transport.open(destination, AbortSignal.timeout(3 * options.timeouts.connectMs))
   const ms = Math.round(performance.now() - started)
   const label = opened.ok ? opened.tunnel.via : opened.via
-  const detail = (name: StepName): string => name === 'proxy'
-    ? `the proxy ${label} accepted the connection`
-    : name === 'connect' ? `${label} opened the tunnel to ${destination.authority}` : `${destination.authority} accepted the connection`
+  const detail = (name: StepName): string => name === 'pac'
+    ? `the PAC file answers "${egress.kind !== 'pending' ? egress.pac ?? '' : ''}"`
+    : name === 'proxy'
+      ? `the proxy ${label} accepted the connection`
+      : name === 'connect' ? `${label} opened the tunnel to ${destination.authority}` : `${destination.authority} accepted the connection`
   const steps: Step[] = []
   if (opened.ok) {
     opened.tunnel.socket.destroy()
@@ -197,9 +201,11 @@ export async function probeForwardDestination (transport: ForwardTransport, dest
  * and a 407 fail, worded by the failure table.
  */
 async function probeForwardRequest (transport: ForwardTransport, destination: Destination, options: Pick<ProbeOptions, 'timeouts' | 'userAgent'>): Promise<RouteReport> {
+  const egress = await transport.decide(destination)
   const hop = transport.requestsTo(destination).active()
   const proxied = hop.proxy !== undefined
-  const names: StepName[] = proxied ? ['proxy', 'http'] : ['tcp', 'http']
+  const pac = egress.kind === 'pending' || egress.pac !== undefined
+  const names: StepName[] = [...(pac ? ['pac' as const] : []), ...(proxied ? ['proxy' as const] : ['tcp' as const]), 'http']
   const ctx: FailureContext = { upstream: destination.url, proxy: hop.proxy, timeouts: options.timeouts, named: 'the URL APIcast asked for' }
   const host = destination.port === 80 ? destination.authority.slice(0, -':80'.length) : destination.authority
   const started = performance.now()
@@ -216,9 +222,11 @@ async function probeForwardRequest (transport: ForwardTransport, destination: De
     failed = { step: stepOf(failure, err, names, proxied), failure }
   }
   const ms = Math.round(performance.now() - started)
-  const detail = (name: StepName): string => name === 'proxy'
-    ? `the proxy ${hop.label} accepted the connection`
-    : name === 'tcp' ? `${destination.authority} accepted the connection` : `${destination.authority} answered GET / with ${status} (${proxied ? 'in absolute-form, through the proxy' : 'direct'})`
+  const detail = (name: StepName): string => name === 'pac'
+    ? `the PAC file answers "${egress.kind !== 'pending' ? egress.pac ?? '' : ''}"`
+    : name === 'proxy'
+      ? `the proxy ${hop.label} accepted the connection`
+      : name === 'tcp' ? `${destination.authority} accepted the connection` : `${destination.authority} answered GET / with ${status} (${proxied ? 'in absolute-form, through the proxy' : 'direct'})`
   const steps: Step[] = []
   for (const name of names) {
     if (failed === undefined) steps.push({ name, ok: true, detail: detail(name), ...(name === 'http' ? { ms } : {}) })

@@ -127,3 +127,13 @@ export function resolveEgress (upstream: URL, proxies: ProxySettings, fallbacks:
   if (matchesNoProxy(upstream, proxies.noProxy)) return { kind: 'direct', reason: 'no_proxy_match' }
   return { kind: 'proxy', proxy, fallbacks }
 }
+
+/**
+ * What identifies a way out: its proxies in order, their credentials
+ * included, and a direct hop after them; compared (a reload, a new PAC
+ * decision), used as a cache key, never logged.
+ */
+export function egressKey (egress: Egress): string {
+  if (egress.kind !== 'proxy') return egress.kind
+  return JSON.stringify([[egress.proxy, ...egress.fallbacks].map((p) => [p.url.href, p.username, p.password]), egress.thenDirect === true])
+}

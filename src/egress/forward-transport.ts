@@ -1,13 +1,15 @@
 import type { Socket } from 'node:net'
 import type { buildConnector as BuildConnector } from 'undici'
 import type { Config, Timeouts } from '../config/config.js'
-import { resolveEgress, type Egress, type ProxyEndpoint, type ProxySettings } from './egress.js'
+import { egressKey, resolveEgress, type Egress, type ProxyEndpoint, type ProxySettings } from './egress.js'
 import type { Destination } from './forward-destination.js'
 import { buildAbsoluteFormTransport, proxySpn, secureContexts, transportOptionsOf, type RouteTransport, type TransportOptions, type UpstreamTls } from './dispatcher.js'
 import type { ProxyAuthScheme } from './auth-negotiation.js'
 import { ProxyRotation } from './proxy-rotation.js'
 import type { CredentialGate } from './credential-gate.js'
 import { TunnelClient } from './tunnel-client.js'
+import { isLoopback } from './no-proxy.js'
+import { PacUnavailable, pacEgress, type PacAnswer, type PacCredentials } from './pac-answer.js'
 import { buildConnector } from './undici-parts.js'
 import { classifyRefusedTunnel, classifyUpstreamError, ConnectFailure, isFailoverFailure, tunnelRefusalOf, type Failure, type FailureContext } from '../failures/catalogue.js'
 import type { Logger } from '../observe/logger.js'
@@ -27,6 +29,17 @@ export interface ForwardTransportOptions {
   readonly requests: TransportOptions
   /** Lockout protection, the routes' own gate. */
   readonly credentialGate?: CredentialGate | undefined
+  /**
+   * PROXY_PAC_URL: the PAC decides each destination's way out, in place of
+   * the proxy variables; asked once per destination (it caches its answers).
+   */
+  readonly pac?: ForwardPac | undefined
+}
+
+/** The PAC as the forward proxy asks it: an answer per destination, and the credentials of the proxies it names. */
+export interface ForwardPac {
+  answer (url: URL): Promise<PacAnswer>
+  readonly credentials: PacCredentials
 }
 
 /**
@@ -35,7 +48,7 @@ export interface ForwardTransportOptions {
  * listener, its reload and the probe of doctor and /readyz alike, so they
  * cannot drift apart.
  */
-export function forwardTransportOptionsOf (config: Config, tls: UpstreamTls, log: Logger, extra: { readonly metrics?: RouteMetrics, readonly credentialGate?: CredentialGate } = {}): ForwardTransportOptions {
+export function forwardTransportOptionsOf (config: Config, tls: UpstreamTls, log: Logger, extra: { readonly metrics?: RouteMetrics, readonly credentialGate?: CredentialGate, readonly pac?: ForwardPac } = {}): ForwardTransportOptions {
   return {
     proxies: config.proxies,
     fallbacks: config.fallbackProxies,
@@ -44,8 +57,9 @@ export function forwardTransportOptionsOf (config: Config, tls: UpstreamTls, log
     proxyAuthScheme: config.proxyAuthScheme,
     failoverBackoffMs: config.failoverBackoffMs,
     log,
-    requests: transportOptionsOf(config, tls, log, extra),
-    credentialGate: extra.credentialGate
+    requests: transportOptionsOf(config, tls, log, { metrics: extra.metrics, credentialGate: extra.credentialGate }),
+    credentialGate: extra.credentialGate,
+    pac: extra.pac
   }
 }
 
@@ -70,8 +84,14 @@ export interface ForwardTransport {
    * Never throws; a failure is worded by the failure table.
    */
   open (destination: Destination, signal: AbortSignal): Promise<TunnelOpening>
-  /** How `destination` leaves, for the start-up line and doctor. */
+  /**
+   * How `destination` leaves, for the start-up line, doctor and requestsTo:
+   * with PROXY_PAC_URL, the PAC's decision once decide() made it (pending
+   * until then).
+   */
   egressOf (destination: Destination): Egress
+  /** Ask the PAC (once per destination) how `destination` leaves; without a PAC, egressOf. Never throws. */
+  decide (destination: Destination): Promise<Egress>
   /**
    * The transport of an absolute-form request to `destination` (an http:
    * one): through http_proxy (then FALLBACK_PROXIES) in absolute-form, or
@@ -87,6 +107,12 @@ export interface ForwardTransport {
    * are the relay's and run on.
    */
   retire (): void
+}
+
+/** A way out's proxies in failover order (undefined: direct, after them), and which is in use. */
+interface Chain {
+  readonly members: ReadonlyArray<ProxyPath | undefined>
+  readonly rotation: ProxyRotation
 }
 
 /** One proxy's tunnel client: its authentication memory (Digest nonce, NTLM) is shared by every tunnel through it. */
@@ -111,10 +137,9 @@ export function buildForwardTransport (options: ForwardTransportOptions): Forwar
   const proxyConnector = buildConnector({ timeout: timeouts.connectMs, secureContext: secureContexts(options.tls).proxy })
   // Plain TCP to a destination reached directly: the client's TLS goes inside.
   const directConnector = buildConnector({ timeout: timeouts.connectMs })
-  // One client per proxy, built here and kept for the process: a tunnel
-  // leaves through the https proxy (https_proxy, all_proxy) and then
-  // FALLBACK_PROXIES, whatever the destination; NO_PROXY only decides
-  // whether it goes direct instead.
+  // Without a PAC, a tunnel leaves through the https proxy (https_proxy,
+  // all_proxy) and then FALLBACK_PROXIES, whatever the destination; NO_PROXY
+  // only decides whether it goes direct instead.
   const buildPath = (proxy: ProxyEndpoint): ProxyPath => ({
     proxy,
     label: hostPort(proxy.url),
@@ -129,17 +154,73 @@ export function buildForwardTransport (options: ForwardTransportOptions): Forwar
       kerberos: options.requests.kerberos !== undefined ? { tokens: options.requests.kerberos.tokens, spn: proxySpn(proxy.url, options.requests.kerberos.spn) } : undefined
     })
   })
-  const chain = options.proxies.https !== undefined ? [options.proxies.https, ...options.fallbacks].map(buildPath) : []
-  const rotation = new ProxyRotation(Math.max(1, chain.length), options.failoverBackoffMs)
-  const egressOf = (destination: Destination): Egress => resolveEgress(destination.url, options.proxies, options.fallbacks)
-  // The absolute-form requests' two ways out, built once: the http proxy
-  // chain (when http_proxy is set) and direct.
-  const directRequests = buildAbsoluteFormTransport({ kind: 'direct', reason: 'no_proxy_match' }, options.requests)
-  const proxiedRequests = options.proxies.http !== undefined
-    ? buildAbsoluteFormTransport({ kind: 'proxy', proxy: options.proxies.http, fallbacks: options.fallbacks }, options.requests)
-    : undefined
-  const requestsTo = (destination: Destination): RouteTransport =>
-    proxiedRequests !== undefined && egressOf(destination).kind === 'proxy' ? proxiedRequests : directRequests
+  // One client per proxy, kept for the process, whichever destinations
+  // leave through it; and one failover chain per way out (a PAC may give
+  // each destination its own), built when first used.
+  const paths = new Map<string, ProxyPath>()
+  const pathOf = (proxy: ProxyEndpoint): ProxyPath => {
+    const key = JSON.stringify([proxy.url.href, proxy.username, proxy.password])
+    let path = paths.get(key)
+    if (path === undefined) {
+      path = buildPath(proxy)
+      paths.set(key, path)
+    }
+    return path
+  }
+  const chains = new Map<string, Chain>()
+  const chainOf = (egress: Egress & { kind: 'proxy' }): Chain => {
+    const hops = [egress.proxy, ...egress.fallbacks]
+    const key = egressKey(egress)
+    let chain = chains.get(key)
+    if (chain === undefined) {
+      const members: Array<ProxyPath | undefined> = [...hops.map(pathOf), ...(egress.thenDirect === true ? [undefined] : [])]
+      chain = { members, rotation: new ProxyRotation(members.length, options.failoverBackoffMs) }
+      chains.set(key, chain)
+    }
+    return chain
+  }
+
+  // PROXY_PAC_URL: each destination's decision, kept for this transport (a
+  // new PAC script gets a new transport); the reason when there is none.
+  const decided = new Map<string, Egress>()
+  const undecided = new Map<string, unknown>()
+  const egressOf = (destination: Destination): Egress => {
+    if (options.pac === undefined) return resolveEgress(destination.url, options.proxies, options.fallbacks)
+    if (isLoopback(destination.url)) return { kind: 'direct', reason: 'loopback' }
+    return decided.get(destination.url.origin) ?? { kind: 'pending', reason: 'pac' }
+  }
+  const decide = async (destination: Destination): Promise<Egress> => {
+    const pac = options.pac
+    const known = egressOf(destination)
+    if (pac === undefined || known.kind !== 'pending') return known
+    try {
+      const egress = pacEgress(destination.url, await pac.answer(destination.url), pac.credentials)
+      decided.set(destination.url.origin, egress)
+      undecided.delete(destination.url.origin)
+      return egress
+    } catch (err) {
+      undecided.set(destination.url.origin, err)
+      return known
+    }
+  }
+
+  // The absolute-form requests' ways out, one transport per egress, built
+  // when first used and kept: the http proxy chain, or direct.
+  const requestTransports = new Map<string, RouteTransport>()
+  const requestsTo = (destination: Destination): RouteTransport => {
+    const egress = egressOf(destination)
+    const key = egressKey(egress)
+    let transport = requestTransports.get(key)
+    if (transport === undefined) {
+      const unavailable = (): PacUnavailable => {
+        const why = undecided.get(destination.url.origin)
+        return why instanceof PacUnavailable ? why : new PacUnavailable('the PAC file PROXY_PAC_URL has not answered yet')
+      }
+      transport = buildAbsoluteFormTransport(egress.kind === 'direct' ? { kind: 'direct', reason: 'no_proxy_match' } : egress, { ...options.requests, pacUnavailable: unavailable })
+      requestTransports.set(key, transport)
+    }
+    return transport
+  }
 
   const context = (destination: Destination, proxy: ProxyEndpoint | undefined, refusal?: FailureContext['refusal']): FailureContext => ({
     upstream: destination.url,
@@ -171,18 +252,26 @@ export function buildForwardTransport (options: ForwardTransportOptions): Forwar
   }
 
   const openOnce = async (destination: Destination, signal: AbortSignal): Promise<TunnelOpening> => {
-    if (egressOf(destination).kind === 'direct' || chain.length === 0) return await direct(destination, signal)
+    const egress = await decide(destination)
+    if (egress.kind === 'pending') {
+      const why = undecided.get(destination.url.origin) ?? new PacUnavailable('the PAC file PROXY_PAC_URL has not answered yet')
+      return { ok: false, failure: classifyUpstreamError(new ConnectFailure(why), context(destination, undefined)), via: 'pac', aborted: false }
+    }
+    if (egress.kind === 'direct') return await direct(destination, signal)
+    const { members, rotation } = chainOf(egress)
     const tried = new Set<number>()
     let index: number | undefined = rotation.select().index
     for (;;) {
       tried.add(index)
-      const path = chain[index] as ProxyPath
+      const path = members[index]
+      // A PAC answer ending in DIRECT: after its proxies, direct.
+      if (path === undefined) return await direct(destination, signal)
       const attempt = await through(destination, path, signal)
-      if (attempt.ok || attempt.aborted || chain.length < 2 || !isFailoverFailure(attempt.failure)) return attempt
+      if (attempt.ok || attempt.aborted || members.length < 2 || !isFailoverFailure(attempt.failure)) return attempt
       // Nothing of the client's was relayed yet: another proxy may do better.
       const { next, wasUp } = rotation.fail(index, tried)
       if (wasUp) {
-        const nextLabel = next !== undefined ? chain[next]?.label : undefined
+        const nextLabel = next !== undefined ? members[next]?.label ?? 'direct' : undefined
         log.warn({ proxy: path.label, error: attempt.failure.code, next: nextLabel },
           `proxy ${path.label} failed (${attempt.failure.message}); ` +
           (nextLabel !== undefined ? `failing over to ${nextLabel}` : 'no other proxy left to try') +
@@ -196,11 +285,11 @@ export function buildForwardTransport (options: ForwardTransportOptions): Forwar
   let inFlight = 0
   let retired = false
   const closeTunnels = (): void => {
-    for (const path of chain) path.client.close().catch(() => {})
+    for (const path of paths.values()) path.client.close().catch(() => {})
   }
   // In-flight absolute-form requests finish; new ones are not taken.
   const closeRequests = (): void => {
-    for (const t of [directRequests, proxiedRequests]) t?.close().catch(() => {})
+    for (const t of requestTransports.values()) t.close().catch(() => {})
   }
   const open = async (destination: Destination, signal: AbortSignal): Promise<TunnelOpening> => {
     inFlight++
@@ -213,6 +302,7 @@ export function buildForwardTransport (options: ForwardTransportOptions): Forwar
 
   return {
     egressOf,
+    decide,
     requestsTo,
     open,
     close: () => {

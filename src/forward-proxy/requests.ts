@@ -41,7 +41,7 @@ export function createAbsoluteFormHandler (ctx: AbsoluteFormContext): (req: Inco
       named: 'the URL APIcast asked for'
     }
   }
-  return createForwarder({
+  const forward = createForwarder({
     prepare,
     timeouts: ctx.timeouts,
     metrics: ctx.metrics,
@@ -50,4 +50,19 @@ export function createAbsoluteFormHandler (ctx: AbsoluteFormContext): (req: Inco
     maxConcurrent: ctx.maxConcurrent,
     sendTimeoutMs: ctx.sendTimeoutMs
   })
+  // With PROXY_PAC_URL, the PAC is asked first (once per destination: the
+  // transport keeps its answer), so that requestsTo knows the way out.
+  return (req, res) => {
+    const rewritten = rewriteAbsoluteForm(req as IncomingMessage & { url: string, method: string }, ctx.allow)
+    if (!rewritten.ok) {
+      forward(req, res)
+      return
+    }
+    const transport = ctx.transport()
+    if (transport.egressOf(rewritten.destination).kind !== 'pending') {
+      forward(req, res)
+      return
+    }
+    transport.decide(rewritten.destination).then(() => { forward(req, res) }, () => { forward(req, res) })
+  }
 }

@@ -9,7 +9,10 @@ import { eventually } from '../helpers/eventually.js'
 import { startOrigin } from '../helpers/origin.js'
 import { pacScript, startPacServer } from '../helpers/pac-server.js'
 import { freePort, PROXY_PASSWORD, PROXY_USER, squidSkip, startSquid } from '../helpers/proxies.js'
-import { startSidecar, type RunningSidecar } from '../helpers/sidecar.js'
+import { startForwardProxy, startSidecar, type RunningSidecar } from '../helpers/sidecar.js'
+import { connectThrough, getOverTunnel } from '../helpers/connect-client.js'
+import { testCa } from '../helpers/pki.js'
+import { request as httpRequest } from 'node:http'
 
 const secrets = [PROXY_PASSWORD, encodeURIComponent(PROXY_PASSWORD)]
 /** The proxy credentials of every PAC-named proxy: squid asks for Basic. */
@@ -108,7 +111,6 @@ describe('PROXY_PAC_URL', { skip: squidSkip }, () => {
   it('served over https, verified against the trust store; an HTTPS entry is a TLS proxy; SOCKS entries are skipped with a warning; loopback stays direct', async (t) => {
     const origin = await startOrigin()
     t.after(async () => { await origin.close() })
-    const { testCa } = await import('../helpers/pki.js')
     const issued = await (await testCa()).issue(['127.0.0.1', 'localhost'])
     const squid = await startSquid({ tls: { cert: issued.cert, key: issued.key } })
     t.after(async () => { await squid.close() })
@@ -253,6 +255,47 @@ describe('PROXY_PAC_URL', { skip: squidSkip }, () => {
     const client = new Client()
     t.after(async () => { await client.close() })
     assert.equal((await client.send(`${sidecar.backendUrl}/transactions/authrep.xml?service_token=st`)).status, 200)
+    await sidecar.stop()
+  })
+
+  it('the forward proxy asks the PAC once per destination, wildcards of FORWARD_PROXY_ALLOW included: CONNECT and absolute-form http:// leave by its answer', async (t) => {
+    const origin = await startOrigin()
+    t.after(async () => { await origin.close() })
+    const plain = await startOrigin({ tls: false })
+    t.after(async () => { await plain.close() })
+    const squid = await startSquid({ hosts: ['idp.test', 'ocsp.test'] })
+    t.after(async () => { await squid.close() })
+    const dead = await freePort()
+    const pac = await startPacServer(pacScript(`
+  if (url.substring(0, 5) === "http:") return "PROXY 127.0.0.1:${squid.port}";
+  if (dnsDomainIs(host, ".test")) return "PROXY 127.0.0.1:${dead}; PROXY 127.0.0.1:${squid.port}";
+  return "DIRECT";`))
+    t.after(async () => { await pac.close() })
+    const { sidecar, port } = await startForwardProxy({
+      THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
+      BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
+      FORWARD_PROXY_ALLOW: `*.test:${origin.port}, ocsp.test:${plain.port}`,
+      PROXY_PAC_URL: pac.url,
+      ...CREDENTIALS
+    }, { secrets })
+    t.after(async () => { await sidecar.close() })
+    assert.match(sidecar.logs().find((l) => l.listener === 'forward' && typeof l.port === 'number')?.msg ?? '', /as the PAC file PROXY_PAC_URL decides/)
+    await sidecar.waitForLog((l) => l.event === 'pac_decision' && l.listener === 'backend')
+    // A destination only the wildcard names: the PAC is asked for it on its first CONNECT.
+    const tunnel = await connectThrough(port, `idp.test:${origin.port}`)
+    assert.equal(tunnel.status, 200)
+    const ca = await testCa()
+    const answer = await getOverTunnel(tunnel.socket, 'portal.test', ca.certPem, '/admin/api/services.json?access_token=t')
+    assert.equal(answer.status, 200)
+    await sidecar.waitForLog((l) => l.level === 'warn' && new RegExp(`proxy 127\\.0\\.0\\.1:${dead} failed .*failing over to 127\\.0\\.0\\.1:${squid.port}`).test(l.msg))
+    // http:// in absolute-form: the PAC's answer for the http: URL.
+    const plainAnswer = await new Promise<number>((resolve, reject) => {
+      const req = httpRequest({ host: '127.0.0.1', port, path: `http://ocsp.test:${plain.port}/echo/x`, agent: false }, (res) => { res.resume(); resolve(res.statusCode ?? 0) })
+      req.on('error', reject)
+      req.end()
+    })
+    assert.equal(plainAnswer, 200)
+    await eventually(() => squid.accessLog().filter((l) => new RegExp(`GET http://ocsp\\.test:${plain.port}/echo/x`).test(l)).length, (n) => n === 1, 5000, 'squid\'s line for the absolute-form request')
     await sidecar.stop()
   })
 })
