@@ -10,19 +10,23 @@ import type { Config, KerberosSettings } from '../config/config.js'
 import { SetupError } from '../config/setup-error.js'
 import { probeForwardDestination, probeHop, type RouteReport, type Step, type StepName, type TlsSeen } from './probe.js'
 import { plainDestinations } from '../egress/forward-destination.js'
-import { buildForwardTransport, forwardTransportOptionsOf } from '../egress/forward-transport.js'
-import { buildTransport, proxySpn, transportOptionsOf, upstreamTlsOf, type UpstreamTls } from '../egress/dispatcher.js'
-import type { ProxyEndpoint } from '../egress/egress.js'
+import { buildForwardTransport, forwardTransportOptionsOf, type ForwardPac } from '../egress/forward-transport.js'
+import { buildTransport, proxySpn, secureContexts, transportOptionsOf, upstreamTlsOf, type UpstreamTls } from '../egress/dispatcher.js'
+import type { Egress, ProxyEndpoint } from '../egress/egress.js'
+import { isLoopback } from '../egress/no-proxy.js'
+import { describePacFailure, ProxyAutoConfig } from '../egress/pac.js'
+import { PacUnavailable, pacEgress } from '../egress/pac-answer.js'
+import { createPacReader } from '../egress/pac-source.js'
 import { createKerberosTokens } from '../egress/kerberos.js'
 import { addonDir } from '../egress/package-roots.js'
-import { classifyUpstreamError } from '../failures/catalogue.js'
+import { classifyUpstreamError, FAILURES } from '../failures/catalogue.js'
 import { buildConnector } from '../egress/undici-parts.js'
 import { createLogger } from '../observe/logger.js'
 import { caBundleState, readChain } from '../tls/tls-chain.js'
 import type { DirectComparison } from '../tls/tls-verdict.js'
 import type { TrustStore } from '../tls/trust-store.js'
-import { endpointLabel } from '../observe/redact.js'
-import { buildRoutes, type Route } from '../config/routes.js'
+import { endpointLabel, hostPort } from '../observe/redact.js'
+import { buildRoutes, type Route, type RouteName } from '../config/routes.js'
 import { loadSettings } from '../config/settings.js'
 import type { TlsMaterial } from '../tls/tls-material.js'
 import { version } from '../version.js'
@@ -64,6 +68,14 @@ export interface DoctorReport {
   readonly forward?: readonly RouteReport[]
   /** With Kerberos credentials: a token for each proxy's service principal, and whose. */
   readonly kerberos?: readonly KerberosCheck[]
+  /** With PROXY_PAC_URL: whether it loaded, and its answer for each route. */
+  readonly pac?: PacCheck
+}
+
+export interface PacCheck {
+  readonly ok: boolean
+  readonly detail: string
+  readonly fix?: string
 }
 
 export interface KerberosCheck {
@@ -93,10 +105,12 @@ async function diagnose (env: NodeJS.ProcessEnv, options: DoctorOptions): Promis
       routes: []
     }
   }
-  const routes = buildRoutes(config)
-  const kerberos = config.kerberos !== undefined ? await diagnoseKerberos(config, config.kerberos, routes) : undefined
-  const forward = config.forwardProxy !== undefined ? await diagnoseForward(config, config.forwardProxy, upstreamTlsOf(config, tls)) : undefined
   const upstreamTls = upstreamTlsOf(config, tls)
+  // PROXY_PAC_URL: loaded once, and asked for each route, before anything is probed.
+  const pac = config.pac !== undefined ? await diagnosePac(config, config.pac, upstreamTls) : undefined
+  const routes = buildRoutes(config, pac?.decided)
+  const kerberos = config.kerberos !== undefined ? await diagnoseKerberos(config, config.kerberos, routes) : undefined
+  const forward = config.forwardProxy !== undefined ? await diagnoseForward(config, config.forwardProxy, upstreamTls, pac?.forward) : undefined
   // Doctor prints a report, not log lines.
   const quiet = createLogger('silent')
   const compareDirect = directTls(tls.trust, Math.min(config.timeouts.connectMs, 5000), options.lookup)
@@ -108,7 +122,8 @@ async function diagnose (env: NodeJS.ProcessEnv, options: DoctorOptions): Promis
     const transport = buildTransport(route, transportOptionsOf(config, upstreamTls, quiet, {
       onConnected: (index, socket, leaf) => {
         if (!seen.has(index) && socket instanceof TLSSocket) seen.set(index, readTls(socket, leaf, tls.trust))
-      }
+      },
+      ...(pac !== undefined ? { pacUnavailable: pac.unavailable } : {})
     }))
     try {
       // Every hop: the proxy and each of FALLBACK_PROXIES, or direct.
@@ -126,14 +141,65 @@ async function diagnose (env: NodeJS.ProcessEnv, options: DoctorOptions): Promis
       await transport.destroy()
     }
   }
+  pac?.close()
   return {
-    ok: reports.every((r) => r.ok) && (forward ?? []).every((r) => r.ok) && (kerberos ?? []).every((k) => k.ok),
+    ok: reports.every((r) => r.ok) && (forward ?? []).every((r) => r.ok) && (kerberos ?? []).every((k) => k.ok) && pac?.check.ok !== false,
     version: version(),
     // The endpoints with their paths (a pasted page path is the first thing to see), never a token.
     config: { ok: true, detail: `${routes.map((r) => `${r.name} → ${endpointLabel(r.upstream)}`).join(', ')}; ${tls.trust.summary.split(' — ')[0] ?? ''}` },
     routes: reports,
     ...(forward !== undefined ? { forward } : {}),
-    ...(kerberos !== undefined ? { kerberos } : {})
+    ...(kerberos !== undefined ? { kerberos } : {}),
+    ...(pac !== undefined ? { pac: pac.check } : {})
+  }
+}
+
+/** The PAC as doctor uses it: loaded once, its answer for each route, and for the forward proxy's destinations. */
+interface DoctorPac {
+  readonly check: PacCheck
+  readonly decided: ReadonlyMap<RouteName, Egress>
+  readonly unavailable: () => PacUnavailable
+  readonly forward: ForwardPac | undefined
+  close (): void
+}
+
+/**
+ * The PAC step: fetch PROXY_PAC_URL once (directly, as the sidecar does),
+ * compile it in the sandbox and ask it for each route. Its answer is each
+ * route's first step (`pac`), and every proxy it lists is then probed as
+ * the route's hops are; a PAC that cannot be loaded fails every route at
+ * that step, with why.
+ */
+async function diagnosePac (config: Config, settings: NonNullable<Config['pac']>, upstreamTls: UpstreamTls): Promise<DoctorPac> {
+  const reader = createPacReader(settings.source, { secureContext: secureContexts(upstreamTls).proxy, timeoutMs: config.timeouts.connectMs })
+  const upstreams = buildRoutes(config).filter((r) => !isLoopback(r.upstream))
+  const pac = new ProxyAutoConfig({ source: settings.source, refreshMs: settings.refreshMs, read: reader.read, log: createLogger('silent'), destinations: () => upstreams.map((r) => r.upstream) })
+  let failure: unknown
+  try {
+    await pac.load()
+  } catch (err) {
+    failure = err
+  } finally {
+    await reader.close()
+  }
+  const decided = new Map<RouteName, Egress>()
+  const answers: string[] = []
+  if (failure === undefined) {
+    for (const route of upstreams) {
+      const answer = await pac.answer(route.upstream)
+      decided.set(route.name, pacEgress(route.upstream, answer, settings.credentials))
+      answers.push(`${route.name} (${hostPort(route.upstream)}) "${answer.text}"${answer.skipped.length > 0 ? `, skipping ${answer.skipped.join('; ')} (SOCKS)` : ''}`)
+    }
+  }
+  const why = failure !== undefined ? `the PAC file PROXY_PAC_URL ${pac.label} ${describePacFailure(failure)}` : undefined
+  return {
+    check: why === undefined
+      ? { ok: true, detail: `PROXY_PAC_URL ${pac.label} loaded; it answers ${answers.length > 0 ? answers.join(', ') : 'for no route (both are loopback)'}` }
+      : { ok: false, detail: why, fix: FAILURES.pac_unavailable.describe({ upstream: new URL('https://pac.invalid'), proxy: undefined, timeouts: config.timeouts }, '').hint },
+    decided,
+    unavailable: () => new PacUnavailable(why ?? `the PAC file PROXY_PAC_URL ${pac.label} gives no answer`),
+    forward: failure === undefined ? { answer: async (url) => await pac.answer(url), credentials: settings.credentials } : undefined,
+    close: () => { pac.close() }
   }
 }
 
@@ -217,8 +283,10 @@ async function klistCredentials (settings: KerberosSettings): Promise<{ principa
 }
 
 /** The forward proxy's transport, built as the listener builds it, and a CONNECT (a request, to port 80) through it per plain destination. */
-async function diagnoseForward (config: Config, settings: NonNullable<Config['forwardProxy']>, upstreamTls: UpstreamTls): Promise<RouteReport[]> {
-  const transport = buildForwardTransport(forwardTransportOptionsOf(config, upstreamTls, createLogger('silent')))
+async function diagnoseForward (config: Config, settings: NonNullable<Config['forwardProxy']>, upstreamTls: UpstreamTls, pac: ForwardPac | undefined): Promise<RouteReport[]> {
+  // Without a loaded PAC, every destination is undecided, and says why.
+  const unloaded: ForwardPac = { answer: async () => await Promise.reject(new PacUnavailable(`the PAC file PROXY_PAC_URL could not be loaded (see the PAC step above)`)), credentials: { user: undefined, password: undefined } }
+  const transport = buildForwardTransport(forwardTransportOptionsOf(config, upstreamTls, createLogger('silent'), config.pac !== undefined ? { pac: pac ?? unloaded } : {}))
   try {
     const reports: RouteReport[] = []
     for (const destination of plainDestinations(settings.allow)) reports.push(await probeForwardDestination(transport, destination, { timeouts: config.timeouts, userAgent: 'apicast-sidecar-proxy doctor' }))
@@ -297,6 +365,7 @@ function render (report: DoctorReport): string {
   lines.push(line({ name: 'config', ok: report.config.ok, detail: report.config.detail }, 'config'))
   for (const problem of report.config.problems ?? []) lines.push(`      ${problem}`)
   if (!report.config.ok) lines.push('      fix: correct the settings above (see the README\'s settings table)')
+  if (report.pac !== undefined) lines.push(line({ name: 'pac', ok: report.pac.ok, detail: report.pac.detail }, 'PAC'), ...(report.pac.fix !== undefined ? [`      fix: ${report.pac.fix}`] : []))
   for (const k of report.kerberos ?? []) {
     lines.push(line({ name: 'kerberos', ok: k.ok, detail: k.detail }, 'Kerberos'), ...(k.fix !== undefined ? [`      fix: ${k.fix}`] : []))
   }
@@ -306,7 +375,7 @@ function render (report: DoctorReport): string {
   for (const tunnel of report.forward ?? []) {
     lines.push('', `forward proxy  ${tunnel.upstream.startsWith('http://') ? `GET ${tunnel.upstream}/` : `CONNECT ${tunnel.upstream}`}  ${tunnel.via}`, ...stepLines(tunnel.steps))
   }
-  const failed = (report.config.ok ? 0 : 1) + [...report.routes, ...report.forward ?? []].filter((r) => !r.ok).length + (report.kerberos ?? []).filter((k) => !k.ok).length
+  const failed = (report.config.ok ? 0 : 1) + (report.pac?.ok === false ? 1 : 0) + [...report.routes, ...report.forward ?? []].filter((r) => !r.ok).length + (report.kerberos ?? []).filter((k) => !k.ok).length
   lines.push('', failed === 0
     ? `Every step passed: the sidecar can reach 3scale${(report.forward ?? []).length > 0 ? ' and each forward-proxy destination' : ''} the way it forwards.`
     : `${failed} of the sections above ${failed === 1 ? 'has' : 'have'} a problem: fix the first ✗ of each and run doctor again.`, '')

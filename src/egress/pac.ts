@@ -173,7 +173,11 @@ async function answerOf (loaded: Loaded, url: URL): Promise<PacAnswer> {
   return await answer
 }
 
-/** What failed, as one clause after "the PAC file PROXY_PAC_URL <url>". */
+/** What failed, as one clause after "the PAC file PROXY_PAC_URL <url>" (the log line, /readyz, doctor). */
+export function describePacFailure (err: unknown): string {
+  return describe(err)
+}
+
 function describe (err: unknown): string {
   if (err instanceof PacFetchError) return err.message
   if (err instanceof PacScriptError) return `has a broken script: ${err.message}`

@@ -13,6 +13,9 @@ import { startForwardProxy, startSidecar, type RunningSidecar } from '../helpers
 import { connectThrough, getOverTunnel } from '../helpers/connect-client.js'
 import { testCa } from '../helpers/pki.js'
 import { request as httpRequest } from 'node:http'
+import { Writable } from 'node:stream'
+import { runDoctor } from '../../src/diagnostics/doctor.js'
+import { sidecarEnv } from '../helpers/sidecar-env.js'
 
 const secrets = [PROXY_PASSWORD, encodeURIComponent(PROXY_PASSWORD)]
 /** The proxy credentials of every PAC-named proxy: squid asks for Basic. */
@@ -297,5 +300,41 @@ describe('PROXY_PAC_URL', { skip: squidSkip }, () => {
     assert.equal(plainAnswer, 200)
     await eventually(() => squid.accessLog().filter((l) => new RegExp(`GET http://ocsp\\.test:${plain.port}/echo/x`).test(l)).length, (n) => n === 1, 5000, 'squid\'s line for the absolute-form request')
     await sidecar.stop()
+  })
+
+  it('doctor prints the PAC\'s answer for each route and checks each proxy it lists; a PAC that cannot be loaded fails every route at its pac step', async (t) => {
+    const origin = await startOrigin()
+    t.after(async () => { await origin.close() })
+    const squid = await startSquid()
+    t.after(async () => { await squid.close() })
+    const dead = await freePort()
+    const pac = await startPacServer(pacScript(`  return "PROXY 127.0.0.1:${dead}; PROXY 127.0.0.1:${squid.port}";`))
+    t.after(async () => { await pac.close() })
+    const env = await sidecarEnv({
+      THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
+      BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
+      PROXY_PAC_URL: pac.url,
+      ...CREDENTIALS
+    })
+    const doctor = async (): Promise<{ code: number, out: string }> => {
+      let out = ''
+      const sink = new Writable({ write (chunk: Buffer, _enc, done) { out += chunk.toString(); done() } })
+      const code = await runDoctor(['doctor'], env, sink)
+      return { code, out }
+    }
+    const loaded = await doctor()
+    assert.equal(loaded.code, 1, 'the first proxy the PAC lists is down')
+    assert.match(loaded.out, new RegExp(`✓ PAC +PROXY_PAC_URL http://127\\.0\\.0\\.1:\\d+/proxy\\.pac loaded; it answers portal \\(portal\\.test:${origin.port}\\) "PROXY 127\\.0\\.0\\.1:${dead}; PROXY 127\\.0\\.0\\.1:${squid.port}", backend`))
+    for (const route of ['portal', 'backend']) {
+      assert.match(loaded.out, new RegExp(`${route} .* via proxy http://127\\.0\\.0\\.1:${dead}\\n  ✓ PAC +the PAC file answers "PROXY 127\\.0\\.0\\.1:${dead}; PROXY 127\\.0\\.0\\.1:${squid.port}"\\n  ✗ proxy +cannot reach the proxy 127\\.0\\.0\\.1:${dead}`))
+      assert.match(loaded.out, new RegExp(`${route} .* via proxy http://127\\.0\\.0\\.1:${squid.port}\\n  ✓ PAC[^\\n]*\\n  ✓ proxy[^\\n]*\\n  ✓ CONNECT`))
+    }
+    assert.ok(!loaded.out.includes(PROXY_PASSWORD))
+
+    pac.serve('', 503)
+    const failed = await doctor()
+    assert.equal(failed.code, 1)
+    assert.match(failed.out, /✗ PAC +the PAC file PROXY_PAC_URL http:\/\/127\.0\.0\.1:\d+\/proxy\.pac 127\.0\.0\.1:\d+ answered 503\n +fix: PROXY_PAC_URL decides/)
+    assert.match(failed.out, /backend .* no decision yet \(PROXY_PAC_URL\)\n {2}✗ PAC +no proxy decision for backend\.test:\d+, so nothing was sent: the PAC file PROXY_PAC_URL .* answered 503/)
   })
 })
