@@ -15,6 +15,7 @@ import { startSquid, type Squid } from '../helpers/proxies.js'
 import { connectThrough } from '../helpers/connect-client.js'
 import { startForwardProxy, startSidecar, type RunningSidecar } from '../helpers/sidecar.js'
 import { runCli } from '../helpers/sidecar-process.js'
+import { pacScript, startPacServer } from '../helpers/pac-server.js'
 
 /**
  * GSSAPI reads KRB5_CONFIG, KRB5_CLIENT_KTNAME and KRB5CCNAME from the
@@ -105,6 +106,18 @@ describeOrSkip('Negotiate (Kerberos) to squid with negotiate_kerberos_auth and a
     assert.ok(tunnels().length <= 16, `${tunnels().length} tunnels for 1,000 requests (8 per route at most)`)
     assert.ok(tunnels().every((l) => l.includes(` ${kdc.clientPrincipal} `)), 'every tunnel authenticated as the client principal')
     assert.doesNotMatch(sidecar.output(), TOKEN_LIKE)
+  })
+
+  it('a proxy a PAC file names gets a ticket for the host the PAC named (HTTP@localhost)', async (t) => {
+    const pac = await startPacServer(pacScript(`  return "PROXY localhost:${squid.port}";`))
+    t.after(async () => { await pac.close() })
+    const before = squid.accessLog().length
+    await withSidecar({ HTTPS_PROXY: undefined, PROXY_PAC_URL: pac.url }, async (s, client) => {
+      const decision = await s.waitForLog((l) => l.event === 'pac_decision' && l.listener === 'portal')
+      assert.match(decision.msg, new RegExp(`via proxy http://localhost:${squid.port} \\(CONNECT tunnel, proxy auth auto: Negotiate, Basic, Digest or NTLM as the proxy asks \\(Kerberos for HTTP@localhost\\)\\)`))
+      assert.equal((await client.send(`${s.portalUrl}/admin/api/services.json?access_token=t`)).status, 200)
+    })
+    await eventually(() => squid.accessLog().slice(before).filter((l) => l.includes(` ${kdc.clientPrincipal} `)).length, (n) => n >= 1, 5000, 'the tunnel under the client principal')
   })
 
   it('a token over 8 KB (as an Active Directory user in many groups has) goes through: a 2,000-character principal makes one', async () => {
