@@ -54,6 +54,28 @@ describe('loadConfig', () => {
       ['PROXY_PASSWORD is set, but no proxy URL names a user (write it as http://user@proxy:port, or set PROXY_USER)'])
   })
 
+  it('PROXY_PAC_URL: an http(s) URL, a file:// URL or a path; PROXY_USER and the password go to every proxy it names', () => {
+    assert.equal(loadConfig(minimal).pac, undefined)
+    const url = loadConfig({ ...minimal, PROXY_PAC_URL: 'http://wpad.corp.example/proxy.pac?site=1', PROXY_USER: 'CORP\\svc', PROXY_PASSWORD: 'pw' }).pac
+    assert.equal(url?.source.kind === 'url' && url.source.url.href, 'http://wpad.corp.example/proxy.pac?site=1')
+    assert.equal(url?.refreshMs, 300_000)
+    assert.deepEqual(url?.credentials, { user: 'CORP\\svc', password: 'pw' })
+    const file = loadConfig({ ...minimal, PROXY_PAC_URL: 'file:///etc/hostname', PROXY_PAC_REFRESH_S: '30' }).pac
+    assert.deepEqual(file?.source, { kind: 'file', path: '/etc/hostname' })
+    assert.equal(file?.refreshMs, 30_000)
+    assert.deepEqual(loadConfig({ ...minimal, PROXY_PAC_URL: '/etc/hostname' }).pac?.source, { kind: 'file', path: '/etc/hostname' })
+    const rows: Array<[Record<string, string>, string]> = [
+      [{ PROXY_PAC_URL: 'http://user:secret@wpad.corp/proxy.pac' }, 'PROXY_PAC_URL must not hold credentials: the PAC file is fetched without any (value not shown)'],
+      [{ PROXY_PAC_URL: 'ftp://wpad.corp/proxy.pac' }, 'PROXY_PAC_URL uses the scheme ftp; expected http://, https://, file:// or a path'],
+      [{ PROXY_PAC_URL: 'http://[bad/proxy.pac' }, 'PROXY_PAC_URL is not a valid URL; expected http://host/proxy.pac, https://host/proxy.pac, file:///path/proxy.pac or a path'],
+      [{ PROXY_PAC_URL: '/nonexistent/proxy.pac' }, 'PROXY_PAC_URL: the PAC file /nonexistent/proxy.pac does not exist (is its ConfigMap mounted?)'],
+      [{ PROXY_PAC_URL: 'http://wpad.corp/proxy.pac', PROXY_PASSWORD: 'pw' }, 'PROXY_PASSWORD is set, but PROXY_USER is not: the proxies a PAC file (PROXY_PAC_URL) names carry no user, so set PROXY_USER'],
+      [{ PROXY_PAC_URL: 'http://wpad.corp/proxy.pac', PROXY_PAC_REFRESH_S: '0' }, 'PROXY_PAC_REFRESH_S "0" is not a positive whole number']
+    ]
+    for (const [env, problem] of rows) assert.deepEqual(problemsOf({ ...minimal, ...env }), [problem], JSON.stringify(env))
+    assert.ok(!problemsOf({ ...minimal, PROXY_PAC_URL: 'http://user:secret@wpad.corp/proxy.pac' }).join().includes('secret'))
+  })
+
   it('Kerberos: on with a keytab, a ticket cache or negotiate forced; their files watched; what is missing is a problem', () => {
     assert.equal(loadConfig(minimal).kerberos, undefined)
     assert.equal(loadConfig(minimal).proxyAuthBackoffMs, 60_000)
