@@ -80,7 +80,9 @@ const FAILURE_KIND: Readonly<Record<FailureCode, string>> = {
   upstream_error: 'other',
   destination_not_allowed: 'not_allowed',
   too_many_tunnels: 'overloaded',
-  proxy_kerberos: 'proxy_auth'
+  proxy_kerberos: 'proxy_auth',
+  // A TLS client certificate authenticates to the proxy, as a password or a ticket does.
+  proxy_client_certificate: 'proxy_auth'
 }
 
 /**
