@@ -3,7 +3,7 @@ import type { buildConnector as BuildConnector } from 'undici'
 import type { Config, Timeouts } from '../config/config.js'
 import { resolveEgress, type Egress, type ProxyEndpoint, type ProxySettings } from './egress.js'
 import type { Destination } from './forward-destination.js'
-import { buildAbsoluteFormTransport, proxySpn, secureContexts, transportOptionsOf, type RouteTransport, type TransportOptions, type UpstreamTls } from './dispatcher.js'
+import { buildAbsoluteFormTransport, proxyCertificateFingerprint, proxySpn, secureContexts, transportOptionsOf, type RouteTransport, type TransportOptions, type UpstreamTls } from './dispatcher.js'
 import type { ProxyAuthScheme } from './auth-negotiation.js'
 import { ProxyRotation } from './proxy-rotation.js'
 import type { CredentialGate } from './credential-gate.js'
@@ -27,6 +27,8 @@ export interface ForwardTransportOptions {
   readonly requests: TransportOptions
   /** Lockout protection, the routes' own gate. */
   readonly credentialGate?: CredentialGate | undefined
+  /** The routes' client-certificate gate (an https:// proxy that refused PROXY_TLS_CERT). */
+  readonly certificateGate?: CredentialGate | undefined
 }
 
 /**
@@ -35,7 +37,7 @@ export interface ForwardTransportOptions {
  * listener, its reload and the probe of doctor and /readyz alike, so they
  * cannot drift apart.
  */
-export function forwardTransportOptionsOf (config: Config, tls: UpstreamTls, log: Logger, extra: { readonly metrics?: RouteMetrics, readonly credentialGate?: CredentialGate } = {}): ForwardTransportOptions {
+export function forwardTransportOptionsOf (config: Config, tls: UpstreamTls, log: Logger, extra: { readonly metrics?: RouteMetrics, readonly credentialGate?: CredentialGate, readonly certificateGate?: CredentialGate } = {}): ForwardTransportOptions {
   return {
     proxies: config.proxies,
     fallbacks: config.fallbackProxies,
@@ -45,7 +47,8 @@ export function forwardTransportOptionsOf (config: Config, tls: UpstreamTls, log
     failoverBackoffMs: config.failoverBackoffMs,
     log,
     requests: transportOptionsOf(config, tls, log, extra),
-    credentialGate: extra.credentialGate
+    credentialGate: extra.credentialGate,
+    certificateGate: extra.certificateGate
   }
 }
 
@@ -107,7 +110,8 @@ interface ProxyPath {
  */
 export function buildForwardTransport (options: ForwardTransportOptions): ForwardTransport {
   const { timeouts, log } = options
-  // TCP or TLS to the proxy, as ProxyAgent builds it for the routes (proxyTls).
+  // TCP or TLS to the proxy, as ProxyAgent builds it for the routes (proxyTls),
+  // PROXY_TLS_CERT included.
   const proxyConnector = buildConnector({ timeout: timeouts.connectMs, secureContext: secureContexts(options.tls).proxy })
   // Plain TCP to a destination reached directly: the client's TLS goes inside.
   const directConnector = buildConnector({ timeout: timeouts.connectMs })
@@ -126,7 +130,8 @@ export function buildForwardTransport (options: ForwardTransportOptions): Forwar
       // The refusal is read from each reply itself (tunnelRefusalOf).
       onRefused: () => {},
       gate: options.credentialGate,
-      kerberos: options.requests.kerberos !== undefined ? { tokens: options.requests.kerberos.tokens, spn: proxySpn(proxy.url, options.requests.kerberos.spn) } : undefined
+      kerberos: options.requests.kerberos !== undefined ? { tokens: options.requests.kerberos.tokens, spn: proxySpn(proxy.url, options.requests.kerberos.spn) } : undefined,
+      clientCertificate: { fingerprint: proxyCertificateFingerprint(options.tls), gate: options.certificateGate }
     })
   })
   const chain = options.proxies.https !== undefined ? [options.proxies.https, ...options.fallbacks].map(buildPath) : []

@@ -310,7 +310,7 @@ export const FAILURES: Readonly<Record<FailureCode, { status: 403 | 502 | 503 | 
     describe: (ctx, detail, variant) => {
       if (variant === 'backoff') {
         return {
-          message: `the proxy ${proxyName(ctx)} refused the TLS handshake over the client certificate: ${detail}`,
+          message: `the proxy ${proxyName(ctx)} refused the TLS handshake over the client certificate ${detail}`,
           hint: `${CLIENT_CERTIFICATE_FIX}; the back-off ends at once when PROXY_TLS_CERT or PROXY_TLS_KEY changes`
         }
       }
@@ -381,7 +381,9 @@ export function classifyUpstreamError (err: unknown, ctx: FailureContext): Failu
   if (proxyStatus !== null) return { ...classifyRefusedTunnel(Number(proxyStatus[1]), ctx), cause: err }
   if (cause instanceof CredentialsBackedOff) return failure('proxy_auth_required', ctx, cause.message, 'backoff')
   if (cause instanceof ProxyClientCertificateError) return failure('proxy_client_certificate', ctx, cause.alert, cause)
-  if (cause instanceof CertificateBackedOff) return failure('proxy_client_certificate', ctx, cause.message, 'backoff')
+  if (cause instanceof CertificateBackedOff) {
+    return failure('proxy_client_certificate', ctx, `${Math.round(cause.refusedMsAgo / 1000)} s ago; no new connection is tried with the same certificate (or none) for another ${Math.ceil(cause.remainingMs / 1000)} s (PROXY_AUTH_BACKOFF_MS)`, 'backoff')
+  }
   // An http: upstream through an https:// proxy: the proxy is the only TLS
   // peer, so an alert over the client certificate is its (ProxyAgent's
   // absolute-form client reports it bare, after the request was written).

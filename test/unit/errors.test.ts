@@ -122,7 +122,7 @@ describe('a TLS client certificate an https:// proxy refused: proxy_client_certi
       name: 'backed off',
       err: new ConnectFailure(new CertificateBackedOff(2000, 58_000)),
       ctx: ctx(tlsProxy),
-      message: /proxy proxy\.corp:3129 refused the TLS handshake over the client certificate: .*for another 58 s \(PROXY_AUTH_BACKOFF_MS\)/,
+      message: /^the proxy proxy\.corp:3129 refused the TLS handshake over the client certificate 2 s ago; no new connection is tried with the same certificate \(or none\) for another 58 s \(PROXY_AUTH_BACKOFF_MS\)$/,
       hint: /PROXY_TLS_CERT and PROXY_TLS_KEY.*the back-off ends at once when PROXY_TLS_CERT or PROXY_TLS_KEY changes/
     },
     {
