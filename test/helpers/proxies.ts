@@ -177,6 +177,8 @@ export interface SquidOptions {
    * with another CA's, is refused with a TLS alert.
    */
   readonly clientCa?: string
+  /** With `tls`: TLS 1.2 at most (`tls-options=NO_TLSv1_3`), where a refused client certificate ends the handshake itself. */
+  readonly tls12?: boolean
   /** Listen on this port (default: a free one): to restart a proxy where the sidecar expects it. */
   readonly port?: number
   /**
@@ -220,7 +222,7 @@ export async function startSquid (options: SquidOptions = {}): Promise<Squid> {
   } else if (options.tls !== undefined) {
     writeFileSync(join(dir, 'proxy.pem'), options.tls.cert + options.tls.key, { mode: 0o644 })
     if (options.clientCa !== undefined) writeFileSync(join(dir, 'client-ca.pem'), options.clientCa, { mode: 0o644 })
-    listen.push(`https_port 127.0.0.1:${PORT} tls-cert=${dir}/proxy.pem` + (options.clientCa !== undefined ? ` clientca=${dir}/client-ca.pem` : ''))
+    listen.push(`https_port 127.0.0.1:${PORT} tls-cert=${dir}/proxy.pem` + (options.clientCa !== undefined ? ` clientca=${dir}/client-ca.pem` : '') + (options.tls12 === true ? ' tls-options=NO_TLSv1_3' : ''))
   } else {
     listen.push(`http_port 127.0.0.1:${PORT}`)
   }

@@ -55,6 +55,8 @@ async function doctorJson (env: Record<string, string>): Promise<{ code: number,
 describeOrSkip('client certificates to an https:// proxy (squid https_port clientca=)', squidSkip, () => {
   let origin: Origin
   let squid: Squid
+  /** The same, TLS 1.2 at most: the refusal ends the handshake itself, before any CONNECT. */
+  let squid12: Squid
   let clientCa: CertificateAuthority
   let otherCa: CertificateAuthority
   before(async () => {
@@ -62,27 +64,33 @@ describeOrSkip('client certificates to an https:// proxy (squid https_port clien
     clientCa = await createCa('Proxy Client CA')
     otherCa = await createCa('Some Other Client CA')
     squid = await startSquid({ tls: await (await testCa()).issue(['127.0.0.1']), clientCa: clientCa.certPem })
+    squid12 = await startSquid({ tls: await (await testCa()).issue(['127.0.0.1']), clientCa: clientCa.certPem, tls12: true })
   })
   after(async () => { await squid?.close() })
+  after(async () => { await squid12?.close() })
   after(async () => { await origin?.close() })
 
   /** A counting front for squid, and the proxy URL through it (squid's credentials, the front's port). */
-  async function front (t: { after: (fn: () => Promise<void>) => void }): Promise<{ front: FaultyFront, url: string }> {
-    const f = await startFaultyFront(squid.port)
+  async function front (t: { after: (fn: () => Promise<void>) => void }, proxy = squid): Promise<{ front: FaultyFront, url: string }> {
+    const f = await startFaultyFront(proxy.port)
     t.after(async () => { await f.close() })
-    const url = new URL(squid.url)
+    const url = new URL(proxy.url)
     url.port = String(f.port)
     return { front: f, url: url.href.replace(/\/$/, '') }
   }
 
-  const cases: Array<{ name: string, pair: () => Promise<Pair | undefined>, status: number, first?: RegExp }> = [
+  const cases: Array<{ name: string, pair: () => Promise<Pair | undefined>, status: number, first?: RegExp, tls12?: boolean }> = [
     { name: 'the certificate the proxy\'s client CA issued: 200 through the tunnel', pair: async () => await clientCa.issue(['apicast-sidecar']), status: 200 },
     { name: 'no certificate: 502 proxy_client_certificate, none was sent', pair: async () => await Promise.resolve(undefined), status: 502, first: /requires a TLS client certificate and none was sent \(TLS alert certificate_required\)\nset PROXY_TLS_CERT and PROXY_TLS_KEY/ },
-    { name: 'a certificate from another CA: 502 proxy_client_certificate, rejected', pair: async () => await otherCa.issue(['apicast-sidecar']), status: 502, first: /rejected the TLS client certificate of PROXY_TLS_CERT \(TLS alert unknown_ca\)\nno CA the proxy trusts for clients issued it/ }
+    { name: 'a certificate from another CA: 502 proxy_client_certificate, rejected', pair: async () => await otherCa.issue(['apicast-sidecar']), status: 502, first: /rejected the TLS client certificate of PROXY_TLS_CERT \(TLS alert unknown_ca\)\nno CA the proxy trusts for clients issued it/ },
+    // TLS 1.2: the alert ends the handshake; none sent is a bare handshake_failure.
+    { name: 'TLS 1.2, no certificate: 502 proxy_client_certificate, none was sent', pair: async () => await Promise.resolve(undefined), status: 502, first: /requires a TLS client certificate and none was sent \(TLS alert handshake_failure\)/, tls12: true },
+    { name: 'TLS 1.2, a certificate from another CA: 502 proxy_client_certificate, rejected', pair: async () => await otherCa.issue(['apicast-sidecar']), status: 502, first: /rejected the TLS client certificate of PROXY_TLS_CERT \(TLS alert unknown_ca\)/, tls12: true },
+    { name: 'TLS 1.2, the right certificate: 200', pair: async () => await clientCa.issue(['apicast-sidecar']), status: 200, tls12: true }
   ]
   for (const c of cases) {
     it(c.name, async (t) => {
-      const { front: counted, url } = await front(t)
+      const { front: counted, url } = await front(t, c.tls12 === true ? squid12 : squid)
       const pair = await c.pair()
       const files = pair !== undefined ? writePair(pair) : undefined
       const sidecar = await startSidecar({
@@ -124,6 +132,29 @@ describeOrSkip('client certificates to an https:// proxy (squid https_port clien
       assert.equal(await sidecar.stop(), 0)
     })
   }
+
+  it('a refused certificate fails over to FALLBACK_PROXIES, and the refusing proxy gets no new handshake meanwhile', async (t) => {
+    const { front: counted, url } = await front(t)
+    const fallback = await startSquid()
+    t.after(async () => { await fallback.close() })
+    const sidecar = await startSidecar({
+      THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
+      BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
+      HTTPS_PROXY: url,
+      FALLBACK_PROXIES: fallback.url
+    }, { secrets: SECRETS })
+    t.after(async () => { await sidecar.close() })
+    const client = new Client()
+    t.after(async () => { await client.close() })
+    for (let i = 0; i < 5; i++) {
+      const res = await client.send(`${sidecar.portalUrl}/admin/api/services.json`, { headers: { authorization: basicUserinfo(TOKEN) } })
+      assert.equal(res.status, 200, res.text())
+    }
+    assert.equal(counted.accepted(), 1)
+    const line = await sidecar.waitForLog((l) => l.error === 'proxy_client_certificate' && typeof l.next === 'string')
+    assert.match(line.msg, new RegExp(`^proxy 127\\.0\\.0\\.1:${counted.port} failed \\(the proxy .* requires a TLS client certificate and none was sent .*failing over to 127\\.0\\.0\\.1:${fallback.port}`))
+    assert.equal(await sidecar.stop(), 0)
+  })
 
   it('doctor names the missing and the rejected certificate on its proxy step', async (t) => {
     const rejected = writePair(await otherCa.issue(['apicast-sidecar']))
