@@ -59,7 +59,7 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
   const routes = buildRoutes(config)
   const metrics = createMetrics(new Map(routes.map((r) => [r.upstream.origin, r.name])))
   // One object, so every route and every reload shares one TLS context;
-  // a new one only when PROXY_TLS_CERT/KEY change (reloadProxyCertificate).
+  // a new one only when PROXY_TLS_CERT/KEY change (rereadProxyCertificate).
   let upstreamTls = upstreamTlsOf(config, tls)
   // Lockout protection, one gate for every transport: a proxy's refusal of
   // the credentials stops them going to that proxy for PROXY_AUTH_BACKOFF_MS,

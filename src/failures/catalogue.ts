@@ -385,8 +385,8 @@ export function classifyUpstreamError (err: unknown, ctx: FailureContext): Failu
     return failure('proxy_client_certificate', ctx, `${Math.round(cause.refusedMsAgo / 1000)} s ago; no new connection is tried with the same certificate (or none) for another ${Math.ceil(cause.remainingMs / 1000)} s (PROXY_AUTH_BACKOFF_MS)`, 'backoff')
   }
   // An http: upstream through an https:// proxy: the proxy is the only TLS
-  // peer, so an alert over the client certificate is its (ProxyAgent's
-  // absolute-form client reports it bare, after the request was written).
+  // peer on that path, so an alert over the client certificate is its own,
+  // however it arrives (no TunnelClient marked it).
   const absoluteRefusal = ctx.proxy?.url.protocol === 'https:' && ctx.upstream.protocol === 'http:' ? clientCertificateRefusal(code, true) : undefined
   if (absoluteRefusal !== undefined) return failure('proxy_client_certificate', ctx, code, new ProxyClientCertificateError(code, absoluteRefusal, cause))
   if (cause instanceof KerberosError) return { ...failure('proxy_kerberos', ctx, cause.gssMessage, cause), transient: false }
