@@ -14,10 +14,10 @@ import { createMetrics, type Metrics, type RouteMetrics } from './observe/metric
 import { createReadiness } from './operate/readiness.js'
 import { buildRoutes, type Route, type RouteName } from './config/routes.js'
 import { startListener, type Listener } from './operate/server.js'
-import type { TlsMaterial } from './tls/tls-material.js'
+import { readProxyClient, TlsSetupError, type KeyPair, type TlsMaterial } from './tls/tls-material.js'
 import { version } from './version.js'
 import { buildForwardTransport, forwardTransportOptionsOf, type ForwardPac, type ForwardTransport } from './egress/forward-transport.js'
-import { CredentialGate } from './egress/credential-gate.js'
+import { CertificateBackedOff, CredentialGate } from './egress/credential-gate.js'
 import { plainDestinations } from './egress/forward-destination.js'
 import type { ProxyEndpoint } from './egress/egress.js'
 import { createConnectHandler } from './forward-proxy/connect.js'
@@ -63,8 +63,9 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
   }
   const routes = buildRoutes(config)
   const metrics = createMetrics(new Map(routes.map((r) => [r.upstream.origin, r.name])))
-  // One object, so every route and every reload shares one TLS context.
-  const upstreamTls = upstreamTlsOf(config, tls)
+  // One object, so every route and every reload shares one TLS context;
+  // a new one only when PROXY_TLS_CERT/KEY change (rereadProxyCertificate).
+  let upstreamTls = upstreamTlsOf(config, tls)
   // Lockout protection, one gate for every transport: a proxy's refusal of
   // the credentials stops them going to that proxy for PROXY_AUTH_BACKOFF_MS,
   // from the routes, the forward proxy and /readyz alike.
@@ -75,6 +76,20 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
       'so that a wrong password cannot lock the account; requests meanwhile fail over to FALLBACK_PROXIES, if any, or get 502 proxy_auth_required at once. ' +
       'Correct the password (a changed PROXY_PASSWORD_FILE or HTTPS_PROXY_FILE ends the back-off at once)')
   })
+  // The same protection for the TLS client certificate to an https:// proxy:
+  // a handshake the proxy refused over it (none sent, or one it does not
+  // accept) is not tried again with it for PROXY_AUTH_BACKOFF_MS. Key
+  // material is never logged, only the setting's name.
+  const certificateGate = new CredentialGate(config.proxyAuthBackoffMs, ({ proxy, backoffMs }) => {
+    const sent = upstreamTls.proxyClientCert !== undefined
+    log.error({ proxy, event: 'proxy_client_certificate_backoff', backoffMs },
+      `the proxy ${proxy} ${sent ? 'rejected the TLS client certificate of PROXY_TLS_CERT' : 'requires a TLS client certificate and none is set'}: ` +
+      `no new connection is tried with it for ${Math.round(backoffMs / 1000)} s (PROXY_AUTH_BACKOFF_MS); requests meanwhile fail over to FALLBACK_PROXIES, if any, or get 502 proxy_client_certificate at once. ` +
+      (sent
+        ? 'Use a certificate issued by a CA the proxy trusts for clients, not expired, allowing client authentication'
+        : 'Set PROXY_TLS_CERT and PROXY_TLS_KEY to the certificate and key issued to this sidecar') +
+      ' (a changed PROXY_TLS_CERT or PROXY_TLS_KEY ends the back-off at once)')
+  }, Date.now, (ago, remaining) => new CertificateBackedOff(ago, remaining))
   // PROXY_PAC_URL: the PAC file decides each route's proxies once it has
   // answered; until then the routes are `pending` (502 pac_unavailable).
   const pac = config.pac !== undefined ? createPac(config, config.pac, upstreamTls, routes, log.child({ component: 'pac' })) : undefined
@@ -90,15 +105,17 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
   }
   let latest = config
   /** What the forward proxy's transport takes beside the config: the routes' metrics and gate, and the PAC. */
-  const forwardExtra = (c: Config): { metrics: RouteMetrics, credentialGate: CredentialGate, pac?: ForwardPac } => ({
+  const forwardExtra = (c: Config): ForwardExtra => ({
     metrics: metrics.forRoute('forward'),
     credentialGate,
+    certificateGate,
     ...(pac !== undefined && c.pac !== undefined ? { pac: { answer: async (url: URL) => await pac.instance.answer(url), credentials: c.pac.credentials } } : {})
   })
   const transportFor = (route: Route): RouteTransport => buildTransport(route,
     transportOptionsOf(config, upstreamTls, log.child({ listener: route.name }), {
       metrics: metrics.forRoute(route.name),
       credentialGate,
+      certificateGate,
       ...(pac !== undefined ? { pacUnavailable: () => pac.instance.unavailable() } : {})
     }))
 
@@ -204,13 +221,29 @@ export async function startSidecar (config: Config, tls: TlsMaterial, log: Logge
       if (next === undefined) return
       // A changed secret is a new chance for the credentials: no back-off survives it.
       credentialGate.reset()
+      certificateGate.reset()
       latest = next
+      const pair = rereadProxyCertificate(next, changed, upstreamTls.proxyClientCert, log)
+      if (pair !== undefined) {
+        upstreamTls = { ...upstreamTls, proxyClientCert: pair.value }
+        renewTransports(live, transportFor)
+        if (forward !== undefined) renewForward(next, forward, upstreamTls, log.child({ listener: 'forward' }), forwardExtra(next))
+        log.info({ trigger: changed }, 'the proxy client certificate (PROXY_TLS_CERT, PROXY_TLS_KEY) changed: new connections to the proxy present the new one; open tunnels finish their requests and close')
+      }
       applySecrets(next, changed, live, transportFor, log, next.pac !== undefined ? pacDecisions(next) : undefined)
       if (forward !== undefined) applyForwardSecrets(next, changed, forward, upstreamTls, log.child({ listener: 'forward' }), forwardExtra(next))
     })
   }
 
   return { config, listeners, admin, forward: forward?.listener, live, shutdown }
+}
+
+/** What the forward proxy's transport takes beside the config: the routes' metrics and gates, and the PAC. */
+interface ForwardExtra {
+  readonly metrics: RouteMetrics
+  readonly credentialGate: CredentialGate
+  readonly certificateGate: CredentialGate
+  readonly pac?: ForwardPac
 }
 
 /** The forward proxy's transport in use, swapped when the proxy settings change, and its listener once started. */
@@ -360,11 +393,11 @@ function replaceRoute (current: LiveRoute, route: Route, transportFor: (route: R
 /**
  * PROXY_PAC_URL's reader and its sandbox, for the routes' upstreams (not
  * loopback, which stays direct). The PAC file is fetched directly, with
- * TLS verified against the trust store (the proxy context: no client
- * certificate of the upstream's goes to the PAC server).
+ * TLS verified against the trust store (no client certificate, of the
+ * upstream's or the proxy's, goes to the PAC server).
  */
 function createPac (config: Config, settings: NonNullable<Config['pac']>, upstreamTls: UpstreamTls, routes: readonly Route[], log: Logger): { instance: ProxyAutoConfig, close: () => void } {
-  const reader = createPacReader(settings.source, { secureContext: secureContexts(upstreamTls).proxy, timeoutMs: config.timeouts.connectMs })
+  const reader = createPacReader(settings.source, { secureContext: secureContexts(upstreamTls).trustOnly, timeoutMs: config.timeouts.connectMs })
   const instance = new ProxyAutoConfig({
     source: settings.source,
     refreshMs: settings.refreshMs,
@@ -400,12 +433,50 @@ async function applyPacAnswers (pac: ProxyAutoConfig, live: ReadonlyMap<RouteNam
 }
 
 /**
+ * PROXY_TLS_CERT/KEY read again after a secret file changed: `{ value }`
+ * when the pair differs from `current` (the next connection to the proxy
+ * presents it), undefined when it is the same or cannot be used. A bad
+ * pair (unreadable, not PEM, a key of another certificate: a Secret
+ * rotated half-way) is logged, by its files' names only, and the pair in
+ * use kept.
+ */
+function rereadProxyCertificate (next: Config, changed: string, current: KeyPair | undefined, log: Logger): { value: KeyPair | undefined } | undefined {
+  let pair: KeyPair | undefined
+  try {
+    pair = readProxyClient(next.tls)
+  } catch (err) {
+    if (!(err instanceof TlsSetupError)) throw err
+    log.error({ secretFile: changed }, `${changed} changed but cannot be used (${err.problems.join('; ')}); the proxy client certificate in use is kept`)
+    return undefined
+  }
+  if (pair?.cert === current?.cert && pair?.key === current?.key) return undefined
+  return { value: pair }
+}
+
+/** Every route gets a new transport (new TLS contexts); the old ones finish their requests, then close. */
+function renewTransports (live: Map<RouteName, LiveRoute>, transportFor: (route: Route) => RouteTransport): void {
+  for (const current of live.values()) {
+    const old = current.transport
+    current.transport = transportFor(current.route)
+    old.close().catch(() => {})
+  }
+}
+
+/** The forward proxy's transport built again (new TLS contexts); the old one retires. */
+function renewForward (next: Config, forward: LiveForward, upstreamTls: UpstreamTls, log: Logger, extra: ForwardExtra): void {
+  const old = forward.transport
+  forward.transport = buildForwardTransport(forwardTransportOptionsOf(next, upstreamTls, log, extra))
+  forward.key = forwardKey(next)
+  old.retire()
+}
+
+/**
  * The forward proxy's half of a reload: new proxy settings (a rotated
  * HTTPS_PROXY_FILE or PROXY_PASSWORD_FILE) get a new transport, so new
  * tunnels authenticate with the new credentials; tunnels being opened
  * finish on the old one, and open tunnels run on untouched.
  */
-function applyForwardSecrets (next: Config, changed: string, forward: LiveForward, upstreamTls: UpstreamTls, log: Logger, extra: { metrics: RouteMetrics, credentialGate: CredentialGate, pac?: ForwardPac }): void {
+function applyForwardSecrets (next: Config, changed: string, forward: LiveForward, upstreamTls: UpstreamTls, log: Logger, extra: ForwardExtra): void {
   const key = forwardKey(next)
   if (key === forward.key) return
   const old = forward.transport

@@ -130,6 +130,11 @@ export interface Config {
     readonly verifyUpstream: boolean
     /** Client certificate for mutual TLS with an on-premise 3scale. */
     readonly upstreamClient: { readonly certFile: string, readonly keyFile: string } | undefined
+    /**
+     * PROXY_TLS_CERT/KEY: the client certificate presented to an https://
+     * proxy that requires one (mutual TLS to the proxy; never to 3scale).
+     */
+    readonly proxyClient: { readonly certFile: string, readonly keyFile: string } | undefined
     /** Serve the listeners over HTTPS. */
     readonly listen: { readonly certFile: string, readonly keyFile: string } | undefined
   }
@@ -265,6 +270,8 @@ const SPEC = {
   UPSTREAM_TLS_VERIFY: bool({ default: true }),
   UPSTREAM_TLS_CERT: str({ default: undefined }),
   UPSTREAM_TLS_KEY: str({ default: undefined }),
+  PROXY_TLS_CERT: str({ default: undefined }),
+  PROXY_TLS_KEY: str({ default: undefined }),
   LISTEN_TLS_CERT: str({ default: undefined }),
   LISTEN_TLS_KEY: str({ default: undefined }),
   HTTPS_PROXY_FILE: str({ default: undefined }),
@@ -373,6 +380,14 @@ export function readConfig (env: Readonly<Record<string, string | undefined>>, r
   }, problems)
   const pacSource = cleaned.PROXY_PAC_URL !== undefined ? readPacSource(cleaned.PROXY_PAC_URL, problems) : undefined
   const upstreamClient = pairOfFiles('UPSTREAM_TLS_CERT', cleaned.UPSTREAM_TLS_CERT, 'UPSTREAM_TLS_KEY', cleaned.UPSTREAM_TLS_KEY, problems)
+  const proxyClient = pairOfFiles('PROXY_TLS_CERT', cleaned.PROXY_TLS_CERT, 'PROXY_TLS_KEY', cleaned.PROXY_TLS_KEY, problems)
+  if (proxyClient !== undefined) {
+    // With a PAC, its HTTPS entries are the TLS proxies: known only once it is fetched.
+    if (cleaned.PROXY_PAC_URL === undefined) checkTlsProxy([proxies.https, proxies.http, ...fallbackProxies], problems)
+    // Watched like the secret files: a rotated Secret is used for the next
+    // connection to the proxy, and ends a back-off (sidecar.ts reads the pair).
+    secretFiles.push({ setting: 'PROXY_TLS_CERT', path: proxyClient.certFile }, { setting: 'PROXY_TLS_KEY', path: proxyClient.keyFile })
+  }
   const listenTls = pairOfFiles('LISTEN_TLS_CERT', cleaned.LISTEN_TLS_CERT, 'LISTEN_TLS_KEY', cleaned.LISTEN_TLS_KEY, problems)
   if (cleaned.STALE_CONFIG_DIR !== undefined) checkWritableDir('STALE_CONFIG_DIR', cleaned.STALE_CONFIG_DIR, problems)
   if (cleaned.CLIENT_HEADERS_TIMEOUT_MS !== undefined && cleaned.CLIENT_REQUEST_TIMEOUT_MS !== undefined &&
@@ -394,6 +409,7 @@ export function readConfig (env: Readonly<Record<string, string | undefined>>, r
     }),
     verifyUpstream: cleaned.UPSTREAM_TLS_VERIFY,
     upstreamClient,
+    proxyClient,
     listen: listenTls
   })
 
@@ -568,6 +584,21 @@ function checkWritableDir (setting: string, path: string, problems: string[]): v
       ? `${setting} ${path} does not exist; create it (an emptyDir volume in a pod) or unset ${setting} to keep the configuration in memory only`
       : `${setting} ${path} is not writable by this user (${code ?? String(err)})`)
   }
+}
+
+/**
+ * PROXY_TLS_CERT/KEY with no https:// proxy to present them to is a
+ * problem, not a warning: the certificate would never be sent, while
+ * whoever set it believes the sidecar authenticates to the proxy with it.
+ * Most often the proxy URL says http:// where the proxy speaks TLS; a
+ * start-up that fails names that at once, where a warning scrolls away
+ * and the first sign would be every request refused by the proxy.
+ */
+function checkTlsProxy (proxies: ReadonlyArray<ProxyEndpoint | undefined>, problems: string[]): void {
+  if (proxies.some((p) => p?.url.protocol === 'https:')) return
+  problems.push(proxies.some((p) => p !== undefined)
+    ? 'PROXY_TLS_CERT and PROXY_TLS_KEY are set, but no proxy is an https:// one: the client certificate is presented only in a TLS handshake with the proxy. If the proxy speaks TLS, write its URL as https://host:port (https_proxy, HTTPS_PROXY_FILE or FALLBACK_PROXIES); else unset them'
+    : 'PROXY_TLS_CERT and PROXY_TLS_KEY are set, but no proxy is: set https_proxy=https://host:port for a proxy that asks for a client certificate, or unset them (for mutual TLS with 3scale itself, use UPSTREAM_TLS_CERT and UPSTREAM_TLS_KEY)')
 }
 
 /** Two settings that only make sense together (a certificate and its key). */

@@ -171,7 +171,7 @@ interface DoctorPac {
  * that step, with why.
  */
 async function diagnosePac (config: Config, settings: NonNullable<Config['pac']>, upstreamTls: UpstreamTls): Promise<DoctorPac> {
-  const reader = createPacReader(settings.source, { secureContext: secureContexts(upstreamTls).proxy, timeoutMs: config.timeouts.connectMs })
+  const reader = createPacReader(settings.source, { secureContext: secureContexts(upstreamTls).trustOnly, timeoutMs: config.timeouts.connectMs })
   const upstreams = buildRoutes(config).filter((r) => !isLoopback(r.upstream))
   const pac = new ProxyAutoConfig({ source: settings.source, refreshMs: settings.refreshMs, read: reader.read, log: createLogger('silent'), destinations: () => upstreams.map((r) => r.upstream) })
   let failure: unknown

@@ -281,6 +281,8 @@ function stepOf (failure: Failure, err: unknown, steps: readonly StepName[], pro
   let step: StepName
   switch (failure.code) {
     case 'proxy_unreachable': step = 'proxy'; break
+    // The https:// proxy's TLS handshake, over the client certificate: before any CONNECT.
+    case 'proxy_client_certificate': step = 'proxy'; break
     case 'proxy_auth_required':
     case 'tunnel_refused': step = 'connect'; break
     case 'tls_untrusted':

@@ -14,6 +14,11 @@
  * A wrong password then costs one refusal per back-off, whatever the
  * request rate. Once accepted, attempts go through without waiting.
  *
+ * The same gate, a second instance, keeps a TLS client certificate an
+ * https:// proxy refused (or the lack of one) from a handshake per
+ * request: the refusal is as certain the next time, and a proxy that logs
+ * or alerts on each would be flooded.
+ *
  * The clock is injected, so the back-off is tested without waiting. No
  * credential leaves this module: the key is compared, never logged.
  */
@@ -39,6 +44,24 @@ export class CredentialsBackedOff extends Error {
   }
 }
 
+/**
+ * What the client-certificate gate says of a certificate an https:// proxy
+ * refused a moment ago (PROXY_TLS_CERT, or none): no new connection is
+ * tried with it, as each would only be refused again by the handshake.
+ */
+export class CertificateBackedOff extends Error {
+  override name = 'CertificateBackedOff'
+  readonly code = 'SIDECAR_PROXY_CERTIFICATE_BACKOFF'
+  constructor (readonly refusedMsAgo: number, readonly remainingMs: number) {
+    super(`the proxy refused the handshake with this client certificate (or none) ${Math.round(refusedMsAgo / 1000)} s ago; no new connection is tried with it for another ${Math.ceil(remainingMs / 1000)} s (PROXY_AUTH_BACKOFF_MS)`)
+  }
+}
+
+/** The client-certificate gate's key for a proxy (host:port) and a certificate (its fingerprint, or '' for none). */
+export function certificateKey (proxy: string, fingerprint: string): string {
+  return `${proxy}\u0000tls-client\u0000${fingerprint}`
+}
+
 /** A back-off just began: for the one log line and the metric. */
 export interface BackOffEvent {
   /** The proxy that refused, host:port. */
@@ -60,12 +83,15 @@ export class CredentialGate {
   constructor (
     private readonly backoffMs: number,
     private readonly onBackOff: (event: BackOffEvent) => void = () => {},
-    private readonly now: () => number = Date.now
+    private readonly now: () => number = Date.now,
+    /** The error of an attempt while backed off: CertificateBackedOff for the client-certificate gate. */
+    private readonly backedOff: (refusedMsAgo: number, remainingMs: number) => Error = (ago, remaining) => new CredentialsBackedOff(ago, remaining)
   ) {}
 
   /**
    * Let an attempt with the credentials `key` through, or wait for the one
-   * in flight to be judged, or throw CredentialsBackedOff while they are
+   * in flight to be judged, or throw CredentialsBackedOff (or the gate's own
+   * error) while they are
    * backed off. `proxy` (host:port) names the proxy in the back-off event.
    * `signal` ends a wait (the client went away, or the connect timed out).
    */
@@ -74,7 +100,7 @@ export class CredentialGate {
       const entry = this.#entry(key)
       if (entry.refusedAt !== undefined) {
         const ago = this.now() - entry.refusedAt
-        if (ago < this.backoffMs) throw new CredentialsBackedOff(ago, this.backoffMs - ago)
+        if (ago < this.backoffMs) throw this.backedOff(ago, this.backoffMs - ago)
         entry.refusedAt = undefined
       }
       if (entry.accepted) return this.#admission(entry, proxy, false)

@@ -1,4 +1,4 @@
-import type { X509Certificate } from 'node:crypto'
+import { createHash, type X509Certificate } from 'node:crypto'
 import type { Socket } from 'node:net'
 import { createSecureContext, TLSSocket, type SecureContext } from 'node:tls'
 import type { Dispatcher, ProxyAgent as ProxyAgentType, buildConnector as BuildConnector } from 'undici'
@@ -77,6 +77,8 @@ export interface UpstreamTls {
   readonly verify: boolean
   /** PEM client certificate and key, for an upstream that requires mutual TLS. */
   readonly clientCert: { readonly cert: string, readonly key: string } | undefined
+  /** PEM client certificate and key for an https:// proxy that requires one (PROXY_TLS_CERT/KEY). */
+  readonly proxyClientCert: { readonly cert: string, readonly key: string } | undefined
 }
 
 export interface TransportOptions {
@@ -99,6 +101,12 @@ export interface TransportOptions {
    * credentials a proxy refused are not sent again for PROXY_AUTH_BACKOFF_MS.
    */
   readonly credentialGate?: CredentialGate
+  /**
+   * The same protection for the TLS client certificate to an https://
+   * proxy (PROXY_TLS_CERT, or none): a proxy that refused it in the
+   * handshake gets no new handshake with it for PROXY_AUTH_BACKOFF_MS.
+   */
+  readonly certificateGate?: CredentialGate
   /** Negotiate: GSSAPI's tokens, and PROXY_KRB5_SPN when set; undefined: Kerberos is off. */
   readonly kerberos?: { readonly tokens: KerberosTokens, readonly spn: string | undefined } | undefined
   /** Why a `pending` egress has no decision yet (the PAC file's state), read at each request. */
@@ -111,8 +119,8 @@ export function proxySpn (proxy: URL, spn: string | undefined): string {
 }
 
 /** The upstream TLS of every route from the settings: one object, so one TLS context is shared. */
-export function upstreamTlsOf (config: Config, material: Pick<TlsMaterial, 'trust' | 'upstreamClient'>): UpstreamTls {
-  return { trust: material.trust, verify: config.tls.verifyUpstream, clientCert: material.upstreamClient }
+export function upstreamTlsOf (config: Config, material: Pick<TlsMaterial, 'trust' | 'upstreamClient' | 'proxyClient'>): UpstreamTls {
+  return { trust: material.trust, verify: config.tls.verifyUpstream, clientCert: material.upstreamClient, proxyClientCert: material.proxyClient }
 }
 
 /**
@@ -120,7 +128,7 @@ export function upstreamTlsOf (config: Config, material: Pick<TlsMaterial, 'trus
  * and doctor alike: a probe built any other way could pass or fail for a
  * reason forwarding does not share (the client certificate, once).
  */
-export function transportOptionsOf (config: Config, tls: UpstreamTls, log: Logger, extra: Pick<TransportOptions, 'metrics' | 'onConnected' | 'credentialGate' | 'pacUnavailable'> = {}): TransportOptions {
+export function transportOptionsOf (config: Config, tls: UpstreamTls, log: Logger, extra: Pick<TransportOptions, 'metrics' | 'onConnected' | 'credentialGate' | 'certificateGate' | 'pacUnavailable'> = {}): TransportOptions {
   return {
     timeouts: config.timeouts,
     maxConnections: config.maxConnectionsPerUpstream,
@@ -271,6 +279,7 @@ function buildHop (tunnel: boolean, proxy: ProxyEndpoint | undefined, index: num
     // absolute-form, the way proxies expect plain HTTP (RFC 9112 §3.2.2).
     proxyTunnel: tunnel,
     // TLS to an https:// proxy, verified (always) against the same store.
+    // PROXY_TLS_CERT/KEY, when set, are in that context (secureContexts).
     proxyTls: { timeout: timeouts.connectMs, secureContext: contexts.proxy },
     requestTls: upstreamTls,
     // The client to the proxy: it sends CONNECT, answers the proxy's
@@ -284,7 +293,8 @@ function buildHop (tunnel: boolean, proxy: ProxyEndpoint | undefined, index: num
       replyTimeoutMs: timeouts.connectMs,
       onRefused: (statusCode, headers) => { refusal = tunnelRefusalOf(statusCode, headers, options.proxyAuthScheme) },
       gate: options.credentialGate,
-      kerberos: options.kerberos !== undefined ? { tokens: options.kerberos.tokens, spn: proxySpn(proxy.url, options.kerberos.spn) } : undefined
+      kerberos: options.kerberos !== undefined ? { tokens: options.kerberos.tokens, spn: proxySpn(proxy.url, options.kerberos.spn) } : undefined,
+      clientCertificate: { fingerprint: proxyCertificateFingerprint(tls), gate: options.certificateGate }
     }),
     // The pool per upstream origin: its connect is ProxyAgent's tunnel
     // function, wrapped so the upstream's certificate is verified.
@@ -303,24 +313,39 @@ function buildHop (tunnel: boolean, proxy: ProxyEndpoint | undefined, index: num
   return { index, proxy, label: hostPort(proxy.url), dispatcher, lastRefusal: () => refusal, credentials }
 }
 
-const contextCache = new WeakMap<UpstreamTls, { upstream: SecureContext, proxy: SecureContext }>()
+const contextCache = new WeakMap<UpstreamTls, { upstream: SecureContext, proxy: SecureContext, trustOnly: SecureContext }>()
 
 /**
- * The TLS contexts (trust store, client certificate), built once and shared
- * by every connection. Passing `ca` to each tls.connect instead would make
- * Node parse every CA of the store again for each new connection.
+ * The TLS contexts (trust store, client certificates), built once and
+ * shared by every connection. Passing `ca` to each tls.connect instead would
+ * make Node parse every CA of the store again for each new connection.
+ * UPSTREAM_TLS_CERT goes to 3scale only, PROXY_TLS_CERT to an https://
+ * proxy only: neither is shown to the other peer. A new PROXY_TLS_CERT
+ * (sidecar.ts reads it again when its file changes) comes in a new
+ * UpstreamTls, so in new contexts: connections already open keep theirs.
  */
-export function secureContexts (tls: UpstreamTls): { upstream: SecureContext, proxy: SecureContext } {
+export function secureContexts (tls: UpstreamTls): { upstream: SecureContext, proxy: SecureContext, trustOnly: SecureContext } {
   let contexts = contextCache.get(tls)
   if (contexts === undefined) {
     const ca = [...tls.trust.ca]
+    const proxy = createSecureContext({ ca, ...(tls.proxyClientCert !== undefined ? { cert: tls.proxyClientCert.cert, key: tls.proxyClientCert.key } : {}) })
     contexts = {
       upstream: createSecureContext({ ca, ...(tls.clientCert !== undefined ? { cert: tls.clientCert.cert, key: tls.clientCert.key } : {}) }),
-      proxy: createSecureContext({ ca })
+      proxy,
+      // The trust store alone, for the PAC server: neither client certificate is its business.
+      trustOnly: tls.proxyClientCert === undefined ? proxy : createSecureContext({ ca })
     }
     contextCache.set(tls, contexts)
   }
   return contexts
+}
+
+/**
+ * The SHA-256 of PROXY_TLS_CERT, for the client-certificate gate's key (a
+ * new certificate is a new chance); undefined when none is presented.
+ */
+export function proxyCertificateFingerprint (tls: Pick<UpstreamTls, 'proxyClientCert'>): string | undefined {
+  return tls.proxyClientCert !== undefined ? createHash('sha256').update(tls.proxyClientCert.cert).digest('hex') : undefined
 }
 
 /**

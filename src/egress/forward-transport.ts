@@ -3,7 +3,7 @@ import type { buildConnector as BuildConnector } from 'undici'
 import type { Config, Timeouts } from '../config/config.js'
 import { egressKey, resolveEgress, type Egress, type ProxyEndpoint, type ProxySettings } from './egress.js'
 import type { Destination } from './forward-destination.js'
-import { buildAbsoluteFormTransport, proxySpn, secureContexts, transportOptionsOf, type RouteTransport, type TransportOptions, type UpstreamTls } from './dispatcher.js'
+import { buildAbsoluteFormTransport, proxyCertificateFingerprint, proxySpn, secureContexts, transportOptionsOf, type RouteTransport, type TransportOptions, type UpstreamTls } from './dispatcher.js'
 import type { ProxyAuthScheme } from './auth-negotiation.js'
 import { ProxyRotation } from './proxy-rotation.js'
 import type { CredentialGate } from './credential-gate.js'
@@ -29,6 +29,8 @@ export interface ForwardTransportOptions {
   readonly requests: TransportOptions
   /** Lockout protection, the routes' own gate. */
   readonly credentialGate?: CredentialGate | undefined
+  /** The routes' client-certificate gate (an https:// proxy that refused PROXY_TLS_CERT). */
+  readonly certificateGate?: CredentialGate | undefined
   /**
    * PROXY_PAC_URL: the PAC decides each destination's way out, in place of
    * the proxy variables; asked once per destination (it caches its answers).
@@ -48,7 +50,7 @@ export interface ForwardPac {
  * listener, its reload and the probe of doctor and /readyz alike, so they
  * cannot drift apart.
  */
-export function forwardTransportOptionsOf (config: Config, tls: UpstreamTls, log: Logger, extra: { readonly metrics?: RouteMetrics, readonly credentialGate?: CredentialGate, readonly pac?: ForwardPac } = {}): ForwardTransportOptions {
+export function forwardTransportOptionsOf (config: Config, tls: UpstreamTls, log: Logger, extra: { readonly metrics?: RouteMetrics, readonly credentialGate?: CredentialGate, readonly certificateGate?: CredentialGate, readonly pac?: ForwardPac } = {}): ForwardTransportOptions {
   return {
     proxies: config.proxies,
     fallbacks: config.fallbackProxies,
@@ -57,8 +59,9 @@ export function forwardTransportOptionsOf (config: Config, tls: UpstreamTls, log
     proxyAuthScheme: config.proxyAuthScheme,
     failoverBackoffMs: config.failoverBackoffMs,
     log,
-    requests: transportOptionsOf(config, tls, log, { metrics: extra.metrics, credentialGate: extra.credentialGate }),
+    requests: transportOptionsOf(config, tls, log, { metrics: extra.metrics, credentialGate: extra.credentialGate, certificateGate: extra.certificateGate }),
     credentialGate: extra.credentialGate,
+    certificateGate: extra.certificateGate,
     pac: extra.pac
   }
 }
@@ -133,7 +136,8 @@ interface ProxyPath {
  */
 export function buildForwardTransport (options: ForwardTransportOptions): ForwardTransport {
   const { timeouts, log } = options
-  // TCP or TLS to the proxy, as ProxyAgent builds it for the routes (proxyTls).
+  // TCP or TLS to the proxy, as ProxyAgent builds it for the routes (proxyTls),
+  // PROXY_TLS_CERT included.
   const proxyConnector = buildConnector({ timeout: timeouts.connectMs, secureContext: secureContexts(options.tls).proxy })
   // Plain TCP to a destination reached directly: the client's TLS goes inside.
   const directConnector = buildConnector({ timeout: timeouts.connectMs })
@@ -151,7 +155,8 @@ export function buildForwardTransport (options: ForwardTransportOptions): Forwar
       // The refusal is read from each reply itself (tunnelRefusalOf).
       onRefused: () => {},
       gate: options.credentialGate,
-      kerberos: options.requests.kerberos !== undefined ? { tokens: options.requests.kerberos.tokens, spn: proxySpn(proxy.url, options.requests.kerberos.spn) } : undefined
+      kerberos: options.requests.kerberos !== undefined ? { tokens: options.requests.kerberos.tokens, spn: proxySpn(proxy.url, options.requests.kerberos.spn) } : undefined,
+      clientCertificate: { fingerprint: proxyCertificateFingerprint(options.tls), gate: options.certificateGate }
     })
   })
   // One client per proxy, kept for the process, whichever destinations

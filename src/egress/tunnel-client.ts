@@ -7,7 +7,8 @@ import { hostPort as hostPortOf } from '../observe/redact.js'
 import { errors } from './undici-parts.js'
 import { answerChallenge, FRESH_MEMORY, openingMessage, type AuthMemory, type AuthMessage, type AuthPolicy, type ProxyAuthScheme } from './auth-negotiation.js'
 import { basicAuthorization, digestAuthorization, ntlmAuthenticate, ntlmNegotiate, parseChallenges } from './proxy-auth.js'
-import { credentialKey, type Admission, type CredentialGate } from './credential-gate.js'
+import { certificateKey, credentialKey, type Admission, type CredentialGate } from './credential-gate.js'
+import { clientCertificateRefusal, ProxyClientCertificateError } from '../failures/catalogue.js'
 import type { KerberosTokens } from './kerberos.js'
 
 export interface TunnelClientOptions {
@@ -26,6 +27,12 @@ export interface TunnelClientOptions {
    * undefined: no Kerberos credentials, Negotiate is not answered.
    */
   readonly kerberos?: { readonly tokens: KerberosTokens, readonly spn: string } | undefined
+  /**
+   * An https:// proxy: the client certificate the connector presents
+   * (PROXY_TLS_CERT's SHA-256, undefined when none is), and the gate that
+   * backs a refused one off. Ignored for an http:// proxy.
+   */
+  readonly clientCertificate?: { readonly fingerprint: string | undefined, readonly gate: CredentialGate | undefined } | undefined
 }
 
 /** What ProxyAgent reads of a CONNECT. */
@@ -78,8 +85,36 @@ export class TunnelClient {
     this.#gateKey = credentialKey(hostPortOf(proxy), options.username, options.password)
   }
 
+  /**
+   * Open a tunnel. To an https:// proxy, a TLS alert over the client
+   * certificate becomes a ProxyClientCertificateError, wherever it comes:
+   * in the handshake (TLS 1.2) or after it, while CONNECT is sent or its
+   * reply read (TLS 1.3: the server reads the certificate after the
+   * client's handshake is done). The client-certificate gate then keeps the
+   * same certificate from a new handshake with that proxy for
+   * PROXY_AUTH_BACKOFF_MS; any CONNECT reply (even a 407) proves the
+   * handshake passed.
+   */
   async connect (params: Dispatcher.ConnectOptions & { path: string, headers?: Record<string, string> }): Promise<ConnectResult> {
     if (this.#closed) throw new errors.ClientDestroyedError()
+    const certificate = this.proxy.protocol === 'https:' ? this.options.clientCertificate : undefined
+    const admission = certificate?.gate !== undefined
+      ? await certificate.gate.admit(certificateKey(hostPortOf(this.proxy), certificate.fingerprint ?? ''), hostPortOf(this.proxy), params.signal as AbortSignal | undefined)
+      : undefined
+    try {
+      const result = await this.#authenticated(params)
+      admission?.settle('accepted')
+      return result
+    } catch (err) {
+      const code = (err as { code?: unknown } | null)?.code
+      const kind = this.proxy.protocol === 'https:' && typeof code === 'string' ? clientCertificateRefusal(code, certificate?.fingerprint !== undefined) : undefined
+      admission?.settle(kind !== undefined ? 'refused' : 'unknown')
+      throw kind !== undefined ? new ProxyClientCertificateError(code as string, kind, err) : err
+    }
+  }
+
+  /** connect() past the client certificate: the credential gate, then CONNECT and its 407 rounds. */
+  async #authenticated (params: Dispatcher.ConnectOptions & { path: string, headers?: Record<string, string> }): Promise<ConnectResult> {
     const gate = this.options.gate
     if (gate === undefined || (!this.#policy.hasCredentials && !this.#policy.kerberos)) return await this.#connect(params, undefined)
     // Throws CredentialsBackedOff while the proxy's refusal is recent.

@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http'
-import { CredentialsBackedOff } from '../egress/credential-gate.js'
+import { CertificateBackedOff, CredentialsBackedOff } from '../egress/credential-gate.js'
 import { KerberosError } from '../egress/kerberos-cause.js'
 import { PacUnavailable } from '../egress/pac-answer.js'
 import type { ProxyEndpoint } from '../egress/egress.js'
@@ -25,6 +25,7 @@ export type FailureCode =
   | 'too_many_tunnels'
   | 'proxy_kerberos'
   | 'pac_unavailable'
+  | 'proxy_client_certificate'
 
 /** What the classifier knows about where the request was going. */
 export interface FailureContext {
@@ -93,7 +94,7 @@ export interface Failure {
  * list: the transport backs a proxy off for these, and forwarding's attempt
  * decision (forwarding/attempts.ts) fails a request over for them.
  */
-const FAILOVER_CODES: ReadonlySet<FailureCode> = new Set(['proxy_unreachable', 'tunnel_refused', 'proxy_auth_required', 'timeout'])
+const FAILOVER_CODES: ReadonlySet<FailureCode> = new Set(['proxy_unreachable', 'tunnel_refused', 'proxy_auth_required', 'proxy_client_certificate', 'timeout'])
 
 /** True when `failure`, of an attempt through a proxy before any request byte left, should move the request to the next proxy. */
 export function isFailoverFailure (failure: Failure): boolean {
@@ -131,6 +132,63 @@ export class UpstreamCertificateError extends Error {
   }
 }
 
+/**
+ * An https:// proxy ended the TLS handshake over the client certificate:
+ * it asked for one and got none, or rejected the one sent. TunnelClient
+ * wraps the TLS alert in this whenever it comes on its connection to the
+ * proxy, so the classifier never mistakes it for the upstream's (whose TLS
+ * runs later, inside the tunnel).
+ *
+ * What OpenSSL reports, found with squid 5.7 (https_port clientca=) and
+ * Node 20.20 (OpenSSL 3.0) and 24.22 (OpenSSL 3.5):
+ * - TLS 1.3, none sent: ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED;
+ * - TLS 1.3, another CA's: ERR_SSL_TLSV1_ALERT_UNKNOWN_CA;
+ *   both AFTER secureConnect (the client's side of a 1.3 handshake ends
+ *   before the server has read the certificate), as an error on the socket
+ *   while CONNECT is sent or its reply read;
+ * - TLS 1.2, none sent: ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE (Node 20),
+ *   ERR_SSL_SSL/TLS_ALERT_HANDSHAKE_FAILURE (Node 24), during the handshake;
+ * - TLS 1.2, another CA's: ERR_SSL_TLSV1_ALERT_UNKNOWN_CA, during it.
+ * Other servers send bad_certificate, certificate_unknown, _expired,
+ * _revoked, unsupported_certificate or access_denied; the same patterns.
+ */
+export class ProxyClientCertificateError extends Error {
+  override name = 'ProxyClientCertificateError'
+  readonly code = 'SIDECAR_PROXY_CLIENT_CERTIFICATE'
+  constructor (
+    /** The TLS alert, as OpenSSL's code: ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED. */
+    readonly alert: string,
+    /** `missing`: the proxy wanted a certificate and none was sent; `rejected`: it refused the one sent. */
+    readonly kind: 'missing' | 'rejected',
+    override readonly cause: unknown
+  ) {
+    super(`the proxy ended the TLS handshake with the alert ${alertName(alert)} (${kind === 'missing' ? 'no client certificate was sent' : 'it rejected the client certificate'})`)
+  }
+}
+
+/** ERR_SSL_*_ALERT_<NAME> as its RFC 8446 §6 name: certificate_required. */
+export function alertName (code: string): string {
+  return code.replace(/^ERR_SSL_.*_ALERT_/, '').toLowerCase()
+}
+
+const CLIENT_CERTIFICATE_ALERTS = /^ERR_SSL_(SSLV3|TLSV1|TLSV13|SSL\/TLS)_ALERT_(CERTIFICATE_REQUIRED|UNKNOWN_CA|BAD_CERTIFICATE|CERTIFICATE_UNKNOWN|CERTIFICATE_EXPIRED|CERTIFICATE_REVOKED|UNSUPPORTED_CERTIFICATE|ACCESS_DENIED|HANDSHAKE_FAILURE)$/
+
+/**
+ * Whether the TLS error `code`, received from an https:// proxy, is its
+ * verdict on the client certificate, and which: undefined when it is not.
+ * `sent`: a certificate was configured (PROXY_TLS_CERT). A bare
+ * handshake_failure counts only when none was: it is what a TLS 1.2 proxy
+ * sends for a missing certificate, and otherwise means a cipher or version
+ * mismatch.
+ */
+export function clientCertificateRefusal (code: string, sent: boolean): 'missing' | 'rejected' | undefined {
+  const m = CLIENT_CERTIFICATE_ALERTS.exec(code)
+  if (m === null) return undefined
+  if (m[2] === 'HANDSHAKE_FAILURE') return sent ? undefined : 'missing'
+  if (m[2] === 'CERTIFICATE_REQUIRED' || !sent) return 'missing'
+  return 'rejected'
+}
+
 /** An upstream chain no trusted CA vouches for, with what can be said about its CA. */
 export interface UntrustedChain {
   readonly chain: ChainFacts
@@ -139,7 +197,7 @@ export interface UntrustedChain {
 }
 
 /** A refinement of a failure the description depends on. */
-type Variant = 'proxy_tls' | 'tunnel' | 'backoff' | UntrustedChain | KerberosError
+type Variant = 'proxy_tls' | 'tunnel' | 'backoff' | UntrustedChain | KerberosError | ProxyClientCertificateError
 type Describe = (ctx: FailureContext, detail: string, variant?: Variant) => { message: string, hint: string }
 
 /**
@@ -185,7 +243,7 @@ export const FAILURES: Readonly<Record<FailureCode, { status: 403 | 502 | 503 | 
           hint: 'an https:// proxy must present a certificate the trust store verifies: add its CA with CA_BUNDLE=/path/to/ca.pem, or use http:// if the proxy does not speak TLS'
         }
       }
-      if (typeof variant === 'object' && !(variant instanceof KerberosError)) return describeUntrusted(ctx, detail, variant)
+      if (typeof variant === 'object' && !(variant instanceof KerberosError) && !(variant instanceof ProxyClientCertificateError)) return describeUntrusted(ctx, detail, variant)
       return {
         message: `the TLS certificate of ${hostPort(ctx.upstream)} is not trusted: ${detail}`,
         hint: 'check the endpoint URL and the system clock; if the certificate is issued by a private CA, add that CA with CA_BUNDLE=/path/to/ca.pem'
@@ -256,6 +314,31 @@ export const FAILURES: Readonly<Record<FailureCode, { status: 403 | 502 | 503 | 
       hint: 'PROXY_PAC_URL decides which proxy each destination uses: check that the URL is right, that the sidecar reaches it directly (PAC files are fetched without a proxy, with TLS verified against the trust store) and that its script answers; the sidecar keeps trying, and serves as soon as the PAC answers'
     })
   },
+  proxy_client_certificate: {
+    status: 502,
+    describe: (ctx, detail, variant) => {
+      if (variant === 'backoff') {
+        return {
+          message: `the proxy ${proxyName(ctx)} refused the TLS handshake over the client certificate ${detail}`,
+          hint: `${CLIENT_CERTIFICATE_FIX}; the back-off ends at once when PROXY_TLS_CERT or PROXY_TLS_KEY changes`
+        }
+      }
+      const refusal = variant instanceof ProxyClientCertificateError ? variant : undefined
+      const alert = alertName(refusal?.alert ?? detail)
+      if (refusal?.kind === 'missing') {
+        return {
+          message: `the proxy ${proxyName(ctx)} requires a TLS client certificate and none was sent (TLS alert ${alert})`,
+          hint: 'set PROXY_TLS_CERT and PROXY_TLS_KEY to the PEM certificate and key issued to this sidecar for the proxy (from a Secret: tls.crt and tls.key); CA_BUNDLE does not help, it is what the sidecar trusts, not what it proves'
+        }
+      }
+      return {
+        message: `the proxy ${proxyName(ctx)} rejected the TLS client certificate of PROXY_TLS_CERT (TLS alert ${alert})`,
+        hint: `${alert === 'certificate_expired' ? 'the certificate has expired (or is not valid yet): renew it; ' : alert === 'unsupported_certificate' ? 'the certificate is not meant for client authentication: it needs the clientAuth extended key usage; ' : alert === 'unknown_ca' ? 'no CA the proxy trusts for clients issued it; ' : ''}` +
+          'the certificate must be issued by a CA the proxy trusts for client certificates (ask whoever runs the proxy which one), be within its validity dates and allow client authentication (extended key usage clientAuth); ' +
+          'put any intermediate CA certificates after it in PROXY_TLS_CERT. Adding a CA to CA_BUNDLE does not help: that is what the sidecar trusts, not what the proxy trusts'
+      }
+    }
+  },
   too_many_tunnels: {
     status: 503,
     describe: (_ctx, detail) => ({
@@ -264,6 +347,9 @@ export const FAILURES: Readonly<Record<FailureCode, { status: 403 | 502 | 503 | 
     })
   }
 }
+
+/** The fix for a client certificate the proxy refused, missing or rejected (the back-off cannot tell which). */
+const CLIENT_CERTIFICATE_FIX = 'the proxy asks for a TLS client certificate: set PROXY_TLS_CERT and PROXY_TLS_KEY, issued by a CA the proxy trusts for clients, not expired, and allowing client authentication (extended key usage clientAuth)'
 
 const PROXY_STATUS = /Proxy response \((\d{3})\) !== 200/
 /** undici's SocketError messages for a response it cannot frame. */
@@ -304,6 +390,15 @@ export function classifyUpstreamError (err: unknown, ctx: FailureContext): Failu
   if (proxyStatus !== null) return { ...classifyRefusedTunnel(Number(proxyStatus[1]), ctx), cause: err }
   if (cause instanceof CredentialsBackedOff) return failure('proxy_auth_required', ctx, cause.message, 'backoff')
   if (cause instanceof PacUnavailable) return { ...failure('pac_unavailable', ctx, cause.message), transient: false }
+  if (cause instanceof ProxyClientCertificateError) return failure('proxy_client_certificate', ctx, cause.alert, cause)
+  if (cause instanceof CertificateBackedOff) {
+    return failure('proxy_client_certificate', ctx, `${Math.round(cause.refusedMsAgo / 1000)} s ago; no new connection is tried with the same certificate (or none) for another ${Math.ceil(cause.remainingMs / 1000)} s (PROXY_AUTH_BACKOFF_MS)`, 'backoff')
+  }
+  // An http: upstream through an https:// proxy: the proxy is the only TLS
+  // peer on that path, so an alert over the client certificate is its own,
+  // however it arrives (no TunnelClient marked it).
+  const absoluteRefusal = ctx.proxy?.url.protocol === 'https:' && ctx.upstream.protocol === 'http:' ? clientCertificateRefusal(code, true) : undefined
+  if (absoluteRefusal !== undefined) return failure('proxy_client_certificate', ctx, code, new ProxyClientCertificateError(code, absoluteRefusal, cause))
   if (cause instanceof KerberosError) return { ...failure('proxy_kerberos', ctx, cause.gssMessage, cause), transient: false }
   if (messageOf(cause).includes('Proxy Authentication Required (407)')) {
     return failure('proxy_auth_required', ctx, '')

@@ -81,7 +81,9 @@ const FAILURE_KIND: Readonly<Record<FailureCode, string>> = {
   destination_not_allowed: 'not_allowed',
   too_many_tunnels: 'overloaded',
   proxy_kerberos: 'proxy_auth',
-  pac_unavailable: 'pac'
+  pac_unavailable: 'pac',
+  // A TLS client certificate authenticates to the proxy, as a password or a ticket does.
+  proxy_client_certificate: 'proxy_auth'
 }
 
 /**

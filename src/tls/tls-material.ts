@@ -13,6 +13,8 @@ export interface KeyPair {
 export interface TlsMaterial {
   readonly trust: TrustStore
   readonly upstreamClient: KeyPair | undefined
+  /** PROXY_TLS_CERT/KEY: presented to an https:// proxy; read again when they change (readProxyClient). */
+  readonly proxyClient: KeyPair | undefined
   readonly listen: KeyPair | undefined
 }
 
@@ -37,11 +39,27 @@ export function loadTlsMaterial (tls: Config['tls']): TlsMaterial {
   const upstreamClient = tls.upstreamClient !== undefined
     ? readKeyPair('UPSTREAM_TLS_CERT', tls.upstreamClient.certFile, 'UPSTREAM_TLS_KEY', tls.upstreamClient.keyFile, problems)
     : undefined
+  const proxyClient = tls.proxyClient !== undefined
+    ? readKeyPair('PROXY_TLS_CERT', tls.proxyClient.certFile, 'PROXY_TLS_KEY', tls.proxyClient.keyFile, problems)
+    : undefined
   const listen = tls.listen !== undefined
     ? readKeyPair('LISTEN_TLS_CERT', tls.listen.certFile, 'LISTEN_TLS_KEY', tls.listen.keyFile, problems)
     : undefined
   if (problems.length > 0 || trust === undefined) throw new TlsSetupError(problems)
-  return { trust, upstreamClient, listen }
+  return { trust, upstreamClient, proxyClient, listen }
+}
+
+/**
+ * PROXY_TLS_CERT/KEY read again (their files changed: a rotated Secret),
+ * checked as at start; throws TlsSetupError naming each problem, so the
+ * caller keeps the pair in use. undefined when they are not set.
+ */
+export function readProxyClient (tls: Config['tls']): KeyPair | undefined {
+  if (tls.proxyClient === undefined) return undefined
+  const problems: string[] = []
+  const pair = readKeyPair('PROXY_TLS_CERT', tls.proxyClient.certFile, 'PROXY_TLS_KEY', tls.proxyClient.keyFile, problems)
+  if (pair === undefined || problems.length > 0) throw new TlsSetupError(problems)
+  return pair
 }
 
 function readKeyPair (certName: string, certFile: string, keyName: string, keyFile: string, problems: string[]): KeyPair | undefined {

@@ -171,6 +171,14 @@ export interface SquidOptions {
   readonly sslBump?: { readonly ca: CertificateAuthority, readonly originCaFile: string }
   /** Serve the proxy itself over TLS (https_port) with this certificate. */
   readonly tls?: { readonly cert: string, readonly key: string }
+  /**
+   * With `tls`: require a client certificate issued by this CA (PEM), as
+   * squid 5's `https_port ... clientca=` does: a handshake without one, or
+   * with another CA's, is refused with a TLS alert.
+   */
+  readonly clientCa?: string
+  /** With `tls`: TLS 1.2 at most (`tls-options=NO_TLSv1_3`), where a refused client certificate ends the handshake itself. */
+  readonly tls12?: boolean
   /** Listen on this port (default: a free one): to restart a proxy where the sidecar expects it. */
   readonly port?: number
   /**
@@ -213,7 +221,8 @@ export async function startSquid (options: SquidOptions = {}): Promise<Squid> {
       `tls_outgoing_options cafile=${options.sslBump.originCaFile}`)
   } else if (options.tls !== undefined) {
     writeFileSync(join(dir, 'proxy.pem'), options.tls.cert + options.tls.key, { mode: 0o644 })
-    listen.push(`https_port 127.0.0.1:${PORT} tls-cert=${dir}/proxy.pem`)
+    if (options.clientCa !== undefined) writeFileSync(join(dir, 'client-ca.pem'), options.clientCa, { mode: 0o644 })
+    listen.push(`https_port 127.0.0.1:${PORT} tls-cert=${dir}/proxy.pem` + (options.clientCa !== undefined ? ` clientca=${dir}/client-ca.pem` : '') + (options.tls12 === true ? ' tls-options=NO_TLSv1_3' : ''))
   } else {
     listen.push(`http_port 127.0.0.1:${PORT}`)
   }

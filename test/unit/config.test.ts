@@ -94,6 +94,22 @@ describe('loadConfig', () => {
       ['PROXY_KRB5_SPN is set, but no Kerberos credentials are: set KRB5_CLIENT_KTNAME (a client keytab) or KRB5CCNAME (a ticket cache)'])
   })
 
+  it('PROXY_TLS_CERT/KEY: a pair, for an https:// proxy, watched like the secret files', () => {
+    const https = loadConfig({ ...minimal, HTTPS_PROXY: 'https://proxy.corp:3129', PROXY_TLS_CERT: '/run/proxy-tls/tls.crt', PROXY_TLS_KEY: '/run/proxy-tls/tls.key' })
+    assert.deepEqual(https.tls.proxyClient, { certFile: '/run/proxy-tls/tls.crt', keyFile: '/run/proxy-tls/tls.key' })
+    assert.deepEqual(https.secretFiles, [{ setting: 'PROXY_TLS_CERT', path: '/run/proxy-tls/tls.crt' }, { setting: 'PROXY_TLS_KEY', path: '/run/proxy-tls/tls.key' }])
+    assert.equal(loadConfig(minimal).tls.proxyClient, undefined)
+    // A fallback over TLS is enough: the certificate is presented to it.
+    assert.notEqual(loadConfig({ ...minimal, HTTPS_PROXY: 'http://proxy.corp:3128', FALLBACK_PROXIES: 'https://backup.corp:3129', PROXY_TLS_CERT: '/c', PROXY_TLS_KEY: '/k' }).tls.proxyClient, undefined)
+    const cases: Array<{ env: Record<string, string>, problem: RegExp }> = [
+      { env: { HTTPS_PROXY: 'https://proxy.corp:3129', PROXY_TLS_CERT: '/c' }, problem: /^PROXY_TLS_KEY is required when PROXY_TLS_CERT is set$/ },
+      { env: { HTTPS_PROXY: 'https://proxy.corp:3129', PROXY_TLS_KEY: '/k' }, problem: /^PROXY_TLS_CERT is required when PROXY_TLS_KEY is set$/ },
+      { env: { HTTPS_PROXY: 'http://proxy.corp:3128', PROXY_TLS_CERT: '/c', PROXY_TLS_KEY: '/k' }, problem: /^PROXY_TLS_CERT and PROXY_TLS_KEY are set, but no proxy is an https:\/\/ one: .*write its URL as https:\/\/host:port/ },
+      { env: { PROXY_TLS_CERT: '/c', PROXY_TLS_KEY: '/k' }, problem: /^PROXY_TLS_CERT and PROXY_TLS_KEY are set, but no proxy is: .*UPSTREAM_TLS_CERT/ }
+    ]
+    for (const c of cases) assert.deepEqual(problemsOf({ ...minimal, ...c.env }).map((p) => c.problem.test(p)), [true], JSON.stringify(c.env))
+  })
+
   it('STALE_CONFIG_DIR must be an existing directory', () => {
     assert.deepEqual(problemsOf({ ...minimal, STALE_CONFIG_DIR: '/nonexistent/stale' }),
       ['STALE_CONFIG_DIR /nonexistent/stale does not exist; create it (an emptyDir volume in a pod) or unset STALE_CONFIG_DIR to keep the configuration in memory only'])

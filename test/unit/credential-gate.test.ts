@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { credentialKey, CredentialGate, CredentialsBackedOff, type BackOffEvent } from '../../src/egress/credential-gate.js'
+import { certificateKey, CertificateBackedOff, credentialKey, CredentialGate, CredentialsBackedOff, type BackOffEvent } from '../../src/egress/credential-gate.js'
 
 const KEY = credentialKey('proxy:3128', 'sidecar', 'wrong')
 
@@ -115,5 +115,18 @@ describe('CredentialGate: a refused password is not sent again for the back-off'
     const waiting = g.admit(KEY, 'proxy:3128', controller.signal)
     controller.abort(new Error('client gone'))
     await assert.rejects(waiting, /client gone/)
+  })
+
+  it('the client-certificate gate: its own error while backed off, keyed by proxy and certificate', async () => {
+    let now = 0
+    const g = new CredentialGate(60_000, () => {}, () => now, (ago, remaining) => new CertificateBackedOff(ago, remaining))
+    const refused = certificateKey('proxy:3129', 'ab12')
+    ;(await g.admit(refused, 'proxy:3129')).settle('refused')
+    now += 1000
+    await assert.rejects(g.admit(refused, 'proxy:3129'), (err: unknown) => err instanceof CertificateBackedOff && !(err instanceof CredentialsBackedOff) && /for another 59 s \(PROXY_AUTH_BACKOFF_MS\)/.test(err.message))
+    // Another certificate (a rotated Secret) is tried at once.
+    ;(await g.admit(certificateKey('proxy:3129', 'cd34'), 'proxy:3129')).settle('accepted')
+    now += 60_000
+    ;(await g.admit(refused, 'proxy:3129')).settle('unknown')
   })
 })

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { errors as undiciErrors } from 'undici'
 import { parseProxyUrl, type ProxyEndpoint } from '../../src/egress/egress.js'
-import { causeChain, classifyRefusedTunnel, classifyUpstreamError, ConnectFailure, describeRefusal, tunnelRefusalOf, UpstreamCertificateError, type CauseLink, type FailureContext } from '../../src/failures/catalogue.js'
+import { causeChain, classifyRefusedTunnel, classifyUpstreamError, clientCertificateRefusal, ConnectFailure, describeRefusal, isFailoverFailure, ProxyClientCertificateError, tunnelRefusalOf, UpstreamCertificateError, type CauseLink, type FailureContext } from '../../src/failures/catalogue.js'
+import { CertificateBackedOff } from '../../src/egress/credential-gate.js'
 import type { ChainFacts } from '../../src/tls/tls-verdict.js'
 
 const proxied: ProxyEndpoint | undefined = parseProxyUrl('http://u:p@proxy.corp:3128')
@@ -66,6 +67,90 @@ describe('classifyUpstreamError', () => {
       assert.doesNotMatch(got.message + got.hint, /u:p@|:p@/)
     })
   }
+})
+
+describe('a TLS client certificate an https:// proxy refused: proxy_client_certificate, never tls_untrusted', () => {
+  const tlsProxy = parseProxyUrl('https://proxy.corp:3129')
+  // The codes seen from squid 5.7 with Node 20 and 24 (see ProxyClientCertificateError), and other servers' alerts.
+  const refusals: Array<{ code: string, sent: boolean, want: 'missing' | 'rejected' | undefined }> = [
+    { code: 'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED', sent: false, want: 'missing' },
+    { code: 'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED', sent: true, want: 'missing' },
+    { code: 'ERR_SSL_TLSV1_ALERT_UNKNOWN_CA', sent: true, want: 'rejected' },
+    { code: 'ERR_SSL_TLSV1_ALERT_UNKNOWN_CA', sent: false, want: 'missing' },
+    { code: 'ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE', sent: false, want: 'missing' },
+    { code: 'ERR_SSL_SSL/TLS_ALERT_HANDSHAKE_FAILURE', sent: false, want: 'missing' },
+    { code: 'ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE', sent: true, want: undefined },
+    { code: 'ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE', sent: true, want: 'rejected' },
+    { code: 'ERR_SSL_SSL/TLS_ALERT_BAD_CERTIFICATE', sent: true, want: 'rejected' },
+    { code: 'ERR_SSL_SSLV3_ALERT_CERTIFICATE_EXPIRED', sent: true, want: 'rejected' },
+    { code: 'ERR_SSL_SSLV3_ALERT_CERTIFICATE_UNKNOWN', sent: true, want: 'rejected' },
+    { code: 'ERR_SSL_SSLV3_ALERT_UNSUPPORTED_CERTIFICATE', sent: true, want: 'rejected' },
+    { code: 'ERR_SSL_TLSV1_ALERT_ACCESS_DENIED', sent: true, want: 'rejected' },
+    { code: 'ERR_SSL_WRONG_VERSION_NUMBER', sent: true, want: undefined },
+    { code: 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', sent: false, want: undefined }
+  ]
+  for (const r of refusals) {
+    it(`${r.code}, ${r.sent ? 'a certificate' : 'none'} sent → ${String(r.want)}`, () => {
+      assert.equal(clientCertificateRefusal(r.code, r.sent), r.want)
+    })
+  }
+
+  const alert = (code: string): NodeJS.ErrnoException => sysError(code, 'read')
+  const cases: Array<{ name: string, err: unknown, ctx: FailureContext, message: RegExp, hint: RegExp }> = [
+    {
+      name: 'none sent (TLS 1.3)',
+      err: new ConnectFailure(new ProxyClientCertificateError('ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED', 'missing', alert('ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED'))),
+      ctx: ctx(tlsProxy),
+      message: /proxy proxy\.corp:3129 requires a TLS client certificate and none was sent \(TLS alert certificate_required\)/,
+      hint: /set PROXY_TLS_CERT and PROXY_TLS_KEY/
+    },
+    {
+      name: 'another CA\'s',
+      err: new ConnectFailure(new ProxyClientCertificateError('ERR_SSL_TLSV1_ALERT_UNKNOWN_CA', 'rejected', alert('ERR_SSL_TLSV1_ALERT_UNKNOWN_CA'))),
+      ctx: ctx(tlsProxy),
+      message: /proxy proxy\.corp:3129 rejected the TLS client certificate of PROXY_TLS_CERT \(TLS alert unknown_ca\)/,
+      hint: /^no CA the proxy trusts for clients issued it; .*a CA the proxy trusts for client certificates.*clientAuth/
+    },
+    {
+      name: 'expired',
+      err: new ConnectFailure(new ProxyClientCertificateError('ERR_SSL_SSLV3_ALERT_CERTIFICATE_EXPIRED', 'rejected', alert('ERR_SSL_SSLV3_ALERT_CERTIFICATE_EXPIRED'))),
+      ctx: ctx(tlsProxy),
+      message: /TLS alert certificate_expired/,
+      hint: /^the certificate has expired/
+    },
+    {
+      name: 'backed off',
+      err: new ConnectFailure(new CertificateBackedOff(2000, 58_000)),
+      ctx: ctx(tlsProxy),
+      message: /^the proxy proxy\.corp:3129 refused the TLS handshake over the client certificate 2 s ago; no new connection is tried with the same certificate \(or none\) for another 58 s \(PROXY_AUTH_BACKOFF_MS\)$/,
+      hint: /PROXY_TLS_CERT and PROXY_TLS_KEY.*the back-off ends at once when PROXY_TLS_CERT or PROXY_TLS_KEY changes/
+    },
+    {
+      name: 'an http: upstream in absolute-form: the proxy is the only TLS peer',
+      err: alert('ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED'),
+      ctx: { ...ctx(tlsProxy), upstream: new URL('http://backend.internal') },
+      message: /requires a TLS client certificate and none was sent/,
+      hint: /PROXY_TLS_CERT/
+    }
+  ]
+  for (const c of cases) {
+    it(`${c.name} → proxy_client_certificate`, () => {
+      const got = classifyUpstreamError(c.err, c.ctx)
+      assert.equal(got.code, 'proxy_client_certificate')
+      assert.equal(got.status, 502)
+      assert.match(got.message, c.message)
+      assert.match(got.hint, c.hint)
+      assert.doesNotMatch(got.hint, /add (its|the) CA with CA_BUNDLE/, 'adding a CA is the wrong fix')
+      assert.equal(got.transient, false)
+      assert.equal(isFailoverFailure(got), true, 'another proxy may not ask for a certificate')
+    })
+  }
+
+  it('the same alert from the upstream, through a tunnel that was open, is not the proxy\'s', () => {
+    // Without the marker TunnelClient sets, an alert on an https: upstream is
+    // the upstream's TLS (mutual TLS with 3scale): not this failure.
+    assert.notEqual(classifyUpstreamError(alert('ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED'), ctx(tlsProxy)).code, 'proxy_client_certificate')
+  })
 })
 
 describe('the 407 hint follows the schemes the proxy offers', () => {
