@@ -7,7 +7,7 @@ import { SetupError } from './setup-error.js'
 import { endpointOriginFix } from '../failures/catalogue.js'
 import type { TrustSettings } from '../tls/trust-store.js'
 import type { ProxyAuthScheme } from '../egress/auth-negotiation.js'
-import type { ProxyEndpoint, ProxySettings } from '../egress/egress.js'
+import { resolveEgress, type ProxyEndpoint, type ProxySettings } from '../egress/egress.js'
 import { readProxySettings } from './proxy-settings.js'
 import type { PacSource } from '../egress/pac-source.js'
 import type { PacCredentials } from '../egress/pac-answer.js'
@@ -395,6 +395,7 @@ export function readConfig (env: Readonly<Record<string, string | undefined>>, r
     problems.push(`CLIENT_HEADERS_TIMEOUT_MS (${cleaned.CLIENT_HEADERS_TIMEOUT_MS}) must not exceed CLIENT_REQUEST_TIMEOUT_MS (${cleaned.CLIENT_REQUEST_TIMEOUT_MS}): the headers are part of the request`)
   }
 
+  if (cleaned.PROXY_PAC_URL === undefined) checkAbsoluteFormProxies([['THREESCALE_PORTAL_ENDPOINT', portal], ['BACKEND_ENDPOINT_OVERRIDE', backend]], proxies, fallbackProxies, problems)
   const forwardAllow = readForwardAllow(cleaned.FORWARD_PROXY_ALLOW, cleaned.FORWARD_PROXY_PORT, problems)
   const kerberos = readKerberos(cleaned, problems)
 
@@ -599,6 +600,21 @@ function checkTlsProxy (proxies: ReadonlyArray<ProxyEndpoint | undefined>, probl
   problems.push(proxies.some((p) => p !== undefined)
     ? 'PROXY_TLS_CERT and PROXY_TLS_KEY are set, but no proxy is an https:// one: the client certificate is presented only in a TLS handshake with the proxy. If the proxy speaks TLS, write its URL as https://host:port (https_proxy, HTTPS_PROXY_FILE or FALLBACK_PROXIES); else unset them'
     : 'PROXY_TLS_CERT and PROXY_TLS_KEY are set, but no proxy is: set https_proxy=https://host:port for a proxy that asks for a client certificate, or unset them (for mutual TLS with 3scale itself, use UPSTREAM_TLS_CERT and UPSTREAM_TLS_KEY)')
+}
+
+/**
+ * An http:// endpoint whose every proxy is https://: the sidecar's HTTP
+ * client (undici) sends plain http:// requests in absolute-form only to an
+ * http:// proxy, so every request would fail. Said at start, where it is
+ * fixed, rather than as a 502 on each request.
+ */
+function checkAbsoluteFormProxies (endpoints: ReadonlyArray<[string, URL | undefined]>, proxies: ProxySettings, fallbacks: readonly ProxyEndpoint[], problems: string[]): void {
+  for (const [setting, url] of endpoints) {
+    if (url?.protocol !== 'http:') continue
+    const egress = resolveEgress(url, proxies, fallbacks)
+    if (egress.kind !== 'proxy' || ![egress.proxy, ...egress.fallbacks].every((p) => p.url.protocol === 'https:')) continue
+    problems.push(`${setting} is an http:// URL, and every proxy it would go through (http_proxy, FALLBACK_PROXIES) is an https:// one: the sidecar sends plain http:// requests only to an http:// proxy. Name an http:// proxy in http_proxy, or use the https:// endpoint`)
+  }
 }
 
 /** Two settings that only make sense together (a certificate and its key). */

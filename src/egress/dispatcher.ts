@@ -4,7 +4,7 @@ import { createSecureContext, TLSSocket, type SecureContext } from 'node:tls'
 import type { Dispatcher, ProxyAgent as ProxyAgentType, buildConnector as BuildConnector } from 'undici'
 import type { Config, Timeouts } from '../config/config.js'
 import { proxyAuthorization, type Egress, type ProxyEndpoint } from './egress.js'
-import { ConnectFailure, UpstreamCertificateError, describeTrustedChain, isFailoverFailure, tunnelRefusalOf, type Failure, type TunnelRefusal } from '../failures/catalogue.js'
+import { AbsoluteFormOverTls, ConnectFailure, UpstreamCertificateError, describeTrustedChain, isFailoverFailure, tunnelRefusalOf, type Failure, type TunnelRefusal } from '../failures/catalogue.js'
 import type { Logger } from '../observe/logger.js'
 import type { RouteMetrics } from '../observe/metrics.js'
 import { hostPort } from '../observe/redact.js'
@@ -244,6 +244,20 @@ function pendingHop (options: TransportOptions): NextHop {
   return { index: 0, proxy: undefined, label: 'pac', dispatcher: new Agent({ connections: 1, connect }), lastRefusal: () => undefined }
 }
 
+/**
+ * An http:// request through an https:// proxy: undici's ProxyAgent sends
+ * absolute-form requests only to an http:// proxy, and otherwise tunnels
+ * them with a CONNECT whose credentials wait on the request's own admission
+ * to the credential gate, so the request hung for good. The hop now fails
+ * each request at once, before any byte leaves, saying so: the next hop
+ * (FALLBACK_PROXIES, the PAC's next entry) is tried, or the request gets
+ * 502 proxy_unreachable with the fix.
+ */
+function unsupportedHop (proxy: ProxyEndpoint, index: number): NextHop {
+  const connect: BuildConnector.connector = (_opts, callback) => { callback(new ConnectFailure(new AbsoluteFormOverTls()), null) }
+  return { index, proxy, label: hostPort(proxy.url), dispatcher: new Agent({ connections: 1, connect }), lastRefusal: () => undefined }
+}
+
 /** The pooled dispatcher for one hop: direct (Agent) or through `proxy` (ProxyAgent). */
 function buildHop (tunnel: boolean, proxy: ProxyEndpoint | undefined, index: number, options: TransportOptions, onOpened: (socket: Socket) => void): NextHop {
   const { timeouts, tls } = options
@@ -267,6 +281,8 @@ function buildHop (tunnel: boolean, proxy: ProxyEndpoint | undefined, index: num
     const connect = verifyingConnector(buildConnector(upstreamTls), tls, onOpened)
     return { index, proxy, label: 'direct', dispatcher: new Agent({ ...poolOptions, connect }), lastRefusal: () => undefined }
   }
+
+  if (!tunnel && proxy.url.protocol === 'https:') return unsupportedHop(proxy, index)
 
   // Only an http upstream is sent to the proxy in absolute-form, with
   // ProxyAgent's own (Basic) header; tunnels authenticate in TunnelClient.

@@ -116,6 +116,15 @@ export class ConnectFailure extends Error {
   }
 }
 
+/** An http:// request with an https:// proxy as its hop: a path undici does not offer (see dispatcher.ts unsupportedHop). */
+export class AbsoluteFormOverTls extends Error {
+  override name = 'AbsoluteFormOverTls'
+  readonly code = 'SIDECAR_ABSOLUTE_FORM_OVER_TLS'
+  constructor () {
+    super('an http:// request cannot go through an https:// proxy')
+  }
+}
+
 /** The upstream's certificate did not verify against the trust store. */
 export class UpstreamCertificateError extends Error {
   override name = 'UpstreamCertificateError'
@@ -197,7 +206,7 @@ export interface UntrustedChain {
 }
 
 /** A refinement of a failure the description depends on. */
-type Variant = 'proxy_tls' | 'tunnel' | 'backoff' | UntrustedChain | KerberosError | ProxyClientCertificateError
+type Variant = 'proxy_tls' | 'tunnel' | 'backoff' | 'absolute_tls' | UntrustedChain | KerberosError | ProxyClientCertificateError
 type Describe = (ctx: FailureContext, detail: string, variant?: Variant) => { message: string, hint: string }
 
 /**
@@ -207,10 +216,15 @@ type Describe = (ctx: FailureContext, detail: string, variant?: Variant) => { me
 export const FAILURES: Readonly<Record<FailureCode, { status: 403 | 502 | 503 | 504, describe: Describe }>> = {
   proxy_unreachable: {
     status: 502,
-    describe: (ctx, detail) => ({
-      message: `cannot reach the proxy ${proxyName(ctx)} (${detail})`,
-      hint: 'check the host and port in https_proxy/HTTPS_PROXY and that the proxy is running and reachable from this host'
-    })
+    describe: (ctx, detail, variant) => variant === 'absolute_tls'
+      ? {
+          message: `cannot send the http:// request for ${hostPort(ctx.upstream)} through the https:// proxy ${proxyName(ctx)}: the sidecar's HTTP client sends plain http:// requests (absolute-form) only to an http:// proxy`,
+          hint: 'name an http:// proxy for http:// destinations (http_proxy=http://host:port, or PROXY host:port in the PAC file rather than HTTPS), or use the https:// URL of the destination, which is tunnelled through any proxy'
+        }
+      : {
+          message: `cannot reach the proxy ${proxyName(ctx)} (${detail})`,
+          hint: 'check the host and port in https_proxy/HTTPS_PROXY and that the proxy is running and reachable from this host'
+        }
   },
   proxy_auth_required: {
     status: 502,
@@ -389,6 +403,7 @@ export function classifyUpstreamError (err: unknown, ctx: FailureContext): Failu
   const proxyStatus = PROXY_STATUS.exec(messageOf(cause))
   if (proxyStatus !== null) return { ...classifyRefusedTunnel(Number(proxyStatus[1]), ctx), cause: err }
   if (cause instanceof CredentialsBackedOff) return failure('proxy_auth_required', ctx, cause.message, 'backoff')
+  if (cause instanceof AbsoluteFormOverTls) return { ...failure('proxy_unreachable', ctx, '', 'absolute_tls'), transient: false }
   if (cause instanceof PacUnavailable) return { ...failure('pac_unavailable', ctx, cause.message), transient: false }
   if (cause instanceof ProxyClientCertificateError) return failure('proxy_client_certificate', ctx, cause.alert, cause)
   if (cause instanceof CertificateBackedOff) {

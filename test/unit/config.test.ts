@@ -70,6 +70,7 @@ describe('loadConfig', () => {
       [{ PROXY_PAC_URL: 'http://[bad/proxy.pac' }, 'PROXY_PAC_URL is not a valid URL; expected http://host/proxy.pac, https://host/proxy.pac, file:///path/proxy.pac or a path'],
       [{ PROXY_PAC_URL: '/nonexistent/proxy.pac' }, 'PROXY_PAC_URL: the PAC file /nonexistent/proxy.pac does not exist (is its ConfigMap mounted?)'],
       [{ PROXY_PAC_URL: 'http://wpad.corp/proxy.pac', PROXY_PASSWORD: 'pw' }, 'PROXY_PASSWORD is set, but PROXY_USER is not: the proxies a PAC file (PROXY_PAC_URL) names carry no user, so set PROXY_USER'],
+      [{ BACKEND_ENDPOINT_OVERRIDE: 'http://backend.corp:3000', http_proxy: 'https://proxy.corp:3129' }, 'BACKEND_ENDPOINT_OVERRIDE is an http:// URL, and every proxy it would go through (http_proxy, FALLBACK_PROXIES) is an https:// one: the sidecar sends plain http:// requests only to an http:// proxy. Name an http:// proxy in http_proxy, or use the https:// endpoint'],
       [{ PROXY_PAC_URL: 'http://wpad.corp/proxy.pac', PROXY_PAC_REFRESH_S: '0' }, 'PROXY_PAC_REFRESH_S "0" is not a positive whole number']
     ]
     for (const [env, problem] of rows) assert.deepEqual(problemsOf({ ...minimal, ...env }), [problem], JSON.stringify(env))
