@@ -545,7 +545,10 @@ function describeEgress (route: Route, config: Config): { fields: Record<string,
       ? `${scheme === 'auto' ? `auto: ${kerberos !== undefined ? 'Negotiate, ' : ''}Basic, Digest or NTLM as the proxy asks` : scheme}` +
         [password ? `${egress.proxy.username}:***` : undefined, kerberos].filter((x) => x !== undefined).map((x) => ` (${x})`).join('')
       : 'none'
-    via = `via proxy ${egress.proxy.url.protocol}//${hostPort(egress.proxy.url)} (${route.upstream.protocol === 'https:' ? 'CONNECT tunnel' : 'absolute-form'}, proxy auth ${String(fields.proxyAuth)})`
+    // A client certificate goes to https:// proxies only; its setting is said, never its content.
+    const certificate = config.tls.proxyClient !== undefined && [egress.proxy, ...egress.fallbacks].some((p) => p.url.protocol === 'https:')
+    if (certificate) fields.proxyClientCertificate = 'PROXY_TLS_CERT'
+    via = `via proxy ${egress.proxy.url.protocol}//${hostPort(egress.proxy.url)} (${route.upstream.protocol === 'https:' ? 'CONNECT tunnel' : 'absolute-form'}, proxy auth ${String(fields.proxyAuth)}${certificate ? ', TLS client certificate PROXY_TLS_CERT to https:// proxies' : ''})`
     if (egress.fallbacks.length > 0) {
       fields.fallbacks = egress.fallbacks.map((p) => hostPort(p.url))
       via += `, then ${egress.fallbacks.map((p) => `${p.url.protocol}//${hostPort(p.url)}`).join(', ')}`

@@ -2,6 +2,7 @@ import type { Dispatcher } from 'undici'
 import type { Timeouts } from '../config/config.js'
 import type { Route } from '../config/routes.js'
 import type { NextHop } from '../egress/dispatcher.js'
+import type { Egress } from '../egress/egress.js'
 import { parseAbsoluteTarget, type Destination } from '../egress/forward-destination.js'
 import type { ForwardTransport } from '../egress/forward-transport.js'
 import { classifyRefusedTunnel, classifyUpstreamError, ConnectFailure, tunnelRefusalOf, describeTrustedChain, endpointNotFoundHint, explainUntrustedCertificate, UpstreamCertificateError, type Failure, type FailureContext } from '../failures/catalogue.js'
@@ -171,7 +172,7 @@ export async function probeForwardDestination (transport: ForwardTransport, dest
   const ms = Math.round(performance.now() - started)
   const label = opened.ok ? opened.tunnel.via : opened.via
   const detail = (name: StepName): string => name === 'pac'
-    ? `the PAC file answers "${egress.kind !== 'pending' ? egress.pac ?? '' : ''}"`
+    ? pacPassed(egress)
     : name === 'proxy'
       ? `the proxy ${label} accepted the connection`
       : name === 'connect' ? `${label} opened the tunnel to ${destination.authority}` : `${destination.authority} accepted the connection`
@@ -223,7 +224,7 @@ async function probeForwardRequest (transport: ForwardTransport, destination: De
   }
   const ms = Math.round(performance.now() - started)
   const detail = (name: StepName): string => name === 'pac'
-    ? `the PAC file answers "${egress.kind !== 'pending' ? egress.pac ?? '' : ''}"`
+    ? pacPassed(egress)
     : name === 'proxy'
       ? `the proxy ${hop.label} accepted the connection`
       : name === 'tcp' ? `${destination.authority} accepted the connection` : `${destination.authority} answered GET / with ${status} (${proxied ? 'in absolute-form, through the proxy' : 'direct'})`
@@ -400,10 +401,15 @@ function ownToken (route: Route): string | undefined {
 /** What a step that the request got past has shown. */
 function passed (name: StepName, route: Route, hop: NextHop): string {
   switch (name) {
-    case 'pac': return `the PAC file answers "${route.egress.kind !== 'pending' ? route.egress.pac ?? '' : ''}"`
+    case 'pac': return pacPassed(route.egress)
     case 'proxy': return `the proxy ${hop.label} accepted the connection`
     case 'connect': return `${hop.label} opened the tunnel to ${hostPort(route.upstream)}`
     case 'tls': return `the certificate of ${hostPort(route.upstream)} verified against the trust store`
     default: return `${hostPort(route.upstream)} accepted the connection`
   }
+}
+
+/** The pac step, passed: the PAC's answer the way out follows. */
+function pacPassed (egress: Egress): string {
+  return `the PAC file answers "${egress.kind !== 'pending' ? egress.pac ?? '' : ''}"`
 }

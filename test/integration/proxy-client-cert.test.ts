@@ -102,6 +102,10 @@ describeOrSkip('client certificates to an https:// proxy (squid https_port clien
       t.after(async () => { await sidecar.close() })
       const client = new Client()
       t.after(async () => { await client.close() })
+      // The start-up line says a certificate goes to the proxy, by its setting only.
+      const started = sidecar.logs().find((l) => l.listener === 'portal' && typeof l.port === 'number')
+      if (files !== undefined) assert.match(started?.msg ?? '', /TLS client certificate PROXY_TLS_CERT to https:\/\/ proxies/)
+      else assert.doesNotMatch(started?.msg ?? '', /client certificate/)
 
       for (let i = 0; i < 5; i++) {
         const res = await client.send(`${sidecar.portalUrl}/admin/api/services.json`, { headers: { authorization: basicUserinfo(TOKEN) } })
