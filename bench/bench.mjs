@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // npm run bench: the sidecar's cost on APIcast's hot path (backend authrep),
-// measured on loopback, compared with the same load sent straight to the
-// origin. Prints a table and writes .bench/latest.json (and a dated copy).
+// measured on loopback, compared with the Node floor (bench/floor.mjs: the
+// same proxy and origin behind node:http and one undici ProxyAgent) and with
+// the same load sent straight to the origin. Prints a table and writes .bench/latest.json (and a dated copy).
 //
 // BENCH_DURATION (s, default 10), BENCH_WARMUP (s, default 3),
 // BENCH_CONCURRENCY (default 1,16,64), BENCH_PROXY (squid | proxy-chain),
@@ -155,14 +156,33 @@ await sleep(500)
 const idleRssMb = statusKb(sidecar.pid, 'VmRSS') / 1024
 const startupPeakRssMb = statusKb(sidecar.pid, 'VmHWM') / 1024
 
-// 3. For each concurrency: warm up, then measure through the sidecar and
-//    straight to the origin (the ceiling: no proxy, no sidecar).
+// The Node floor (bench/floor.mjs): node:http and one undici ProxyAgent,
+// through the same proxy to the same origin, on the same runtime.
+const floor = child([join(ROOT, 'bench', 'floor.mjs')], {
+  env: { PATH: process.env.PATH, FLOOR_UPSTREAM: `https://backend.test:${originPort}`, FLOOR_PROXY: proxyUrl, FLOOR_CA: caFile }
+})
+const { port: floorPort } = await firstLine(floor)
+await sleep(500)
+const floorIdleRssMb = statusKb(floor.pid, 'VmRSS') / 1024
+
+// 3. For each concurrency: warm up, then measure through the sidecar, the
+//    Node floor, and straight to the origin (the ceiling: no proxy, no sidecar).
 const sidecarUrl = `http://127.0.0.1:${backendPort}${PATH}`
 const directUrl = `https://127.0.0.1:${originPort}${PATH}`
 const directTls = { ca: readFileSync(caFile) }
+const floorUrl = `http://127.0.0.1:${floorPort}${PATH}`
+/** One measured run through a forwarder process: its load figures, CPU per request and peak RSS of the run. */
+async function measure (url, pid, c, onTick) {
+  writeFileSync(`/proc/${pid}/clear_refs`, '5')
+  const cpuBefore = cpuTicks(pid)
+  const result = await load(url, c, DURATION, undefined, onTick)
+  const cpuMs = (cpuTicks(pid) - cpuBefore) * 1000 / CLK_TCK
+  return { ...result, cpuUsPerRequest: cpuMs * 1000 / result.requests, peakRssMb: statusKb(pid, 'VmHWM') / 1024 }
+}
 const runs = []
 for (const c of LEVELS) {
   await load(sidecarUrl, c, WARMUP)
+  await load(floorUrl, c, WARMUP)
   await load(directUrl, c, Math.min(WARMUP, 2), directTls)
   // autocannon ends a run with every connection busy, and the sidecar
   // aborts the upstream requests of clients that left (an aborted in-flight
@@ -185,11 +205,17 @@ for (const c of LEVELS) {
   const proxyCpuMs = useSquid ? (cpuTicks(proxyPid) - proxyCpuBefore) * 1000 / CLK_TCK : undefined
   const tunnels = tunnelsDuring - tunnelsBefore
   const peakRssMb = statusKb(sidecar.pid, 'VmHWM') / 1024
+  await sleep(1000)
+  const floorRun = await measure(floorUrl, floor.pid, c)
   const direct = await load(directUrl, c, DURATION, directTls)
+  const sidecarRun = { ...via, cpuUsPerRequest: cpuMs * 1000 / via.requests, proxyCpuUsPerRequest: proxyCpuMs !== undefined ? proxyCpuMs * 1000 / via.requests : undefined, tunnelsOpened: tunnels, peakRssMb }
   runs.push({
     concurrency: c,
-    sidecar: { ...via, cpuUsPerRequest: cpuMs * 1000 / via.requests, proxyCpuUsPerRequest: proxyCpuMs !== undefined ? proxyCpuMs * 1000 / via.requests : undefined, tunnelsOpened: tunnels, peakRssMb },
+    sidecar: sidecarRun,
+    floor: floorRun,
     direct,
+    // The sidecar against the Node floor, measured in this run: what issue 20's targets are written in.
+    ofFloor: { cpu: sidecarRun.cpuUsPerRequest / floorRun.cpuUsPerRequest, rps: via.rps / floorRun.rps, p99: via.p99 / floorRun.p99, peakRss: peakRssMb / floorRun.peakRssMb },
     throughputOfCeiling: via.rps / direct.rps,
     addedLatencyMs: { p50: via.p50 - direct.p50, p99: via.p99 - direct.p99 }
   })
@@ -201,28 +227,33 @@ const f = (n, d = 0) => n === undefined ? '-' : n.toFixed(d)
 const rows = [['conc', 'path', 'req/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'errors', 'CPU µs/req', 'proxy µs/req', 'CONNECTs', 'run peak RSS MB', '% of ceiling']]
 for (const r of runs) {
   rows.push([String(r.concurrency), 'sidecar', f(r.sidecar.rps), f(r.sidecar.p50, 3), f(r.sidecar.p99, 3), f(r.sidecar.p999, 3), String(r.sidecar.errors), f(r.sidecar.cpuUsPerRequest), f(r.sidecar.proxyCpuUsPerRequest), String(r.sidecar.tunnelsOpened), f(r.sidecar.peakRssMb, 1), `${f(r.throughputOfCeiling * 100)}%`])
+  rows.push(['', 'node floor', f(r.floor.rps), f(r.floor.p50, 3), f(r.floor.p99, 3), f(r.floor.p999, 3), String(r.floor.errors), f(r.floor.cpuUsPerRequest), '', '', f(r.floor.peakRssMb, 1), `${f(r.floor.rps / r.direct.rps * 100)}%`])
   rows.push(['', 'direct', f(r.direct.rps), f(r.direct.p50, 3), f(r.direct.p99, 3), f(r.direct.p999, 3), String(r.direct.errors), '', '', '', '', ''])
 }
+const ratios = runs.map((r) => `concurrency ${r.concurrency}: CPU/req ${f(r.ofFloor.cpu, 2)}×, req/s ${f(r.ofFloor.rps, 2)}×, p99 ${f(r.ofFloor.p99, 2)}×, run peak RSS ${f(r.ofFloor.peakRss, 2)}×`)
 const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)))
 const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'CPU'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`
 const out = [
   `apicast-sidecar-proxy benchmark: GET authrep through the sidecar and ${useSquid ? 'squid' : 'proxy-chain'} (Basic auth) to a TLS origin, vs. straight to the origin`,
   `machine: ${machine}; load tool ${TOOL}; ${DURATION} s per run after ${WARMUP} s warm-up; sidecar logging at info`,
-  `start-up (launch to both listeners accepting): ${f(startupMs)} ms; idle RSS ${f(idleRssMb, 1)} MB (peak during start-up ${f(startupPeakRssMb, 1)} MB)`,
+  `start-up (launch to both listeners accepting): ${f(startupMs)} ms; idle RSS ${f(idleRssMb, 1)} MB (peak during start-up ${f(startupPeakRssMb, 1)} MB); the Node floor's idle RSS ${f(floorIdleRssMb, 1)} MB`,
   '',
   ...rows.map((row) => row.map((cell, i) => cell.padEnd(widths[i])).join('  ')),
+  '',
+  'the sidecar against the Node floor (node:http + one undici ProxyAgent, no features), in this run:',
+  ...ratios.map((r) => `  ${r}`),
   '',
   ...runs.filter((r) => r.concurrency === 1).map((r) => `added latency at concurrency 1: p50 +${f(r.addedLatencyMs.p50, 3)} ms, p99 +${f(r.addedLatencyMs.p99, 3)} ms`)
 ]
 process.stdout.write(out.join('\n') + '\n')
 
-const report = { date: new Date().toISOString(), machine, tool: TOOL, proxy: useSquid ? 'squid' : 'proxy-chain', durationS: DURATION, startupMs, idleRssMb, startupPeakRssMb, runs }
+const report = { date: new Date().toISOString(), machine, tool: TOOL, proxy: useSquid ? 'squid' : 'proxy-chain', durationS: DURATION, startupMs, idleRssMb, startupPeakRssMb, floorIdleRssMb, runs }
 mkdirSync(join(ROOT, '.bench'), { recursive: true })
 writeFileSync(join(ROOT, '.bench', 'latest.json'), JSON.stringify(report, null, 2))
 writeFileSync(join(ROOT, '.bench', `bench-${report.date.replace(/[:.]/g, '-')}.json`), JSON.stringify(report, null, 2))
 process.stdout.write('results: .bench/latest.json\n')
 // Figures from a run with failed requests are not a measure of the sidecar.
-const failed = runs.filter((r) => r.sidecar.errors > 0 || r.sidecar.requests === 0 || r.direct.errors > 0)
+const failed = runs.filter((r) => r.sidecar.errors > 0 || r.sidecar.requests === 0 || r.floor.errors > 0 || r.floor.requests === 0 || r.direct.errors > 0)
 if (failed.length > 0) {
   process.stderr.write(`bench: requests failed at concurrency ${failed.map((r) => r.concurrency).join(', ')}; the figures are not valid\n`)
   process.exitCode = 1
