@@ -15,14 +15,28 @@ export interface PacOptions {
   /** Until the first load: the first wait before fetching again, doubled up to `max`. */
   readonly retryMs?: { readonly first: number, readonly max: number }
   readonly limits?: PacLimits
+  /** How long an unused sandbox is kept (SANDBOX_IDLE_MS). */
+  readonly sandboxIdleMs?: number
 }
 
-/** The script in use and its answers, one per destination (scheme and host:port). */
+/**
+ * The script in use and its answers, one per destination (scheme and
+ * host:port). The sandbox itself (`script`, 15-20 MB of WebAssembly memory)
+ * is kept only while it is being asked: freed SANDBOX_IDLE_MS after its last
+ * evaluation, and compiled again from `text` when a destination not yet
+ * answered comes (a wildcard of FORWARD_PROXY_ALLOW). The answers stay.
+ */
 interface Loaded {
   readonly text: string
-  readonly script: PacScript
+  script: Promise<PacScript> | undefined
+  idle: NodeJS.Timeout | undefined
   readonly answers: Map<string, Promise<PacAnswer>>
+  readonly compile: () => Promise<PacScript>
+  readonly idleMs: number
 }
+
+/** How long an unused sandbox is kept: past the evaluations of one load, well short of a refresh. */
+const SANDBOX_IDLE_MS = 10_000
 
 /**
  * PROXY_PAC_URL: the PAC file, fetched, compiled into its sandbox
@@ -87,18 +101,19 @@ export class ProxyAutoConfig {
   async load (): Promise<boolean> {
     const text = await this.options.read()
     if (this.#loaded?.text === text) return false
-    const script = await compilePacScript(text, (message) => { this.options.log.info({ pac: this.label }, `PAC alert(): ${message}`) }, this.options.limits)
-    const next: Loaded = { text, script, answers: new Map() }
+    const compile = async (): Promise<PacScript> => await compilePacScript(text, (message) => { this.options.log.info({ pac: this.label }, `PAC alert(): ${message}`) }, this.options.limits)
+    const next: Loaded = { text, script: compile(), idle: undefined, answers: new Map(), compile, idleMs: this.options.sandboxIdleMs ?? SANDBOX_IDLE_MS }
     try {
+      await next.script
       // Every route must get an answer from the new script before it replaces the old.
       await Promise.all(this.options.destinations().map(async (url) => await answerOf(next, url)))
     } catch (err) {
-      script.dispose()
+      freeSandbox(next)
       throw err
     }
     const old = this.#loaded
     this.#loaded = next
-    old?.script.dispose()
+    if (old !== undefined) freeSandbox(old)
     return true
   }
 
@@ -136,7 +151,7 @@ export class ProxyAutoConfig {
   close (): void {
     this.#closed = true
     clearTimeout(this.#timer)
-    this.#loaded?.script.dispose()
+    if (this.#loaded !== undefined) freeSandbox(this.#loaded)
   }
 
   /** A failure, logged once per reason: the first, and each that differs from the one before. */
@@ -165,12 +180,29 @@ async function answerOf (loaded: Loaded, url: URL): Promise<PacAnswer> {
   const key = `${url.protocol}//${url.host}`
   let answer = loaded.answers.get(key)
   if (answer === undefined) {
-    answer = loaded.script.find(new URL(`${key}/`)).then(parsePacAnswer)
+    clearTimeout(loaded.idle)
+    const script = loaded.script ??= loaded.compile()
+    answer = script.then(async (s) => await s.find(new URL(`${key}/`))).then(parsePacAnswer)
+    // The sandbox is freed once nothing has asked it for a while.
+    const settled = (): void => {
+      clearTimeout(loaded.idle)
+      loaded.idle = setTimeout(() => { freeSandbox(loaded) }, loaded.idleMs)
+      loaded.idle.unref()
+    }
+    answer.then(settled, settled)
     loaded.answers.set(key, answer)
     // A failure is not kept: the destination is asked again next time.
     answer.catch(() => { loaded.answers.delete(key) })
   }
   return await answer
+}
+
+/** Free `loaded`'s sandbox now (its answers stay); the next unanswered destination compiles it again. */
+function freeSandbox (loaded: Loaded): void {
+  clearTimeout(loaded.idle)
+  const script = loaded.script
+  loaded.script = undefined
+  script?.then((s) => { s.dispose() }, () => {})
 }
 
 /** What failed, as one clause after "the PAC file PROXY_PAC_URL <url>" (the log line, /readyz, doctor). */

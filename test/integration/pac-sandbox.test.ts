@@ -94,4 +94,26 @@ describe('the PAC sandbox (pac-resolver on QuickJS)', () => {
     assert.equal(reads, 2)
     for (let i = 0; i < 3; i++) assert.equal((await pac.answer(new URL('https://su1.3scale.net/admin/api/services.json?access_token=secret'))).text, 'DIRECT')
   })
+
+  it('the sandbox is freed once unused and compiled again only for a destination not yet answered; the answers stay', async (t) => {
+    const compiled: string[] = []
+    const pac = new ProxyAutoConfig({
+      source: { kind: 'file', path: '/proxy.pac' },
+      refreshMs: 60_000,
+      read: async () => await Promise.resolve('alert("compiled"); function FindProxyForURL(url, host) { return "PROXY " + host + ":3128" }'),
+      log: { info: (_fields: unknown, message: string) => { compiled.push(message) } } as unknown as ReturnType<typeof createLogger>,
+      destinations: () => [new URL('https://su1.3scale.net/')],
+      sandboxIdleMs: 50
+    })
+    t.after(() => { pac.close() })
+    await pac.load()
+    assert.equal(compiled.length, 1)
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    assert.equal((await pac.answer(new URL('https://su1.3scale.net/'))).text, 'PROXY su1.3scale.net:3128')
+    assert.equal(compiled.length, 1, 'an answered destination needs no sandbox')
+    assert.equal((await pac.answer(new URL('https://idp.corp.example/'))).text, 'PROXY idp.corp.example:3128')
+    assert.equal(compiled.length, 2, 'a new destination compiles the script again')
+    assert.equal((await pac.answer(new URL('https://jwks.corp.example/'))).text, 'PROXY jwks.corp.example:3128')
+    assert.equal(compiled.length, 2, 'while it is in use, the same sandbox answers')
+  })
 })
