@@ -32,37 +32,32 @@ const pacEngineOutside = {
   }
 }
 
+/**
+ * What both outputs share: one CommonJS file for Node 20 and later. The
+ * import.meta uses (version.ts, pac-engine.ts) are reached only outside a
+ * bundle, where SIDECAR_VERSION is not defined or no file sits beside it.
+ */
+const COMMON = {
+  bundle: true,
+  platform: 'node',
+  format: 'cjs',
+  target: 'node20',
+  minifySyntax: true,
+  legalComments: 'none',
+  logOverride: { 'empty-import-meta': 'silent' },
+  logLevel: 'warning',
+  metafile: true
+}
+
 export async function bundle () {
-  const engine = await build({
-    entryPoints: [join(root, 'src', 'egress', 'pac-engine.ts')],
-    outfile: PAC_ENGINE,
-    bundle: true,
-    platform: 'node',
-    format: 'cjs',
-    target: 'node20',
-    minifySyntax: true,
-    legalComments: 'none',
-    logOverride: { 'empty-import-meta': 'silent' },
-    logLevel: 'warning',
-    metafile: true
-  })
+  const engine = await build({ ...COMMON, entryPoints: [join(root, 'src', 'egress', 'pac-engine.ts')], outfile: PAC_ENGINE })
   copyFileSync(createRequire(import.meta.url).resolve('quickjs-wasi/quickjs.wasm'), QUICKJS_WASM)
   const result = await build({
+    ...COMMON,
     plugins: [pacEngineOutside],
     entryPoints: [join(root, 'src', 'cli.ts')],
     outfile: BUNDLE,
-    bundle: true,
-    platform: 'node',
-    format: 'cjs',
-    target: 'node20',
-    minifySyntax: true,
-    legalComments: 'none',
-    define: { SIDECAR_VERSION: JSON.stringify(version) },
-    // version.ts reads package.json through import.meta only when
-    // SIDECAR_VERSION is not defined, which never happens in the bundle.
-    logOverride: { 'empty-import-meta': 'silent' },
-    logLevel: 'warning',
-    metafile: true
+    define: { SIDECAR_VERSION: JSON.stringify(version) }
   })
   writeFileSync(LICENSES, thirdPartyLicenses([...Object.keys(result.metafile.inputs), ...Object.keys(engine.metafile.inputs), 'node_modules/quickjs-wasi/quickjs.wasm']))
   return BUNDLE

@@ -29,8 +29,10 @@ export interface AbsoluteFormContext {
  * again), failure answers and log lines. Anything else gets its 4xx.
  */
 export function createAbsoluteFormHandler (ctx: AbsoluteFormContext): (req: IncomingMessage, res: ServerResponse) => void {
+  // Each request is rewritten once, by the handler below, before the PAC is asked.
+  const rewrites = new WeakMap<IncomingMessage, ReturnType<typeof rewriteAbsoluteForm>>()
   const prepare: PrepareRequest = (req) => {
-    const rewritten = rewriteAbsoluteForm(req, ctx.allow)
+    const rewritten = rewrites.get(req) ?? rewriteAbsoluteForm(req, ctx.allow)
     if (!rewritten.ok) return rewritten
     const { destination, outgoing } = rewritten
     return {
@@ -54,6 +56,7 @@ export function createAbsoluteFormHandler (ctx: AbsoluteFormContext): (req: Inco
   // transport keeps its answer), so that requestsTo knows the way out.
   return (req, res) => {
     const rewritten = rewriteAbsoluteForm(req as IncomingMessage & { url: string, method: string }, ctx.allow)
+    rewrites.set(req, rewritten)
     if (!rewritten.ok) {
       forward(req, res)
       return

@@ -2,11 +2,11 @@ import assert from 'node:assert/strict'
 import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { describe, it } from 'node:test'
+import { describe, it, type TestContext } from 'node:test'
 import { pathToFileURL } from 'node:url'
 import { Client } from '../helpers/client.js'
 import { eventually } from '../helpers/eventually.js'
-import { startOrigin } from '../helpers/origin.js'
+import { startOrigin, type Origin } from '../helpers/origin.js'
 import { pacScript, startPacServer } from '../helpers/pac-server.js'
 import { freePort, PROXY_PASSWORD, PROXY_USER, squidSkip, startSquid } from '../helpers/proxies.js'
 import { startForwardProxy, startSidecar, type RunningSidecar } from '../helpers/sidecar.js'
@@ -20,6 +20,19 @@ import { sidecarEnv } from '../helpers/sidecar-env.js'
 const secrets = [PROXY_PASSWORD, encodeURIComponent(PROXY_PASSWORD)]
 /** The proxy credentials of every PAC-named proxy: squid asks for Basic. */
 const CREDENTIALS = { PROXY_USER, PROXY_PASSWORD }
+
+/** The sidecar in this process for `origin`'s two routes, PROXY_PAC_URL=`pacUrl` and squid's credentials; closed after the test. */
+async function pacSidecar (t: TestContext, origin: Origin, pacUrl: string, extra: Record<string, string> = {}): Promise<RunningSidecar> {
+  const sidecar = await startSidecar({
+    THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
+    BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
+    PROXY_PAC_URL: pacUrl,
+    ...CREDENTIALS,
+    ...extra
+  }, { secrets })
+  t.after(async () => { await sidecar.close() })
+  return sidecar
+}
 
 /** The request line of `listener`'s next request (they are written in batches). */
 async function requestLine (sidecar: RunningSidecar, listener: string, after = 0): Promise<Record<string, unknown>> {
@@ -38,13 +51,7 @@ describe('PROXY_PAC_URL', { skip: squidSkip }, () => {
   if (shExpMatch(host, "portal.*") && !isPlainHostName(host)) return "PROXY 127.0.0.1:${dead}; PROXY 127.0.0.1:${squid.port}; DIRECT";
   return "PROXY 127.0.0.1:1";`))
     t.after(async () => { await pac.close() })
-    const sidecar = await startSidecar({
-      THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
-      BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
-      PROXY_PAC_URL: pac.url,
-      ...CREDENTIALS
-    }, { secrets })
-    t.after(async () => { await sidecar.close() })
+    const sidecar = await pacSidecar(t, origin, pac.url)
     const portal = await sidecar.waitForLog((l) => l.event === 'pac_decision' && l.listener === 'portal')
     assert.match(portal.msg, new RegExp(`via proxy http://127\\.0\\.0\\.1:${dead} .*, then http://127\\.0\\.0\\.1:${squid.port}, then direct \\(PAC: "PROXY 127\\.0\\.0\\.1:${dead}; PROXY 127\\.0\\.0\\.1:${squid.port}; DIRECT"\\)`))
     assert.match(portal.msg, new RegExp(`proxy auth auto: Basic, Digest or NTLM as the proxy asks \\(${PROXY_USER}:\\*\\*\\*\\)`))
@@ -84,14 +91,7 @@ describe('PROXY_PAC_URL', { skip: squidSkip }, () => {
     for (const setting of [file, pathToFileURL(file).href]) {
       round++
       write(first.port)
-      const sidecar = await startSidecar({
-        THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
-        BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
-        PROXY_PAC_URL: setting,
-        PROXY_PAC_REFRESH_S: '1',
-        ...CREDENTIALS
-      }, { secrets })
-      t.after(async () => { await sidecar.close() })
+      const sidecar = await pacSidecar(t, origin, setting, { PROXY_PAC_REFRESH_S: '1' })
       const client = new Client()
       t.after(async () => { await client.close() })
       const decided = await sidecar.waitForLog((l) => l.event === 'pac_decision' && l.listener === 'backend')
@@ -149,13 +149,7 @@ describe('PROXY_PAC_URL', { skip: squidSkip }, () => {
     const pac = await startPacServer('')
     pac.serve('', 404)
     t.after(async () => { await pac.close() })
-    const sidecar = await startSidecar({
-      THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
-      BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
-      PROXY_PAC_URL: pac.url,
-      ...CREDENTIALS
-    }, { secrets })
-    t.after(async () => { await sidecar.close() })
+    const sidecar = await pacSidecar(t, origin, pac.url)
     const failed = await sidecar.waitForLog((l) => l.event === 'pac_failed')
     assert.equal(failed.level, 'error')
     assert.match(failed.msg, new RegExp(`the PAC file PROXY_PAC_URL http://127\\.0\\.0\\.1:\\d+/proxy\\.pac 127\\.0\\.0\\.1:\\d+ answered 404; there is no proxy decision yet`))
@@ -201,14 +195,7 @@ describe('PROXY_PAC_URL', { skip: squidSkip }, () => {
       const good = pacScript(`  return "PROXY 127.0.0.1:${squid.port}";`)
       const pac = await startPacServer(script)
       t.after(async () => { await pac.close() })
-      const sidecar = await startSidecar({
-        THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
-        BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
-        PROXY_PAC_URL: pac.url,
-        PROXY_PAC_REFRESH_S: '1',
-        ...CREDENTIALS
-      }, { secrets })
-      t.after(async () => { await sidecar.close() })
+      const sidecar = await pacSidecar(t, origin, pac.url, { PROXY_PAC_REFRESH_S: '1' })
       const client = new Client()
       t.after(async () => { await client.close() })
       // At start: no decision, a 502 that says why.
@@ -247,13 +234,7 @@ describe('PROXY_PAC_URL', { skip: squidSkip }, () => {
   if (reached !== "undefinedundefinedundefined") return "PROXY 127.0.0.1:1";
   return "PROXY 127.0.0.1:${squid.port}";`))
     t.after(async () => { await pac.close() })
-    const sidecar = await startSidecar({
-      THREESCALE_PORTAL_ENDPOINT: origin.url('portal.test'),
-      BACKEND_ENDPOINT_OVERRIDE: origin.url('backend.test'),
-      PROXY_PAC_URL: pac.url,
-      ...CREDENTIALS
-    }, { secrets })
-    t.after(async () => { await sidecar.close() })
+    const sidecar = await pacSidecar(t, origin, pac.url)
     const decision = await sidecar.waitForLog((l) => l.event === 'pac_decision' && l.listener === 'backend')
     assert.match(decision.msg, new RegExp(`via proxy http://127\\.0\\.0\\.1:${squid.port}`))
     const client = new Client()
