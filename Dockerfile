@@ -100,8 +100,9 @@ WORKDIR /app
 # (and STALE_CONFIG_DIR, when set).
 # Group 0 can read, so OpenShift's arbitrary UID (always in group 0) works.
 COPY --from=build /src/dist/bundle/apicast-sidecar-proxy.cjs ./apicast-sidecar-proxy.cjs
-# The PAC engine (pac-resolver on QuickJS), loaded only with PROXY_PAC_URL.
-COPY --from=build /src/dist/bundle/pac-engine.cjs /src/dist/bundle/quickjs.wasm ./
+# The parts only some runs load, each its own file: the PAC engine
+# (pac-resolver on QuickJS; PROXY_PAC_URL only), doctor and the demo.
+COPY --from=build /src/dist/bundle/pac-engine.cjs /src/dist/bundle/quickjs.wasm /src/dist/bundle/doctor.cjs /src/dist/bundle/demo.cjs ./
 # Negotiate: the addon beside the bundle (/app/node_modules/kerberos), and
 # MIT's GSSAPI library it links (krb5-libs, which UBI minimal usually has).
 COPY --from=build /src/dist/addon/ ./

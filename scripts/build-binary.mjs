@@ -13,7 +13,7 @@ import { execFileSync } from 'node:child_process'
 import { chmodSync, copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { bundle, LICENSES, PAC_ENGINE, QUICKJS_WASM } from './bundle.mjs'
+import { bundle, LICENSES, PARTS } from './bundle.mjs'
 import { shippedNode, shippedNodeDir } from './shipped-node.mjs'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
@@ -73,9 +73,9 @@ if (existsSync(join(addon, 'build', 'Release', 'kerberos.node'))) {
   addonLicence = `\n${'='.repeat(78)}\nkerberos@${kv} (${license}; beside the binary, in node_modules/kerberos)\n${readFileSync(join(addon, 'LICENSE'), 'utf8').trim()}\n`
 }
 
-// The PAC engine (PROXY_PAC_URL only) goes beside the binary too, where the
-// binary looks (egress/pac-script.ts): loaded only when a PAC is set.
-for (const f of [PAC_ENGINE, QUICKJS_WASM]) copyFileSync(f, join(out, basename(f)))
+// The parts only some runs load (the PAC engine, doctor, the demo) go beside
+// the binary too, where it looks for them (egress/package-roots.ts, loadPart).
+for (const f of PARTS) copyFileSync(f, join(out, basename(f)))
 
 // The binary holds the bundled packages and Node itself: their licences go
 // beside it, to be installed with it (the README's systemd steps do).

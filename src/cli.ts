@@ -6,6 +6,7 @@ import { loadSettings } from './config/settings.js'
 import { createLogger, type Logger } from './observe/logger.js'
 import { ListenError, startSidecar, type Sidecar } from './sidecar.js'
 import type { TlsMaterial } from './tls/tls-material.js'
+import { loadPart } from './egress/package-roots.js'
 import { version } from './version.js'
 
 const USAGE = `Usage: apicast-sidecar-proxy [--help | --version]
@@ -31,12 +32,12 @@ async function main (argv: readonly string[], env: NodeJS.ProcessEnv): Promise<n
     return 0
   }
   if (argv[0] === 'doctor') {
-    const { runDoctor } = await import('./diagnostics/doctor.js')
-    return await runDoctor(argv.slice(1), env)
+    const doctor = await loadCommand('doctor.cjs', async () => await import('./diagnostics/doctor.js'))
+    return doctor === undefined ? 1 : await doctor.runDoctor(argv.slice(1), env)
   }
   if (argv[0] === 'demo') {
-    const { runDemo } = await import('./demo/index.js')
-    return await runDemo(argv.slice(1), process.stdout, env)
+    const demo = await loadCommand('demo.cjs', async () => await import('./demo/index.js'))
+    return demo === undefined ? 1 : await demo.runDemo(argv.slice(1), process.stdout, env)
   }
   if (argv.length > 0) {
     process.stderr.write(`apicast-sidecar-proxy: unknown argument ${JSON.stringify(argv[0])}\n${USAGE}`)
@@ -110,6 +111,20 @@ function reportSetupError (err: SetupError): number {
 /** Wait until every buffered log line is written: the process exits next. */
 async function flushed (log: Logger): Promise<void> {
   await new Promise<void>((resolve) => { log.flush(() => { resolve() }) })
+}
+
+/**
+ * doctor or the demo: in the bundle and the binary, a file of its own beside
+ * them (loadPart). Undefined, with the reason on stderr, when it is missing.
+ */
+async function loadCommand<T> (file: string, fromSource: () => Promise<T>): Promise<T | undefined> {
+  try {
+    return await loadPart(file, fromSource)
+  } catch (err) {
+    const reason = err instanceof Error ? err.message.split('\n')[0] ?? '' : String(err)
+    process.stderr.write(`apicast-sidecar-proxy: ${file} cannot be loaded (${reason}): it ships beside the binary or the bundle, as its package lays them out; copy the whole folder\n`)
+    return undefined
+  }
 }
 
 main(process.argv.slice(2), process.env).then((code) => {

@@ -1,16 +1,12 @@
 import { readFileSync } from 'node:fs'
 import { networkInterfaces } from 'node:os'
-import { addonDir, requireBeside } from './package-roots.js'
+import { loadPart } from './package-roots.js'
 import type * as PacEngine from './pac-engine.js'
-
-/** Defined in the bundle and the binary (scripts/bundle.mjs), where the PAC engine is a file beside them. */
-declare const SIDECAR_VERSION: string | undefined
 
 /** pac-resolver and QuickJS, loaded on first use: from pac-engine.cjs beside the bundle or binary, else from node_modules. */
 async function loadPacEngine (): Promise<typeof PacEngine> {
   try {
-    if (typeof SIDECAR_VERSION === 'string') return requireBeside<typeof PacEngine>('./pac-engine.cjs', addonDir())
-    return await import('./pac-engine.js')
+    return await loadPart<typeof PacEngine>('pac-engine.cjs', async () => await import('./pac-engine.js'))
   } catch (err) {
     throw new PacScriptError(`the PAC engine cannot be loaded (${err instanceof Error ? err.message.split('\n')[0] ?? '' : String(err)}): pac-engine.cjs and quickjs.wasm go beside the binary or the bundle, as its package lays them out`)
   }

@@ -71,6 +71,13 @@ describeOrSkip('the image as built', skip, () => {
     for (const name of Object.keys(PACKAGE.dependencies)) assert.match(thirdParty, new RegExp(`^${name.replace('/', '\\/')}@\\d`, 'm'), name)
   })
 
+  it('runs doctor from its own file beside the bundle (doctor.cjs): the entrypoint takes the command', async () => {
+    // doctor exits 1 on a problem: execFile rejects, with what it printed.
+    const failed = await podman('run', '--rm', '--network', 'none', IMAGE as string, 'doctor').then(() => undefined, (err: { stdout?: string, stderr?: string }) => err)
+    assert.ok(failed !== undefined, 'doctor reports the missing settings as a problem')
+    assert.match(failed.stdout ?? '', /✗ config +the configuration is invalid\n +THREESCALE_PORTAL_ENDPOINT is required/, failed.stderr)
+  })
+
   it('was built on a base whose default user is not root, as UBI\'s Node.js images (1001)', { skip: BASE === undefined ? 'SIDECAR_BASE_IMAGE is not set' : false }, async () => {
     const [base, image] = [await inspect(BASE as string), await inspect(IMAGE as string)]
     assert.match(base.Config.User ?? '', /^(?!0(:|$)|root(:|$)).+/, `the base's default user is ${JSON.stringify(base.Config.User ?? '')}`)

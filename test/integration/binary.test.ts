@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { execFileSync } from 'node:child_process'
+import { execFileSync, spawnSync } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
@@ -77,6 +77,20 @@ describe('the single executable (npm run build:binary)', () => {
     assert.equal(res.status, 200, res.text())
     assert.equal(proxy.tunnels(), 1)
     assert.equal(await sidecar.stop(), 0)
+  })
+
+  it('runs doctor and the demo from their own files beside it (doctor.cjs, demo.cjs), with no node on PATH', { timeout: 60_000 }, () => {
+    // Built by the first test. The main file leaves them out: a sidecar
+    // that only forwards never reads their code (scripts/bundle.mjs).
+    for (const f of ['doctor.cjs', 'demo.cjs']) assert.ok(existsSync(join(ROOT, 'build', f)), `${f} goes beside the binary`)
+    const emptyPath = mkdtempSync(join(tmpdir(), 'sidecar-nopath-'))
+    const doctor = spawnSync(BINARY, ['doctor'], { encoding: 'utf8', env: { PATH: emptyPath } })
+    assert.equal(doctor.status, 1, doctor.stderr)
+    assert.match(doctor.stdout, /^apicast-sidecar-proxy doctor \d/)
+    assert.match(doctor.stdout, /✗ config +the configuration is invalid\n +THREESCALE_PORTAL_ENDPOINT is required/)
+    const demo = spawnSync(BINARY, ['demo', '--once'], { encoding: 'utf8', env: { PATH: emptyPath }, timeout: 50_000 })
+    assert.equal(demo.status, 0, demo.stderr)
+    assert.match(demo.stdout, /7 calls through the sidecar, 2 CONNECTs at the proxy/)
   })
 
   describeOrSkip('with Kerberos credentials', kerberosSkip, () => {

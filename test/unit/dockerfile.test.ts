@@ -118,7 +118,7 @@ describe('Dockerfile', () => {
       // dockerfile-ast leaves flags out of the arguments: the bundle's COPY is --from=build.
       // The PAC engine is a bundle of its own, loaded only with PROXY_PAC_URL.
       // The one node_modules entry is Negotiate's native addon, which cannot be bundled (dist/addon: node_modules/kerberos).
-      assert.deepEqual(copies, ['/src/dist/bundle/apicast-sidecar-proxy.cjs ./apicast-sidecar-proxy.cjs', '/src/dist/bundle/pac-engine.cjs /src/dist/bundle/quickjs.wasm ./', '/src/dist/addon/ ./', 'LICENSE /licenses/LICENSE',
+      assert.deepEqual(copies, ['/src/dist/bundle/apicast-sidecar-proxy.cjs ./apicast-sidecar-proxy.cjs', '/src/dist/bundle/pac-engine.cjs /src/dist/bundle/quickjs.wasm /src/dist/bundle/doctor.cjs /src/dist/bundle/demo.cjs ./', '/src/dist/addon/ ./', 'LICENSE /licenses/LICENSE',
         '/src/dist/bundle/THIRD-PARTY-LICENSES.txt /licenses/THIRD-PARTY-LICENSES.txt'])
       assert.match(TEXT, /^COPY --from=build \/src\/dist\/bundle\/apicast-sidecar-proxy\.cjs /m)
       assert.match(args('ENTRYPOINT').at(-1) ?? '', /apicast-sidecar-proxy\.cjs/)
