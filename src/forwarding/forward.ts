@@ -7,6 +7,7 @@ import type { NextHop, RouteTransport } from '../egress/dispatcher.js'
 import { causeChain, classifyUpstreamError, ConnectFailure, type FailureCode } from '../failures/catalogue.js'
 import { onceClosed } from '../http/response-closed.js'
 import { createLogSampler } from '../observe/log-sampler.js'
+import { requestLineWriter, type RequestLine } from '../observe/logger.js'
 import type { RouteMetrics } from '../observe/metrics.js'
 import { decideNextAttempt } from './attempts.js'
 import { answerFailure, answerOverloaded, answerRefused } from './local-answers.js'
@@ -116,8 +117,12 @@ class ListenerState {
   requests = 0
   readonly sampleFailure = failureSampler()
   readonly #sampleOverload = createLogSampler()
+  /** The completion line of each request, on the logger's fast path. */
+  readonly logCompleted: (line: RequestLine, msg: string) => void
 
-  constructor (readonly ctx: ForwardContext) {}
+  constructor (readonly ctx: ForwardContext) {
+    this.logCompleted = requestLineWriter(ctx.log)
+  }
 
   /**
    * Past MAX_CONCURRENT_REQUESTS: answer 503 at once. Queuing without bound
@@ -220,7 +225,7 @@ class Exchange implements RelayOwner, RequestFacts {
 
   completed (): void {
     this.#judge('accepted')
-    this.listener.ctx.log.info(requestLine(this, this.res.statusCode), 'request')
+    this.listener.logCompleted(requestLine(this, this.res.statusCode), 'request')
   }
 
   aborted (): void {

@@ -1,6 +1,7 @@
 import type { IncomingMessage } from 'node:http'
 import type { FailureCode } from '../failures/catalogue.js'
 import { createLogSampler } from '../observe/log-sampler.js'
+import type { RequestLine } from '../observe/logger.js'
 import { redactPath } from '../observe/redact.js'
 
 /**
@@ -25,18 +26,17 @@ export interface RequestFacts {
 }
 
 /** The completion line of a forwarded request: method, redacted path, status, duration, bytes both ways, and the proxy when there is a choice. */
-export function requestLine (x: RequestFacts, status: number): Record<string, unknown> {
-  const line: Record<string, unknown> = {
+export function requestLine (x: RequestFacts, status: number): RequestLine {
+  return {
     reqId: x.reqId,
     method: x.req.method,
     path: redactPath(x.req.url ?? ''),
     status,
     ms: elapsed(x.started),
     bytesIn: requestBodyBytes(x.req),
-    bytesOut: x.bytesOut
+    bytesOut: x.bytesOut,
+    proxy: x.proxy
   }
-  if (x.proxy !== undefined) line.proxy = x.proxy
-  return line
 }
 
 /** The line of a request answered before it was forwarded (refused, overloaded): nothing went upstream, so no bytes. */

@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { pino } from 'pino'
-import { createLogger } from '../../src/observe/logger.js'
+import { Writable } from 'node:stream'
+import { createLogger, requestLineWriter, type RequestLine } from '../../src/observe/logger.js'
 
 describe('createLogger', () => {
   it('an outage\'s burst of error lines is written whole, without piling up flush listeners', async (t) => {
@@ -24,5 +25,48 @@ describe('createLogger', () => {
     const lines = readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { n: number, level: string })
     assert.equal(lines.length, 5000)
     assert.equal(lines[4999]?.n, 4999)
+  })
+})
+
+/** A destination that keeps what it is given, line by line. */
+function lines (): { stream: Writable, written: string[] } {
+  const written: string[] = []
+  const stream = new Writable({ write (chunk: Buffer, _enc, done) { written.push(chunk.toString()); done() } })
+  return { stream, written }
+}
+
+const base: RequestLine = { reqId: 7, method: 'GET', path: '/transactions/authrep.xml?user_key=[REDACTED]', status: 200, ms: 1.234, bytesIn: undefined, bytesOut: 95, proxy: undefined }
+
+describe('requestLineWriter: each request\'s completion line, off pino\'s generic path', () => {
+  const table: Array<[string, RequestLine]> = [
+    ['a GET with no body and one hop', base],
+    ['a POST with a body, through a proxy of several', { ...base, method: 'POST', path: '/transactions.xml', status: 202, bytesIn: 512, bytesOut: 0, proxy: 'proxy-b.corp:3128' }],
+    ['a path with quotes, backslashes, control and non-ASCII characters', { ...base, path: '/a"b\\c\u0001d/é?q=\u2028' }],
+    ['no method (a request node:http could not parse)', { ...base, method: undefined, status: 499 }],
+    ['a duration and sizes of zero', { ...base, ms: 0, bytesIn: 0, bytesOut: 0 }]
+  ]
+  for (const [name, line] of table) {
+    it(`writes what log.info(line, msg) writes: ${name}`, () => {
+      const { stream, written } = lines()
+      const log = createLogger('info', stream).child({ listener: 'backend' })
+      const write = requestLineWriter(log)
+      // Both within one millisecond, so they share the timestamp; else try again.
+      for (let i = 0; i < 5; i++) {
+        written.length = 0
+        log.info(line, 'request')
+        write(line, 'request')
+        if (written[0] === written[1]) break
+      }
+      assert.equal(written.length, 2)
+      assert.equal(written[1], written[0])
+      const parsed = JSON.parse(written[1] as string) as Record<string, unknown>
+      assert.deepEqual(parsed, { level: 'info', time: parsed.time, service: 'apicast-sidecar-proxy', listener: 'backend', ...JSON.parse(JSON.stringify(line)) as Record<string, unknown>, msg: 'request' })
+    })
+  }
+
+  it('writes nothing below its level', () => {
+    const { stream, written } = lines()
+    requestLineWriter(createLogger('warn', stream))(base, 'request')
+    assert.deepEqual(written, [])
   })
 })
