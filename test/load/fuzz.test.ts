@@ -250,6 +250,11 @@ describe(`fuzzing the listeners with random raw requests (FUZZ_SEED=${SEED})`, {
     assert.ok([200, 403].includes(portal.status), `portal listener answered ${portal.status} ${portal.body} (${REPLAY})`)
   })
 
+  it('holds no request in flight afterwards (sidecar_requests_in_flight is 0 on both listeners)', async () => {
+    await eventually(async () => await inFlight(sidecar.adminUrl), (v) => v.portal === 0 && v.backend === 0, 8000,
+      `sidecar_requests_in_flight to return to 0 (${REPLAY})`)
+  })
+
   it(`admits MAX_CONCURRENT_REQUESTS (${MAX_CONCURRENT}) requests at once again on each listener`, async () => {
     const statuses = async (url: string, headers: Record<string, string> = {}): Promise<string> => {
       const all = await Promise.all(Array.from({ length: MAX_CONCURRENT }, async () => (await plainGet(url, headers)).status))
@@ -259,11 +264,6 @@ describe(`fuzzing the listeners with random raw requests (FUZZ_SEED=${SEED})`, {
     }
     assert.equal(await statuses(`${sidecar.backendUrl}/slow?ms=300`), `${MAX_CONCURRENT}× 200`, `backend listener (${REPLAY})`)
     assert.equal(await statuses(`${sidecar.portalUrl}/slow?ms=300`, { authorization: `Basic ${b64(TOKEN + ':')}` }), `${MAX_CONCURRENT}× 200`, `portal listener (${REPLAY})`)
-  })
-
-  it('holds no request in flight afterwards (sidecar_requests_in_flight is 0 on both listeners)', async () => {
-    await eventually(async () => await inFlight(sidecar.adminUrl), (v) => v.portal === 0 && v.backend === 0, 8000,
-      `sidecar_requests_in_flight to return to 0 (${REPLAY})`)
   })
 
   it('holds no descriptor more than before the fuzzing', async (t) => {
