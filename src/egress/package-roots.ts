@@ -21,14 +21,17 @@ export async function loadPart<T> (file: string, fromSource: () => Promise<T>): 
 /**
  * Where a package the code cannot carry inside it is looked for: the
  * Kerberos addon (a native .node file) and the PAC engine (pac-engine.cjs
- * and QuickJS's .wasm file). Beside the single binary (`addonDir`), beside the script
- * run (the bundle's node_modules, in the image /app/node_modules), then this
- * module's own node_modules (npm start).
+ * and QuickJS's .wasm file). Beside the single binary (`addonDir`), beside the
+ * bundle, beside the script run (in the image /app/node_modules), then this
+ * module's own node_modules (the compiled tree).
  */
 export function packageRoots (addonDir: string | undefined): string[] {
   const here = typeof import.meta.url === 'string' && import.meta.url !== '' ? dirname(fileURLToPath(import.meta.url)) : undefined
+  // The bundle's own folder (CommonJS has __dirname): npm start runs it
+  // through bin/, so the script run is not always the bundle.
+  const bundle = typeof __dirname === 'string' ? __dirname : undefined
   const script = process.argv[1] !== undefined ? dirname(process.argv[1]) : undefined
-  return [addonDir, script, here].filter((r): r is string => r !== undefined)
+  return [addonDir, bundle, script, here].filter((r): r is string => r !== undefined)
 }
 
 /** `require(specifier)` from the first root that has it; else the first root's error. */
