@@ -17,7 +17,7 @@ import { spawnSidecar, type SidecarProcess } from '../helpers/sidecar-process.js
  * - the sidecar still serves;
  * - no request outlived its timeout;
  * - the sidecar's sockets are back to where they were before any traffic,
- *   and its memory has not run away;
+ *   and its memory has stayed within what its container is given;
  * - the origin saw no usage report twice, and none that the client was told
  *   had succeeded went missing.
  */
@@ -34,6 +34,15 @@ const LIMITS = {
 }
 /** The longest a request may take: a connect timeout, its retry, and slack for a loaded CI machine. */
 const REQUEST_LIMIT_MS = 8000
+/**
+ * The most RSS the sidecar may reach, in MB: three quarters of the 256 MiB
+ * that deploy/podman gives its container. Not a distance from the RSS at the
+ * start: with no memory limit, V8 grows its heap long before it collects,
+ * and RSS keeps that high-water mark (a loaded CI machine saw 102 MB at the
+ * start, then 167 MB after a frozen squid, and flat from there on, on
+ * Node 24). Leaks of sockets are caught by the descriptor count below.
+ */
+const RSS_CEILING_MB = 192
 
 type Fault = 'none' | 'reset' | 'stall' | 'midbody'
 
@@ -101,7 +110,7 @@ describeOrSkip('fault injection: the sidecar survives, leaks nothing, and never 
   let origin: Origin
   let squid: Squid
   let sidecar: SidecarProcess
-  let baseline: { sockets: number, rssMb: number }
+  let baseline: { sockets: number }
   let nextId = 0
 
   before(async () => {
@@ -114,7 +123,7 @@ describeOrSkip('fault injection: the sidecar survives, leaks nothing, and never 
       ...LIMITS
     }, { secrets })
     await load(200, 8) // warm up: code loaded, pools filled once
-    baseline = { sockets: (await poll(() => sockets(sidecar.pid), (n) => n <= 8, 3000)).value, rssMb: rssMb(sidecar.pid) }
+    baseline = { sockets: (await poll(() => sockets(sidecar.pid), (n) => n <= 8, 3000)).value }
   })
   after(async () => { await sidecar?.close() })
   after(async () => { await squid?.close() })
@@ -182,7 +191,7 @@ describeOrSkip('fault injection: the sidecar survives, leaks nothing, and never 
     // Sockets back to the baseline once idle tunnels expire; memory bounded.
     const { value: now } = await poll(() => sockets(sidecar.pid), (n) => n <= baseline.sockets, 5000)
     assert.ok(now <= baseline.sockets, `${label}: ${now} sockets open, ${baseline.sockets} before any traffic`)
-    assert.ok(rssMb(sidecar.pid) < baseline.rssMb + 60, `${label}: RSS ${rssMb(sidecar.pid).toFixed(0)} MB, ${baseline.rssMb.toFixed(0)} MB at the start`)
+    assert.ok(rssMb(sidecar.pid) < RSS_CEILING_MB, `${label}: RSS ${rssMb(sidecar.pid).toFixed(0)} MB, more than ${RSS_CEILING_MB} MB`)
   }
 
   const statuses = (outcomes: Outcome[]): string => [...new Set(outcomes.map((o) => String(o.result)))].sort().join(',')
