@@ -93,7 +93,9 @@ const workDir = mkdtempSync(join(tmpdir(), 'sidecar-soak-'))
 const logFile = join(workDir, 'sidecar.log')
 const logFd = openSync(logFile, 'w')
 const [portalPort, backendPort, adminPort] = [await freePort(), await freePort(), await freePort()]
-sidecar = spawn(process.execPath, [join(ROOT, 'dist', 'bundle', 'apicast-sidecar-proxy.cjs')], {
+// With the node flags it ships with (npm start, the image, the binary).
+const NODE_FLAGS = JSON.parse(readFileSync(join(ROOT, 'scripts', 'node-flags.json'), 'utf8')).flags
+sidecar = spawn(process.execPath, [...NODE_FLAGS, join(ROOT, 'dist', 'bundle', 'apicast-sidecar-proxy.cjs')], {
   env: {
     PATH: process.env.PATH,
     THREESCALE_PORTAL_ENDPOINT: `https://portal.test:${originPort}`,

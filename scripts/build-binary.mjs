@@ -33,7 +33,10 @@ writeFileSync(join(work, 'sea-config.json'), JSON.stringify({
   main,
   output: join(work, 'sea-prep.blob'),
   disableExperimentalSEAWarning: true,
-  useCodeCache: true
+  useCodeCache: true,
+  // The node flags npm start and the image's entrypoint give it (a 2 MB
+  // young generation: peak RSS under load about 100 MB lower on Node 24).
+  execArgv: JSON.parse(readFileSync(join(root, 'scripts', 'node-flags.json'), 'utf8')).flags
 }))
 execFileSync(node, ['--experimental-sea-config', join(work, 'sea-config.json')], { stdio: ['ignore', 'ignore', 'inherit'] })
 

@@ -1,5 +1,3 @@
-// First, so that the heap is sized before any module allocates.
-import './gc-tuning.js'
 import { loadConfig, type Config } from './config/config.js'
 import { SetupError } from './config/setup-error.js'
 import { loadSettings } from './config/settings.js'

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { LogCapture, type LogLine } from './log-capture.js'
@@ -6,6 +7,12 @@ import { sidecarEnv } from './sidecar-env.js'
 import type { RunningSidecar } from './sidecar.js'
 
 const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli.js')
+/**
+ * The node flags the sidecar ships with (scripts/node-flags.json: npm start,
+ * the image's entrypoint and the single binary's execArgv), so that what the
+ * tests measure of a process is what runs in production.
+ */
+export const NODE_FLAGS: readonly string[] = (JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'scripts', 'node-flags.json'), 'utf8')) as { flags: string[] }).flags
 
 /** The sidecar as a process: what only a process has (a pid, signals, an exit code). */
 export interface SidecarProcess extends RunningSidecar {
@@ -43,7 +50,7 @@ export interface SidecarOptions {
  * memory, /proc/PID/environ); behaviour tests use startSidecar(), in-process.
  */
 export async function spawnSidecar (env: Record<string, string>, options: SidecarOptions = {}): Promise<SidecarProcess> {
-  const [command, args] = options.command !== undefined ? [options.command, []] : [process.execPath, [CLI]]
+  const [command, args] = options.command !== undefined ? [options.command, []] : [process.execPath, [...NODE_FLAGS, CLI]]
   const child = spawn(command, args, {
     env: { PATH: options.path ?? process.env.PATH ?? '/usr/bin:/bin', ...await sidecarEnv(env) },
     stdio: ['ignore', 'pipe', 'pipe']
@@ -98,7 +105,7 @@ export async function spawnSidecar (env: Record<string, string>, options: Sideca
 
 /** Run the CLI to completion (for config errors): exit code and output. */
 export async function runCli (env: Record<string, string>, args: string[] = []): Promise<{ code: number | null, stdout: string, stderr: string }> {
-  const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(process.execPath, [...NODE_FLAGS, CLI, ...args], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
   let stdout = ''
   let stderr = ''
   child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })

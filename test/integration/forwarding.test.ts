@@ -220,12 +220,10 @@ function statusKb (pid: number, field: string): number {
   return Number(m?.[1] ?? 0)
 }
 /**
- * What streaming may add to the sidecar's peak RSS. On V8 13 and later (Node
- * 24, the runtime that ships) src/gc-tuning.ts caps the young generation:
- * 28–35 MB measured, against 62–73 MB without the cap. Node 20's V8 has no
- * run-time control of it, and it measured 50–58 MB there.
+ * What streaming may add to the sidecar's peak RSS, run with the node flags
+ * it ships with (a 2 MB young generation: scripts/node-flags.json).
  */
-const STREAM_GROWTH_BOUND_MB = Number(process.versions.v8.split('.')[0]) >= 13 ? 45 : 64
+const STREAM_GROWTH_BOUND_MB = 45
 
 function rssKb (pid: number): number { return statusKb(pid, 'VmRSS') }
 function peakRssKb (pid: number): number { return statusKb(pid, 'VmHWM') }
