@@ -4,12 +4,22 @@
 // same proxy and origin behind node:http and one undici ProxyAgent) and with
 // the same load sent straight to the origin. Prints a table and writes .bench/latest.json (and a dated copy).
 //
+// Where go is on PATH, two Go peers (bench/go-peer: httputil.ReverseProxy,
+// stdlib only, built into .bench/go-peer at start) are measured like the
+// floor, after it in each round: "go seed" with http.DefaultTransport's pool
+// (2 idle connections per host), as a Go sidecar has it unless someone tunes
+// it, and "go tuned" with the pool sized for the load (and the workaround
+// for golang/go#59017 that older Go, Debian's 1.19 among them, needs to keep that pool: see
+// bench/go-peer/main.go). They are a comparison: their failed requests are
+// reported, not held against the run. Their CONNECTs are counted by the peer.
+//
 // BENCH_DURATION (s, default 10), BENCH_WARMUP (s, default 3),
 // BENCH_CONCURRENCY (default 1,16,64), BENCH_PROXY (squid | proxy-chain),
 // BENCH_ROUNDS (default 3: sidecar and floor runs alternate, ratios are
 // medians and ranges over the rounds), BENCH_TOOL (wrk where it is installed, otherwise autocannon),
 // BENCH_NODE_ARGS (node flags for both the sidecar and the Node floor, to
-// compare V8 settings under one load: "--max-semi-space-size=1", "--cpu-prof").
+// compare V8 settings under one load: "--max-semi-space-size=1", "--cpu-prof"),
+// BENCH_GO (default: the Go peers when go is on PATH; 0 leaves them out, 1 requires them).
 import { execFile, execFileSync, spawn } from 'node:child_process'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus, totalmem } from 'node:os'
@@ -33,8 +43,16 @@ if (TOOL !== 'wrk' && TOOL !== 'autocannon') throw new Error(`BENCH_TOOL must be
 if (TOOL === 'wrk' && !haveWrk) throw new Error('BENCH_TOOL=wrk, but wrk is not installed (apt-get install -y wrk)')
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
 if (!(Number.isInteger(ROUNDS) && ROUNDS > 0)) throw new Error('BENCH_ROUNDS must be a positive whole number')
-const NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== '')
+// The flags the sidecar ships with (npm start, the image, the binary), then
+// BENCH_NODE_ARGS: for the sidecar and the Node floor alike, so that the
+// floor is measured under the same V8 settings.
+const SHIPPED_FLAGS = JSON.parse(readFileSync(join(ROOT, 'scripts', 'node-flags.json'), 'utf8')).flags
+const NODE_ARGS = [...SHIPPED_FLAGS, ...(process.env.BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== '')]
 const CLK_TCK = 100 // Linux USER_HZ: /proc/PID/stat counts CPU time in 1/100 s
+const GO = process.env.BENCH_GO
+if (GO !== undefined && GO !== '0' && GO !== '1') throw new Error(`BENCH_GO must be 0 or 1, not ${GO}`)
+const goVersion = GO === '0' ? undefined : (() => { try { return execFileSync('go', ['env', 'GOVERSION'], { encoding: 'utf8' }).trim() } catch { return undefined } })()
+if (GO === '1' && goVersion === undefined) throw new Error('BENCH_GO=1, but go is not on PATH (apt-get install -y golang-go)')
 
 const children = []
 let squid
@@ -119,6 +137,30 @@ async function load (url, connections, seconds, tlsOptions, onTick) {
   }
 }
 
+/**
+ * Build the Go peer into .bench/go-peer, or say why there is none. The
+ * build cache is kept in .bench too (HOME may be read-only or shared), and
+ * GOPROXY=off: the peer takes nothing but the standard library.
+ */
+function buildGoPeer () {
+  if (GO === '0') return { skipped: 'BENCH_GO=0' }
+  if (goVersion === undefined) return { skipped: 'go is not on PATH (apt-get install -y golang-go)' }
+  const binary = join(ROOT, '.bench', 'go-peer')
+  try {
+    execFileSync('go', ['build', '-o', binary, '.'], {
+      cwd: join(ROOT, 'bench', 'go-peer'), // its own module: go build ./bench/go-peer would look for one at the root
+      env: { ...process.env, GOCACHE: process.env.GOCACHE ?? join(ROOT, '.bench', 'go-cache'), GOPROXY: 'off' },
+      stdio: ['ignore', 'ignore', 'pipe']
+    })
+  } catch (err) {
+    if (GO === '1') throw err
+    return { skipped: `go build failed: ${String(err.stderr ?? err.message).trim()}` }
+  }
+  return { binary }
+}
+const goPeer = buildGoPeer()
+if (goPeer.skipped !== undefined) process.stderr.write(`Go peers skipped: ${goPeer.skipped}\n`)
+
 // 1. The origin, and the proxy (squid when installed).
 const origin = child([join(ROOT, 'bench', 'origin.mjs')])
 const { port: originPort, caFile } = await firstLine(origin)
@@ -170,10 +212,26 @@ const startupPeakRssMb = statusKb(sidecar.pid, 'VmHWM') / 1024
 const floor = child([...NODE_ARGS, join(ROOT, 'bench', 'floor.mjs')], {
   env: { PATH: process.env.PATH, FLOOR_UPSTREAM: `https://backend.test:${originPort}`, FLOOR_PROXY: proxyUrl, FLOOR_CA: caFile }
 })
-const { port: floorPort } = await firstLine(floor)
+/** A Go peer (bench/go-peer) in `mode`, given the proxy, origin and CA the floor is given. */
+async function startGoPeer (key, label, mode) {
+  const proc = spawn(goPeer.binary, [], {
+    env: { PATH: process.env.PATH, PEER_UPSTREAM: `https://backend.test:${originPort}`, PEER_PROXY: proxyUrl, PEER_CA: caFile, PEER_MODE: mode },
+    stdio: ['ignore', 'pipe', 'inherit']
+  })
+  children.push(proc)
+  // A crash is a bug in the peer, not a figure: unlike its failed requests, it stops the bench.
+  proc.once('exit', (code) => { if (code !== 0 && code !== null) throw new Error(`the Go peer (${mode}) exited with ${code}`) })
+  const { port } = await firstLine(proc)
+  return { key, label, mode, pid: proc.pid, url: `http://127.0.0.1:${port}${PATH}`, tunnelsUrl: `http://127.0.0.1:${port}/.peer/tunnels` }
+}
+const [{ port: floorPort }, ...peers] = await Promise.all([
+  firstLine(floor),
+  ...(goPeer.binary === undefined ? [] : [startGoPeer('goSeed', 'go seed', 'seed'), startGoPeer('goTuned', 'go tuned', 'tuned')])
+])
 await sleep(500)
 const floorIdle = rssNow(floor.pid)
 const floorIdleRssMb = floorIdle.rssMb
+for (const p of peers) p.idle = rssNow(p.pid)
 
 // 3. For each concurrency: warm up, then measure through the sidecar, the
 //    Node floor, and straight to the origin (the ceiling: no proxy, no sidecar).
@@ -208,14 +266,31 @@ async function measureSidecar (c) {
   const proxyCpuMs = useSquid ? (cpuTicks(proxyPid) - proxyCpuBefore) * 1000 / CLK_TCK : undefined
   return { ...run, proxyCpuUsPerRequest: proxyCpuMs !== undefined ? proxyCpuMs * 1000 / run.requests : undefined, tunnelsOpened: tunnelsDuring - tunnelsBefore }
 }
+/**
+ * One measured run through a Go peer: as measure(), with the proxy's CPU and
+ * the tunnels the peer dialled. The count is read after the run: Go dials
+ * only for a request, and one cancelled as the load ends closes its
+ * connection rather than opening one.
+ */
+async function measurePeer (peer, c) {
+  const peerTunnels = async () => Number(await (await fetch(peer.tunnelsUrl)).text())
+  const tunnelsBefore = await peerTunnels()
+  const proxyCpuBefore = useSquid ? cpuTicks(proxyPid) : undefined
+  const run = await measure(peer.url, peer.pid, c)
+  const proxyCpuMs = useSquid ? (cpuTicks(proxyPid) - proxyCpuBefore) * 1000 / CLK_TCK : undefined
+  return { ...run, proxyCpuUsPerRequest: proxyCpuMs !== undefined ? proxyCpuMs * 1000 / run.requests : undefined, tunnelsOpened: await peerTunnels() - tunnelsBefore }
+}
+/** A forwarder's run against the floor's run of the same round. */
+const ofFloor = (run, floorRun) => ({ cpu: run.cpuUsPerRequest / floorRun.cpuUsPerRequest, rps: run.rps / floorRun.rps, p99: run.p99 / floorRun.p99, peakRss: run.peakRssMb / floorRun.peakRssMb })
 // The machine's other work moves CPU per request by ±20% from one run to
 // the next: each level runs ROUNDS rounds, the sidecar and the floor one
-// after the other, and the ratios are taken per round, then reported as
-// median and range.
+// after the other (then the Go peers), and the ratios are taken per round,
+// then reported as median and range.
 const runs = []
 for (const c of LEVELS) {
   await load(sidecarUrl, c, WARMUP)
   await load(floorUrl, c, WARMUP)
+  for (const p of peers) await load(p.url, c, WARMUP)
   await load(directUrl, c, Math.min(WARMUP, 2), directTls)
   const rounds = []
   for (let round = 0; round < ROUNDS; round++) {
@@ -227,27 +302,39 @@ for (const c of LEVELS) {
     const sidecarRun = await measureSidecar(c)
     await sleep(1000)
     const floorRun = await measure(floorUrl, floor.pid, c)
+    const peerRuns = {}
+    for (const p of peers) {
+      await sleep(1000)
+      const run = await measurePeer(p, c)
+      peerRuns[p.key] = { ...run, ofFloor: ofFloor(run, floorRun) }
+    }
     rounds.push({
       sidecar: sidecarRun,
       floor: floorRun,
       // The sidecar against the Node floor, measured in this round: what issue 20's targets are written in.
-      ofFloor: { cpu: sidecarRun.cpuUsPerRequest / floorRun.cpuUsPerRequest, rps: sidecarRun.rps / floorRun.rps, p99: sidecarRun.p99 / floorRun.p99, peakRss: sidecarRun.peakRssMb / floorRun.peakRssMb }
+      ofFloor: ofFloor(sidecarRun, floorRun),
+      peers: peerRuns
     })
   }
   const direct = await load(directUrl, c, DURATION, directTls)
   const pick = (path) => spread(rounds.map((r) => path.split('.').reduce((o, k) => o[k], r)))
+  const mediansOf = (who) => Object.fromEntries(['rps', 'p50', 'p99', 'p999', 'cpuUsPerRequest', 'peakRssMb'].map((m) => [m, pick(`${who}.${m}`).median]))
+  const ratiosOf = (prefix) => ({ cpu: pick(`${prefix}ofFloor.cpu`), rps: pick(`${prefix}ofFloor.rps`), p99: pick(`${prefix}ofFloor.p99`), peakRss: pick(`${prefix}ofFloor.peakRss`) })
   runs.push({
     concurrency: c,
     rounds,
     sidecar: rounds[0].sidecar,
     floor: rounds[0].floor,
     direct,
-    ofFloor: { cpu: pick('ofFloor.cpu'), rps: pick('ofFloor.rps'), p99: pick('ofFloor.p99'), peakRss: pick('ofFloor.peakRss') },
-    median: {
-      sidecar: { rps: pick('sidecar.rps').median, p50: pick('sidecar.p50').median, p99: pick('sidecar.p99').median, p999: pick('sidecar.p999').median, cpuUsPerRequest: pick('sidecar.cpuUsPerRequest').median, peakRssMb: pick('sidecar.peakRssMb').median },
-      floor: { rps: pick('floor.rps').median, p50: pick('floor.p50').median, p99: pick('floor.p99').median, p999: pick('floor.p999').median, cpuUsPerRequest: pick('floor.cpuUsPerRequest').median, peakRssMb: pick('floor.peakRssMb').median }
-    },
+    ofFloor: ratiosOf(''),
+    median: { sidecar: mediansOf('sidecar'), floor: mediansOf('floor') },
     errors: { sidecar: rounds.reduce((n, r) => n + r.sidecar.errors, 0), floor: rounds.reduce((n, r) => n + r.floor.errors, 0) },
+    // Each Go peer's medians, ratios to the floor and failed requests; its runs are in rounds[].peers.
+    peers: Object.fromEntries(peers.map((p) => [p.key, {
+      median: mediansOf(`peers.${p.key}`),
+      ofFloor: ratiosOf(`peers.${p.key}.`),
+      errors: rounds.reduce((n, r) => n + r.peers[p.key].errors, 0)
+    }])),
     throughputOfCeiling: pick('sidecar.rps').median / direct.rps,
     addedLatencyMs: { p50: pick('sidecar.p50').median - direct.p50, p99: pick('sidecar.p99').median - direct.p99 }
   })
@@ -258,7 +345,8 @@ for (const c of LEVELS) {
 // concurrency 64), which the per-run peaks, reset after the warm-up, leave out.
 const lifetime = {
   sidecar: { peakRssMb: statusKb(sidecar.pid, 'VmHWM') / 1024, after: rssNow(sidecar.pid) },
-  floor: { peakRssMb: statusKb(floor.pid, 'VmHWM') / 1024, after: rssNow(floor.pid) }
+  floor: { peakRssMb: statusKb(floor.pid, 'VmHWM') / 1024, after: rssNow(floor.pid) },
+  ...Object.fromEntries(peers.map((p) => [p.key, { peakRssMb: statusKb(p.pid, 'VmHWM') / 1024, after: rssNow(p.pid) }]))
 }
 
 // 4. Report.
@@ -270,9 +358,14 @@ for (const r of runs) {
   const fl = r.median.floor
   rows.push([String(r.concurrency), 'sidecar', f(s.rps), f(s.p50, 3), f(s.p99, 3), f(s.p999, 3), String(r.errors.sidecar), f(s.cpuUsPerRequest), f(r.sidecar.proxyCpuUsPerRequest), r.rounds.map((x) => x.sidecar.tunnelsOpened).join('/'), f(s.peakRssMb, 1), `${f(r.throughputOfCeiling * 100)}%`])
   rows.push(['', 'node floor', f(fl.rps), f(fl.p50, 3), f(fl.p99, 3), f(fl.p999, 3), String(r.errors.floor), f(fl.cpuUsPerRequest), '', '', f(fl.peakRssMb, 1), `${f(fl.rps / r.direct.rps * 100)}%`])
+  for (const p of peers) {
+    const g = r.peers[p.key].median
+    rows.push(['', p.label, f(g.rps), f(g.p50, 3), f(g.p99, 3), f(g.p999, 3), String(r.peers[p.key].errors), f(g.cpuUsPerRequest), f(r.rounds[0].peers[p.key].proxyCpuUsPerRequest), r.rounds.map((x) => x.peers[p.key].tunnelsOpened).join('/'), f(g.peakRssMb, 1), `${f(g.rps / r.direct.rps * 100)}%`])
+  }
   rows.push(['', 'direct', f(r.direct.rps), f(r.direct.p50, 3), f(r.direct.p99, 3), f(r.direct.p999, 3), String(r.direct.errors), '', '', '', '', ''])
 }
-const ratios = runs.map((r) => `concurrency ${r.concurrency}: CPU/req ${range(r.ofFloor.cpu, 2)}×, req/s ${range(r.ofFloor.rps, 2)}×, p99 ${range(r.ofFloor.p99, 2)}×, run peak RSS ${range(r.ofFloor.peakRss, 2)}×`)
+const ratioLine = (c, x) => `concurrency ${c}: CPU/req ${range(x.cpu, 2)}×, req/s ${range(x.rps, 2)}×, p99 ${range(x.p99, 2)}×, run peak RSS ${range(x.peakRss, 2)}×`
+const ratios = runs.map((r) => ratioLine(r.concurrency, r.ofFloor))
 const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)))
 const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'CPU'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`
 const mb = (x) => `${f(x.rssMb, 1)} MB (${f(x.anonMb, 1)} anonymous, ${f(x.fileMb, 1)} file-backed)`
@@ -280,19 +373,23 @@ const out = [
   `apicast-sidecar-proxy benchmark: GET authrep through the sidecar and ${useSquid ? 'squid' : 'proxy-chain'} (Basic auth) to a TLS origin, vs. straight to the origin`,
   `machine: ${machine}${NODE_ARGS.length > 0 ? ` ${NODE_ARGS.join(' ')}` : ''}; load tool ${TOOL}; ${DURATION} s per run after ${WARMUP} s warm-up, ${ROUNDS} round${ROUNDS === 1 ? '' : 's'} (medians${ROUNDS === 1 ? '' : ', ranges in brackets'}); sidecar logging at info`,
   `start-up (launch to both listeners accepting): ${f(startupMs)} ms (peak RSS during start-up ${f(startupPeakRssMb, 1)} MB)`,
-  `idle RSS: sidecar ${mb(sidecarIdle)}; Node floor ${mb(floorIdle)}`,
-  `peak RSS over the whole run, tunnel openings included: sidecar ${f(lifetime.sidecar.peakRssMb, 1)} MB, Node floor ${f(lifetime.floor.peakRssMb, 1)} MB; at the end: sidecar ${mb(lifetime.sidecar.after)}, Node floor ${mb(lifetime.floor.after)}`,
+  ...(peers.length > 0 ? [`Go peers (bench/go-peer, ${goVersion}): httputil.ReverseProxy; go seed with http.DefaultTransport's pool (2 idle per host), go tuned with 64 idle and at most 64 per host, HTTP/1.1, upstream requests not cancelled with the client's`] : []),
+  `idle RSS: sidecar ${mb(sidecarIdle)}; Node floor ${mb(floorIdle)}${peers.map((p) => `; ${p.label} ${mb(p.idle)}`).join('')}`,
+  `peak RSS over the whole run, tunnel openings included: sidecar ${f(lifetime.sidecar.peakRssMb, 1)} MB, Node floor ${f(lifetime.floor.peakRssMb, 1)} MB${peers.map((p) => `, ${p.label} ${f(lifetime[p.key].peakRssMb, 1)} MB`).join('')}; at the end: sidecar ${mb(lifetime.sidecar.after)}, Node floor ${mb(lifetime.floor.after)}${peers.map((p) => `, ${p.label} ${mb(lifetime[p.key].after)}`).join('')}`,
   '',
   ...rows.map((row) => row.map((cell, i) => cell.padEnd(widths[i])).join('  ')),
   '',
   'the sidecar against the Node floor (node:http + one undici ProxyAgent, no features), per round of this run:',
   ...ratios.map((r) => `  ${r}`),
   '',
+  ...peers.flatMap((p) => [`${p.label} against the Node floor, per round of this run:`, ...runs.map((r) => `  ${ratioLine(r.concurrency, r.peers[p.key].ofFloor)}`), '']),
   ...runs.filter((r) => r.concurrency === 1).map((r) => `added latency at concurrency 1: p50 +${f(r.addedLatencyMs.p50, 3)} ms, p99 +${f(r.addedLatencyMs.p99, 3)} ms`)
 ]
 process.stdout.write(out.join('\n') + '\n')
 
 const report = { date: new Date().toISOString(), machine, nodeArgs: NODE_ARGS, tool: TOOL, proxy: useSquid ? 'squid' : 'proxy-chain', durationS: DURATION, rounds: ROUNDS, startupMs, idleRssMb, sidecarIdle, startupPeakRssMb, floorIdleRssMb, floorIdle, lifetime, runs }
+// The Go peers' build and idle RSS, or why they were left out (their lifetime peaks are in lifetime, their runs in runs).
+report.goPeers = peers.length > 0 ? { version: goVersion, idle: Object.fromEntries(peers.map((p) => [p.key, p.idle])) } : { skipped: goPeer.skipped }
 mkdirSync(join(ROOT, '.bench'), { recursive: true })
 writeFileSync(join(ROOT, '.bench', 'latest.json'), JSON.stringify(report, null, 2))
 writeFileSync(join(ROOT, '.bench', `bench-${report.date.replace(/[:.]/g, '-')}.json`), JSON.stringify(report, null, 2))
@@ -302,6 +399,12 @@ const failed = runs.filter((r) => r.errors.sidecar > 0 || r.errors.floor > 0 || 
 if (failed.length > 0) {
   process.stderr.write(`bench: requests failed at concurrency ${failed.map((r) => r.concurrency).join(', ')}; the figures are not valid\n`)
   process.exitCode = 1
+}
+// The Go peers are a comparison, not what is measured: the seed's tunnel
+// churn may fail requests, and that is one of its figures, not a fault of the run.
+for (const p of peers) {
+  const bad = runs.filter((r) => r.peers[p.key].errors > 0 || r.rounds.some((x) => x.peers[p.key].requests === 0))
+  if (bad.length > 0) process.stderr.write(`bench: warning: ${p.label} failed requests at concurrency ${bad.map((r) => `${r.concurrency} (${r.peers[p.key].errors})`).join(', ')}; its rows count them\n`)
 }
 
 cleanUp()

@@ -1,0 +1,3 @@
+module apicast-sidecar-proxy/bench/go-peer
+
+go 1.19
